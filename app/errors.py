@@ -1,0 +1,90 @@
+"""Errors with the right 4xx/5xx status: ``{"error": {"code", "message"}}`` JSON under /api and the
+health routes, an HTML page with the same sentence everywhere else (never a stack trace)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+JSON_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    410: "gone",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+class ApiError(Exception):
+    """An error the client should see, with its status, code and sentence."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def service_unavailable(what: str) -> ApiError:
+    return ApiError(503, f"{what}_unavailable", f"The {what} is unavailable; try again shortly.", RETRY_AFTER_SECONDS)
+
+
+def error_response(error: ApiError) -> Response:
+    return _with_status(jsonify({"error": {"code": error.code, "message": error.message}}), error)
+
+
+def error_page(error: ApiError) -> Response:
+    """The error as a page with a heading and the sentence, for people in a browser."""
+    title = HTTP_STATUS_CODES.get(error.status, "Error")
+    page = render_template("error.html", status=error.status, title=title, message=error.message)
+    return _with_status(make_response(page), error)
+
+
+def _with_status(response: Response, error: ApiError) -> Response:
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Map any exception to the error a client should see."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        return ApiError(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
+    if isinstance(exc, OperationalError | InterfaceError):
+        return service_unavailable("database")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        log.error("storage volume is full: %s", exc)
+        message = "The storage volume is full; try again later."
+        return ApiError(507, "insufficient_storage", message, RETRY_AFTER_SECONDS)
+    if isinstance(exc, BrokerError | ConnectionError):
+        return service_unavailable("broker")
+    log.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "internal_error", "An unexpected error occurred.")
+
+
+def handle_error(exc: Exception) -> Response:
+    error = to_api_error(exc)
+    return error_response(error) if request.path.startswith(JSON_PATHS) else error_page(error)
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error as JSON under /api and the health routes, and as an HTML page elsewhere."""
+    app.register_error_handler(Exception, handle_error)

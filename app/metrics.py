@@ -1,0 +1,69 @@
+"""API metrics for Prometheus at ``/metrics``: requests, upload bytes and jobs created by status.
+
+Under gunicorn every worker process records into prometheus_client's
+multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py), and
+``/metrics`` adds them up, whichever worker answers the scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("yolo_api_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
+REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a request", ["endpoint"])
+UPLOAD_BYTES = Counter("yolo_api_upload_bytes_total", "Bytes of images accepted in new jobs")
+JOBS_CREATED = Counter("yolo_api_jobs_created_total", "Job submissions, by outcome", ["status"])
+
+bp = Blueprint("metrics", __name__)
+log = logging.getLogger("app.requests")
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _count(response: Response) -> Response:
+    """Count and log each request (one structured line)."""
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    seconds = time.perf_counter() - g.request_started if "request_started" in g else 0.0
+    REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    REQUEST_SECONDS.labels(endpoint).observe(seconds)
+    job_id = (request.view_args or {}).get("job_id") or g.get("job_id")
+    log.info(
+        "%s %s %d %.3fs",
+        request.method,
+        request.path,
+        response.status_code,
+        seconds,
+        extra={"method": request.method, "path": request.path, "status": response.status_code, "job_id": job_id},
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_count)
+    app.register_blueprint(bp)

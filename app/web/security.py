@@ -1,0 +1,62 @@
+"""Browser protections: the secret key, CSRF tokens on the web forms, and security headers on every response.
+
+The JSON API is for programmatic clients and is exempt from CSRF (it sets no cookies).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response
+from flask_wtf.csrf import CSRFProtect
+
+from storage.settings import VAR_DIR
+
+SECRET_KEY_PATH = VAR_DIR / "secret_key"
+# Scripts and styles only from static files: no inline script, no inline style attributes, nothing from outside.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+csrf = CSRFProtect()
+
+
+def load_secret_key(path: Path) -> str:
+    """The key stored at ``path``, generated there first (mode 0600) when missing.
+
+    The key is written to a temporary file and linked into place, so processes
+    starting together all read the one key that won.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32))
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def init_app(app: Flask, secret_key: str | None, csrf_exempt: Iterable[Blueprint]) -> None:
+    """Set the secret key (``secret_key``, else the generated one), enable CSRF and add the headers."""
+    app.config["SECRET_KEY"] = secret_key or load_secret_key(SECRET_KEY_PATH)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    csrf.init_app(app)
+    for blueprint in csrf_exempt:
+        csrf.exempt(blueprint)
+    app.after_request(_security_headers)

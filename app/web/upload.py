@@ -1,0 +1,65 @@
+"""``/``: the upload form. A plain form post creates the job and redirects to its page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Response, current_app, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.api.jobs import job_service
+from app.errors import ApiError, to_api_error
+from app.web import bp
+from storage.jobs import JobParams
+
+# Sentences for the form where the API's wording speaks of fields.
+FORM_MESSAGES = {"no_image": "Choose at least one image to upload."}
+
+FormPage = tuple[str, int, dict[str, str]]
+
+
+def readable_size(size: int) -> str:
+    return f"{size / 2**20:.3g} MiB" if size >= 2**20 else f"{size / 2**10:.3g} KiB"
+
+
+def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
+    """The form, with ``error`` as a sentence above it and the user's choices kept."""
+    service = job_service()
+    max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
+    page = render_template(
+        "upload.html",
+        models=service.models,
+        fields={"model": service.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})},
+        max_bytes=max_bytes,
+        max_size=readable_size(max_bytes),
+        error=FORM_MESSAGES.get(error.code, error.message) if error else None,
+    )
+    headers = {"Retry-After": str(error.retry_after)} if error and error.retry_after else {}
+    return page, error.status if error else 200, headers
+
+
+@bp.get("/")
+def upload_form() -> FormPage:
+    return render_form()
+
+
+@bp.post("/")
+def upload() -> Response | FormPage:
+    try:
+        job = job_service().create(request.files.getlist("image"), request.form)
+    except Exception as exc:  # every failure reads as a sentence above the form
+        return render_form(to_api_error(exc), request.form)
+    return redirect(url_for("web.job_page", job_id=job.id), 303)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def upload_too_large(_exc: RequestEntityTooLarge) -> FormPage:
+    limit = readable_size(current_app.config["MAX_CONTENT_LENGTH"])
+    return render_form(ApiError(413, "too_large", f"The upload is larger than {limit}; send fewer or smaller images."))
+
+
+@bp.errorhandler(CSRFError)
+def form_expired(_exc: CSRFError) -> FormPage:
+    message = "The form expired or did not come from this site; choose your images and send them again."
+    return render_form(ApiError(400, "csrf_failed", message), request.form)

@@ -1,0 +1,143 @@
+"""Content-addressed blobs on the shared volume (``blobs/ab/cd/<sha256>``).
+
+Uploads stream into a temp file under ``tmp/`` on the same volume while being
+hashed, then are fsynced and renamed atomically into place. A client's filename
+never becomes part of a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import IO, BinaryIO
+
+TEMP_SUFFIX = ".part"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def blob_relpath(sha256: str) -> str:
+    """The storage-relative path of the blob with this digest."""
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+class IncomingFile:
+    """A temp file on the volume that hashes and counts what is written to it.
+
+    Werkzeug's form parser writes each uploaded part here (see the API's stream
+    factory), so no upload is ever held in memory whole.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO = open(path, "xb+")  # noqa: SIM115 - lives as long as the request
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def sync(self) -> None:
+        """Flush and fsync the bytes written so far."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def discard(self) -> None:
+        """Close and remove the temp file (no-op if already moved or removed)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BlobStore:
+    """Blobs and upload temp files under one storage root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.blobs_dir = self.root / "blobs"
+
+    def ensure_layout(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_incoming(self) -> IncomingFile:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return IncomingFile(self.tmp_dir / f"upload-{uuid.uuid4().hex}{TEMP_SUFFIX}")
+
+    def path_of(self, relpath: str) -> Path:
+        return self.root / relpath
+
+    def install(self, incoming: IncomingFile) -> str:
+        """fsync the temp file, move it atomically to its content address, return that relative path."""
+        relpath = blob_relpath(incoming.sha256)
+        target = self.path_of(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        incoming.sync()
+        incoming.close()
+        os.replace(incoming.path, target)
+        _fsync_dir(target.parent)
+        return relpath
+
+    def open(self, relpath: str) -> IO[bytes]:
+        return open(self.path_of(relpath), "rb")
+
+    def exists(self, relpath: str) -> bool:
+        return self.path_of(relpath).is_file()
+
+    def delete(self, relpath: str) -> int:
+        """Remove a blob; return the bytes freed (0 if it was already gone)."""
+        path = self.path_of(relpath)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def is_writable(self) -> bool:
+        """Whether a file can be created and removed under the storage root."""
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.tmp_dir / f"probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

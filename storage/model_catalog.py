@@ -1,0 +1,61 @@
+"""What each named model detects, as reported by the workers that loaded it.
+
+The API lists models with their classes from here, so it never has to load
+weights (or import torch) itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from storage.models import ModelInfo
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    weights: str
+    weights_sha256: str | None
+    task: str
+    classes: dict[str, str]
+
+
+def weights_present(weights: str) -> bool:
+    """Whether weights can be loaded: a ``.pt`` file must exist; a model YAML is built from its name."""
+    return Path(weights).is_file() or not weights.endswith(".pt")
+
+
+def file_sha256(path: str) -> str | None:
+    if not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_loaded_model(session: Session, model: LoadedModel) -> None:
+    """Upsert the model's row (the latest load wins)."""
+    values = {
+        "name": model.name,
+        "weights": model.weights,
+        "weights_sha256": model.weights_sha256,
+        "task": model.task,
+        "classes": model.classes,
+    }
+    statement = insert(ModelInfo).values(**values)
+    updates = {k: statement.excluded[k] for k in ("weights", "weights_sha256", "task", "classes")}
+    session.execute(
+        statement.on_conflict_do_update(index_elements=[ModelInfo.name], set_={**updates, "loaded_at": func.now()})
+    )
+
+
+def known_models(session: Session) -> dict[str, ModelInfo]:
+    return {info.name: info for info in session.scalars(select(ModelInfo))}

@@ -1,0 +1,110 @@
+"""``tasks.inference.detect``: run a job's images through its model and store the results.
+
+The message carries only the job id. The task is idempotent: a finished job is
+left alone, and a half-done one resumes with the uploads that have no result yet
+(results are upserted, so a redelivery never duplicates rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from storage.jobs import JobRun, begin_attempt, fail_job, record_results
+from storage.logs import job_context
+from tasks import app, metrics
+from tasks.detection import predict_batch
+from tasks.model_pool import ModelUnavailable
+from tasks.runtime import WorkerRuntime, get_runtime
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, DBAPIError, OSError)
+MAX_ATTEMPTS = 10
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class JobTask(Task):
+    """Marks the job failed once the task itself has failed for good."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded) else "internal_error"
+        metrics.job_finished("failed")
+        try:
+            with get_runtime().storage.session() as session:
+                fail_job(session, uuid.UUID(job_id), code, f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not mark job failed", extra={"job_id": job_id})
+
+
+@app.task(
+    name="tasks.inference.detect",
+    bind=True,
+    base=JobTask,
+    queue="inference",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def detect(self: Task, job_id: str) -> dict[str, Any]:
+    """Detect objects in every image of job ``job_id``."""
+    with job_context(job_id):
+        return _run_job(self, uuid.UUID(job_id))
+
+
+def _run_job(task: Task, job_id: uuid.UUID) -> dict[str, Any]:
+    runtime = get_runtime()
+    with runtime.storage.session() as session:
+        run = begin_attempt(session, job_id)
+    if run is None:
+        log.info("job already finished or unknown, nothing to do")
+        return {"job_id": str(job_id), "status": "skipped"}
+    if run.attempts > MAX_ATTEMPTS:
+        return _fail(runtime, run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
+    try:
+        model = runtime.models.get(run.params.model)
+    except ModelUnavailable as exc:
+        return _fail(runtime, run, "model_unavailable", str(exc))
+    log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
+    report_progress(task, job_id, run.done, run.total)
+    done = run.done
+    batches = list(chunks(run.pending, runtime.settings.inference_batch_size)) or [[]]
+    for index, batch in enumerate(batches):
+        started = time.perf_counter()
+        results = predict_batch(model, runtime.models.device, runtime.storage.blobs.root, batch, run.params)
+        metrics.batch_predicted(run.params.model, len(batch), time.perf_counter() - started)
+        with runtime.storage.session() as session:
+            done = record_results(session, job_id, results, finish=index == len(batches) - 1)
+        report_progress(task, job_id, done, run.total)
+    log.info("job succeeded done=%d total=%d", done, run.total)
+    metrics.job_finished("succeeded")
+    return {"job_id": str(job_id), "status": "succeeded", "done": done, "total": run.total}
+
+
+def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> None:
+    """Publish progress as the ``PROGRESS`` result state and as a ``task-progress`` event (Flower shows both)."""
+    task.update_state(state="PROGRESS", meta={"job_id": str(job_id), "done": done, "total": total})
+    task.send_event("task-progress", done=done, total=total)
+
+
+def _fail(runtime: WorkerRuntime, run: JobRun, code: str, message: str) -> dict[str, Any]:
+    log.warning("job failed code=%s message=%s", code, message)
+    metrics.job_finished("failed")
+    with runtime.storage.session() as session:
+        fail_job(session, run.job_id, code, message)
+    return {"job_id": str(run.job_id), "status": "failed", "error": code}

@@ -1,0 +1,91 @@
+"""Worker metrics for Prometheus at ``http://WORKER_METRICS_ADDR:WORKER_METRICS_PORT/metrics``.
+
+The worker's main process serves them; prefork children record into
+prometheus_client's multiprocess files. The multiprocess mode is switched
+on at ``worker_init`` (in the parent, before the pool forks), so Flower and the
+other ``celery -A tasks`` commands that import this package are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_init, worker_shutdown
+
+from storage import Settings
+
+log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@cache
+def _metrics() -> dict[str, Any]:
+    from prometheus_client import Counter, Histogram
+
+    return {
+        "jobs": Counter("yolo_worker_jobs_finished_total", "Jobs a worker finished, by final status", ["status"]),
+        "inference": Histogram(
+            "yolo_worker_inference_seconds",
+            "Seconds spent predicting one batch of images",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        ),
+        "images": Counter("yolo_worker_images_total", "Images predicted, by model", ["model"]),
+        "model_load": Histogram(
+            "yolo_worker_model_load_seconds",
+            "Seconds to load a model in a worker process",
+            ["model"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60),
+        ),
+    }
+
+
+def job_finished(status: str) -> None:
+    _metrics()["jobs"].labels(status=status).inc()
+
+
+def batch_predicted(model: str, images: int, seconds: float) -> None:
+    _metrics()["inference"].labels(model=model).observe(seconds)
+    _metrics()["images"].labels(model=model).inc(images)
+
+
+def model_loaded(model: str, seconds: float) -> None:
+    _metrics()["model_load"].labels(model=model).observe(seconds)
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    settings = Settings.from_env()
+    if not settings.worker_metrics_port:
+        return
+    directory = Path(tempfile.gettempdir()) / f"yolo-jobs-worker-metrics-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server, values
+
+    # Celery's CLI plugins (Flower's) may have imported prometheus_client before the
+    # directory was known; metrics made from now on, in the children, write to files.
+    values.ValueClass = values.MultiProcessValue()
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_addr, registry=registry)
+    except OSError as exc:
+        log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        return
+    log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_addr, settings.worker_metrics_port)
+
+
+@worker_shutdown.connect
+def _remove_metric_files(**_: object) -> None:
+    directory = os.environ.get(MULTIPROC_ENV, "")
+    if directory.startswith(tempfile.gettempdir()) and "yolo-jobs-worker-metrics" in directory:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,78 @@
+"""Per-process worker resources: settings, storage and the model pool.
+
+Created in each prefork child by ``worker_process_init`` (after fork, never in
+the parent), or on first use in a pool without child processes (solo, threads).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
+
+from storage import Settings, Storage
+from storage.logs import configure_logging
+from storage.model_catalog import record_loaded_model
+from tasks.model_pool import ModelPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    storage: Storage
+    models: ModelPool
+
+
+_runtime: WorkerRuntime | None = None
+# Whether this worker consumes the inference queue (a maintenance-only worker loads no model).
+_serves_inference = True
+
+
+def get_runtime() -> WorkerRuntime:
+    """This process's runtime, created on first use."""
+    global _runtime
+    if _runtime is None:
+        settings = Settings.from_env()
+        models = ModelPool(settings.models, settings.worker_device)
+        _runtime = WorkerRuntime(settings, Storage(settings), models)
+        if _serves_inference:
+            models.load_all()
+            _publish_loaded_models(_runtime)
+    return _runtime
+
+
+def _publish_loaded_models(runtime: WorkerRuntime) -> None:
+    """Tell the API which classes each loaded model detects (best effort: the database may be down)."""
+    try:
+        with runtime.storage.session() as session:
+            for model in runtime.models.loaded:
+                record_loaded_model(session, model)
+    except Exception:
+        log.warning("could not record the loaded models", exc_info=True)
+
+
+@worker_init.connect
+def _note_queues(sender: Any, **_: object) -> None:
+    """In the parent, before the pool forks: remember whether children will run inference."""
+    global _serves_inference
+    _serves_inference = "inference" in sender.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _init_child(**_: object) -> None:
+    get_runtime()
+
+
+@worker_process_shutdown.connect
+def _shutdown_child(**_: object) -> None:
+    if _runtime is not None:
+        _runtime.storage.dispose()
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
+    configure_logging(Settings.from_env().log_format, loglevel or logging.INFO)

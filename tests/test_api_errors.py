@@ -1,0 +1,171 @@
+"""Bad input gets a clear 4xx JSON error and leaves no file or row behind; outages give 503."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app import create_app
+from storage.models import Job, StoredFile
+from tests.support import free_port, image_bytes
+
+
+def post(client, *files: tuple[str, bytes], **form: str):  # type: ignore[no-untyped-def]
+    data = {**form, "image": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post("/api/v1/jobs", data=data, content_type="multipart/form-data")
+
+
+def assert_error(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def counts(storage) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    with storage.session() as session:
+        return session.scalar(select(func.count()).select_from(Job)), session.scalar(
+            select(func.count()).select_from(StoredFile)
+        )
+
+
+def leftovers(root: str) -> list[Path]:
+    return [p for p in Path(root, "tmp").iterdir()]
+
+
+def test_no_image_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(client.post("/api/v1/jobs", data={"conf": "0.5"}), 400, "no_image")
+    assert_error(client.post("/api/v1/jobs", data={"image": "not a file"}), 400, "no_image")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("conf", "abc"), ("conf", "1.5"), ("iou", "-0.1"), ("conf", "nan"), ("imgsz", "12"), ("imgsz", "3.5")],
+)
+def test_bad_parameter_is_400(client, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    assert_error(post(client, ("a.png", image_bytes()), **{field: value}), 400, "invalid_parameter")
+
+
+def test_unknown_model_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(post(client, ("a.png", image_bytes()), model="nope"), 400, "unknown_model")
+
+
+def test_empty_file_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(post(client, ("a.png", b"")), 400, "empty_file")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"just some text, named like a picture",
+        b"GIF89a" + b"\x00" * 64,
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 10,  # PNG magic with no header behind it
+        b"%PDF-1.7\n" + b"x" * 100,
+    ],
+)
+def test_non_image_is_415_whatever_the_name(client, storage, services_env, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    before = counts(storage)
+    data = {"image": [(io.BytesIO(content), "photo.jpg", "image/jpeg")]}
+    assert_error(
+        client.post("/api/v1/jobs", data=data, content_type="multipart/form-data"), 415, "unsupported_media_type"
+    )
+    assert counts(storage) == before
+    assert leftovers(services_env["STORAGE_ROOT"]) == []
+
+
+def test_one_bad_file_rejects_the_whole_job(client, storage, services_env) -> None:  # type: ignore[no-untyped-def]
+    before = counts(storage)
+    assert_error(post(client, ("good.png", image_bytes(seed=9)), ("bad.jpg", b"nope")), 415, "unsupported_media_type")
+    assert counts(storage) == before
+    assert leftovers(services_env["STORAGE_ROOT"]) == []
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF"])
+def test_every_accepted_format_is_sniffed(client, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    response = post(client, ("no-extension", image_bytes(33, 21, seed=1000 + len(fmt), fmt=fmt)))
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert response.get_json()["files"][0]["content_type"] == f"image/{fmt.lower()}"
+
+
+def test_over_max_upload_bytes_is_413_and_leaves_nothing(services_env, storage) -> None:  # type: ignore[no-untyped-def]
+    app = create_app({**services_env, "TESTING": True, "MAX_UPLOAD_BYTES": "20000"})
+    try:
+        before = counts(storage)
+        big = image_bytes(400, 400, seed=3, fmt="BMP")
+        assert len(big) > 20000
+        assert_error(post(app.test_client(), ("big.bmp", big)), 413, "too_large")
+        assert counts(storage) == before
+        assert leftovers(services_env["STORAGE_ROOT"]) == []
+    finally:
+        app.extensions["yolo_storage"].dispose()
+
+
+def test_unknown_or_malformed_job_is_404(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(client.get("/api/v1/jobs/00000000-0000-4000-8000-000000000000"), 404, "not_found")
+    assert_error(client.get("/api/v1/jobs/not-a-uuid"), 404, "not_found")
+    assert_error(client.get("/api/v1/files/00000000-0000-4000-8000-000000000000"), 404, "not_found")
+    assert_error(client.get("/api/v1/nothing-here"), 404, "not_found")
+
+
+def test_broker_down_is_503_with_retry_after_and_no_job(services_env, storage) -> None:  # type: ignore[no-untyped-def]
+    dead_broker = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    app = create_app({**services_env, "TESTING": True, "CELERY_BROKER_URL": dead_broker})
+    try:
+        before_jobs = counts(storage)[0]
+        response = post(app.test_client(), ("a.png", image_bytes(seed=31)))
+        assert_error(response, 503, "broker_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
+        assert counts(storage)[0] == before_jobs
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 503 and ready.get_json()["checks"]["broker"] is False
+    finally:
+        app.extensions["yolo_storage"].dispose()
+
+
+def test_database_down_is_503_with_retry_after(services_env) -> None:  # type: ignore[no-untyped-def]
+    dead_database = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app({**services_env, "TESTING": True, "DATABASE_URL": dead_database})
+    try:
+        response = post(app.test_client(), ("a.png", image_bytes(seed=32)))
+        assert_error(response, 503, "database_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
+        assert leftovers(services_env["STORAGE_ROOT"]) == []
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 503 and "database" in ready.get_json()["error"]["message"]
+    finally:
+        app.extensions["yolo_storage"].dispose()
+
+
+def test_readyz_and_healthz_when_all_is_up(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and all(ready.get_json()["checks"].values())
+
+
+@pytest.fixture()
+def tiny_volume(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs as the storage volume, to fill it up for real."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_disk_is_507_and_leaves_nothing(isolated_env, storage, tiny_volume: Path) -> None:  # type: ignore[no-untyped-def]
+    app = create_app({**isolated_env, "TESTING": True, "STORAGE_ROOT": str(tiny_volume)})
+    try:
+        before = counts(storage)
+        response = post(app.test_client(), ("big.bmp", image_bytes(800, 800, seed=5, fmt="BMP")))
+        assert_error(response, 507, "insufficient_storage")
+        assert int(response.headers["Retry-After"]) > 0
+        assert counts(storage) == before
+        assert leftovers(str(tiny_volume)) == []
+        small = post(app.test_client(), ("small.png", image_bytes(20, 20, seed=6)))
+        assert small.status_code == 202, "the volume works again once the request's temp file is gone"
+    finally:
+        app.extensions["yolo_storage"].dispose()
