@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from storage.settings import Settings
 
 _settings = Settings.from_env()
-_cleanup_hour, _cleanup_minute = (int(part) for part in _settings.retention_cleanup_time.split(":"))
+_cleanup_hour, _cleanup_minute = _settings.retention_cleanup_time
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
@@ -68,6 +68,11 @@ beat_schedule = {
         "task": "tasks.maintenance.cleanup_expired_files",
         "schedule": _cleanup_schedule,
         "options": {"queue": "maintenance", "expires": _cleanup_interval or 23 * 3600},
+    },
+    "requeue-stranded-jobs": {
+        "task": "tasks.maintenance.requeue_stranded_jobs",
+        "schedule": timedelta(minutes=5),
+        "options": {"queue": "maintenance", "expires": 300},
     },
 }
 timezone = "UTC"

@@ -22,7 +22,6 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         CELERY_BROKER_URL=settings.broker_url,
-        JSON_SORT_KEYS=False,
     )
     app.config.update(config or {})
     app.json.sort_keys = False
@@ -45,10 +44,5 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
     web.init_app(app, settings.secret_key, csrf_exempt=[api_bp])
-
-    @app.after_request
-    def _security_headers(response):  # type: ignore[no-untyped-def]
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
 
     return app

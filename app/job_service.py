@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from flask import g
-from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.datastructures import FileStorage
 
 from app.dispatch import TaskDispatcher
@@ -26,6 +24,13 @@ log = logging.getLogger(__name__)
 
 MAX_FILES_PER_JOB = 100
 MAX_FILENAME_LENGTH = 255
+
+
+def whole_number(raw: str, name: str, low: int, high: int) -> int:
+    """``raw`` as an integer in ``[low, high]``; 400 ``invalid_parameter`` otherwise."""
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number between {low} and {high}.")
+    return int(raw)
 
 
 def _number(form: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -46,12 +51,8 @@ def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_m
     model = form.get("model", "").strip() or default_model
     if model not in known_models:
         raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
-    imgsz = None
     raw_imgsz = form.get("imgsz", "").strip()
-    if raw_imgsz:
-        if not raw_imgsz.isdigit() or not 32 <= int(raw_imgsz) <= 4096:
-            raise ApiError(400, "invalid_parameter", "imgsz must be a whole number between 32 and 4096.")
-        imgsz = int(raw_imgsz)
+    imgsz = whole_number(raw_imgsz, "imgsz", 32, 4096) if raw_imgsz else None
     return JobParams(
         model=model,
         conf=_number(form, "conf", JobParams.conf, 0.0, 1.0),
@@ -107,7 +108,7 @@ class JobService:
         except ApiError as exc:
             JOBS_CREATED.labels("unavailable" if exc.status == 503 else "rejected").inc()
             raise
-        except (OperationalError, InterfaceError):
+        except Exception:  # database, broker or volume trouble: the error handlers answer 503/507
             JOBS_CREATED.labels("unavailable").inc()
             raise
         JOBS_CREATED.labels("queued").inc()
@@ -120,8 +121,12 @@ class JobService:
         uploads = identify_uploads(files)
         with self.storage.session() as session:
             job_id = create_job(session, self.storage.blobs, params, uploads).id
-        created = self.get(job_id)  # as committed: queued, before any worker can pick it up
         with job_context(str(job_id)):
+            try:
+                created = self.get(job_id)  # as committed: queued, before any worker can pick it up
+            except Exception:
+                self._withdraw(job_id)
+                raise
             self._enqueue(job_id)
             log.info("job created files=%d model=%s", created.total_files, created.model)
         return created
@@ -129,16 +134,27 @@ class JobService:
     def _enqueue(self, job_id: uuid.UUID) -> None:
         try:
             self.dispatcher.send_detect(job_id)
-        except (BrokerError, ConnectionError, OSError) as exc:
+        except Exception as exc:  # unreachable, refused or not confirmed by the broker
             log.warning("enqueue failed, withdrawing the job: %s", exc)
-            with self.storage.session() as session:
-                delete_job(session, job_id)
+            self._withdraw(job_id)
             raise service_unavailable("broker") from exc
         try:
             with self.storage.session() as session:
                 mark_enqueued(session, job_id)
         except Exception:  # the task is on its way; the timestamp is only bookkeeping
             log.warning("could not record enqueued_at", exc_info=True)
+
+    def _withdraw(self, job_id: uuid.UUID) -> None:
+        """Delete a job the client will not get a 202 for.
+
+        If the database is down too, the row stays, and the maintenance worker's
+        ``requeue_stranded_jobs`` runs the job later instead.
+        """
+        try:
+            with self.storage.session() as session:
+                delete_job(session, job_id)
+        except Exception:
+            log.warning("could not withdraw the job", exc_info=True)
 
     def get(self, job_id: uuid.UUID) -> Job:
         with self.storage.session() as session:

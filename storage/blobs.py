@@ -18,9 +18,20 @@ TEMP_SUFFIX = ".part"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def is_sha256(value: str) -> bool:
+    """Whether ``value`` is a lowercase hex SHA-256 digest."""
+    return bool(_SHA256.match(value))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file's content, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def blob_relpath(sha256: str) -> str:
     """The storage-relative path of the blob with this digest."""
-    if not _SHA256.match(sha256):
+    if not is_sha256(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
     return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 

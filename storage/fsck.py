@@ -18,7 +18,6 @@ digest's lock (a busy digest is left for the next run):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -30,9 +29,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
+from storage.blobs import file_sha256
+from storage.iterables import batched
 from storage.locks import maintenance_lock, try_lock_digests
 from storage.models import Job, StoredFile
-from storage.reclaim import UNKNOWN_BLOB_GRACE, batched, find_orphan_blobs, reclaim_blobs
+from storage.reclaim import UNKNOWN_BLOB_GRACE, find_orphan_blobs, reclaim_blobs
 from storage.retention import referenced_by_jobs
 from storage.settings import Settings
 from storage.store import Storage
@@ -69,11 +70,6 @@ class FsckReport:
     @property
     def clean(self) -> bool:
         return all(f.repaired for f in self.findings)
-
-
-def file_sha256(path: os.PathLike[str]) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _live_rows(storage: Storage) -> Iterator[tuple[StoredFile, bool]]:

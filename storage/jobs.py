@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -100,6 +101,22 @@ def create_job(session: Session, blobs: BlobStore, params: JobParams, uploads: S
 
 def mark_enqueued(session: Session, job_id: uuid.UUID) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=func.now()))
+
+
+def stranded_jobs(session: Session, older_than: timedelta, limit: int) -> list[uuid.UUID]:
+    """Queued jobs, oldest first, whose task was never recorded as sent (``enqueued_at`` is null).
+
+    The API commits a job before it publishes the task; an API process that dies
+    in between, or that cannot withdraw the job when the broker refuses it,
+    leaves such a row behind.
+    """
+    query = (
+        select(Job.id)
+        .where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < func.now() - older_than)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def delete_job(session: Session, job_id: uuid.UUID) -> None:

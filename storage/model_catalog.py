@@ -6,7 +6,6 @@ weights (or import torch) itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from storage.blobs import file_sha256
 from storage.models import ModelInfo
 
 
@@ -31,14 +31,9 @@ def weights_present(weights: str) -> bool:
     return Path(weights).is_file() or not weights.endswith(".pt")
 
 
-def file_sha256(path: str) -> str | None:
-    if not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def weights_sha256(weights: str) -> str | None:
+    """The digest of a weights file, or None for a model built from its YAML name."""
+    return file_sha256(weights) if Path(weights).is_file() else None
 
 
 def record_loaded_model(session: Session, model: LoadedModel) -> None:

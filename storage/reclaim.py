@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import islice
 from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.blobs import TEMP_SUFFIX, BlobStore, blob_relpath
+from storage.blobs import TEMP_SUFFIX, BlobStore, blob_relpath, is_sha256
+from storage.iterables import batched
 from storage.locks import try_lock_digests
 from storage.models import StoredFile
 from storage.store import Storage
@@ -36,15 +35,6 @@ TEMP_FILE_GRACE = timedelta(hours=1)
 DIGEST_CHUNK = 1000
 
 _HEX2 = re.compile(r"^[0-9a-f]{2}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-T = TypeVar("T")
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of up to ``size`` items, in order."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 @dataclass
@@ -95,7 +85,7 @@ def iter_blob_digests(blobs: BlobStore) -> Iterator[str]:
             with os.scandir(second) as entries:
                 for entry in entries:
                     name = entry.name
-                    if _SHA256.match(name) and name[:2] == first.name and name[2:4] == second.name and entry.is_file():
+                    if is_sha256(name) and name[:2] == first.name and name[2:4] == second.name and entry.is_file():
                         yield name
 
 

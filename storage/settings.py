@@ -41,6 +41,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer") from exc
 
 
+def _clock_time(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
+    """An ``HH:MM`` time of day as ``(hour, minute)``."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    hour, _, minute = raw.strip().partition(":")
+    if not (hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()):
+        raise SettingsError(f"{name} must be a time of day as HH:MM")
+    if not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
+        raise SettingsError(f"{name} must be a time of day as HH:MM")
+    return int(hour), int(minute)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Configuration shared by the API, the workers and the operator tools."""
@@ -54,7 +67,7 @@ class Settings:
     worker_device: str = "auto"
     inference_batch_size: int = 8
     retention_days: int = 30
-    retention_cleanup_time: str = "03:30"
+    retention_cleanup_time: tuple[int, int] = (3, 30)  # (hour, minute) UTC
     # When set, beat runs the cleanup every this many seconds instead of daily (tests, demos).
     retention_cleanup_interval_seconds: int | None = None
     secret_key: str | None = None
@@ -87,7 +100,7 @@ class Settings:
             worker_device=device,
             inference_batch_size=_int(env, "INFERENCE_BATCH_SIZE", defaults.inference_batch_size),
             retention_days=_int(env, "RETENTION_DAYS", defaults.retention_days),
-            retention_cleanup_time=env.get("RETENTION_CLEANUP_TIME", defaults.retention_cleanup_time),
+            retention_cleanup_time=_clock_time(env, "RETENTION_CLEANUP_TIME", defaults.retention_cleanup_time),
             retention_cleanup_interval_seconds=_int(env, "RETENTION_CLEANUP_INTERVAL_SECONDS", 0) or None,
             secret_key=env.get("SECRET_KEY") or None,
             log_format=env.get("LOG_FORMAT", defaults.log_format),

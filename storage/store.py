@@ -36,5 +36,6 @@ class Storage:
             return False
         return True
 
-    def dispose(self) -> None:
-        self.engine.dispose()
+    def dispose(self, close: bool = True) -> None:
+        """Drop the connection pool; ``close=False`` in a forked child leaves the parent's connections open."""
+        self.engine.dispose(close=close)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import DBAPIError, OperationalError
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from storage.iterables import batched
 from storage.jobs import JobRun, begin_attempt, fail_job, record_results
 from storage.logs import job_context
 from tasks import app, metrics
@@ -26,22 +26,21 @@ from tasks.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, DBAPIError, OSError)
+# The database or the storage volume briefly unavailable; anything else is a bug and fails at once.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError)
 MAX_ATTEMPTS = 10
-T = TypeVar("T")
-
-
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class JobTask(Task):
-    """Marks the job failed once the task itself has failed for good."""
+    """Marks the job failed once the task itself has failed for good.
+
+    After a hard time limit this runs in the pool's parent process, so it uses
+    the runtime's storage only and never touches the model pool.
+    """
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         job_id = args[0] if args else kwargs.get("job_id")
-        code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded) else "internal_error"
+        code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else "internal_error"
         metrics.job_finished("failed")
         try:
             with get_runtime().storage.session() as session:
@@ -83,7 +82,7 @@ def _run_job(task: Task, job_id: uuid.UUID) -> dict[str, Any]:
     log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
     report_progress(task, job_id, run.done, run.total)
     done = run.done
-    batches = list(chunks(run.pending, runtime.settings.inference_batch_size)) or [[]]
+    batches = list(batched(run.pending, runtime.settings.inference_batch_size)) or [[]]
     for index, batch in enumerate(batches):
         started = time.perf_counter()
         results = predict_batch(model, runtime.models.device, runtime.storage.blobs.root, batch, run.params)
@@ -97,9 +96,16 @@ def _run_job(task: Task, job_id: uuid.UUID) -> dict[str, Any]:
 
 
 def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> None:
-    """Publish progress as the ``PROGRESS`` result state and as a ``task-progress`` event (Flower shows both)."""
-    task.update_state(state="PROGRESS", meta={"job_id": str(job_id), "done": done, "total": total})
-    task.send_event("task-progress", done=done, total=total)
+    """Publish progress as the ``PROGRESS`` result state and as a ``task-progress`` event (Flower shows both).
+
+    Best effort: the database holds the real progress, so a result backend or
+    broker that is down must not fail the job.
+    """
+    try:
+        task.update_state(state="PROGRESS", meta={"job_id": str(job_id), "done": done, "total": total})
+        task.send_event("task-progress", done=done, total=total)
+    except Exception:
+        log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)
 
 
 def _fail(runtime: WorkerRuntime, run: JobRun, code: str, message: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from billiard.process import current_process
 
-from storage.model_catalog import LoadedModel, file_sha256
+from storage.model_catalog import LoadedModel, weights_sha256
 from tasks import metrics
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class ModelPool:
         self._models[name] = model
         metrics.model_loaded(name, seconds)
         classes = {str(index): str(label) for index, label in model.names.items()}
-        self.loaded.append(LoadedModel(name, weights, file_sha256(weights), model.task, classes))
+        self.loaded.append(LoadedModel(name, weights, weights_sha256(weights), model.task, classes))
         log.info(
             "model loaded name=%s weights=%s device=%s seconds=%.3f pid=%d",
             name,

@@ -1,7 +1,9 @@
 """Per-process worker resources: settings, storage and the model pool.
 
-Created in each prefork child by ``worker_process_init`` (after fork, never in
-the parent), or on first use in a pool without child processes (solo, threads).
+Created in each prefork child by ``worker_process_init``, which also loads the
+models there (after fork, never in the parent). The pool's parent only builds a
+runtime without models when it must mark a job failed after a hard time limit;
+a child forked after that discards the inherited one.
 """
 
 from __future__ import annotations
@@ -33,15 +35,11 @@ _serves_inference = True
 
 
 def get_runtime() -> WorkerRuntime:
-    """This process's runtime, created on first use."""
+    """This process's runtime, created on first use; it loads no model by itself."""
     global _runtime
     if _runtime is None:
         settings = Settings.from_env()
-        models = ModelPool(settings.models, settings.worker_device)
-        _runtime = WorkerRuntime(settings, Storage(settings), models)
-        if _serves_inference:
-            models.load_all()
-            _publish_loaded_models(_runtime)
+        _runtime = WorkerRuntime(settings, Storage(settings), ModelPool(settings.models, settings.worker_device))
     return _runtime
 
 
@@ -64,7 +62,15 @@ def _note_queues(sender: Any, **_: object) -> None:
 
 @worker_process_init.connect
 def _init_child(**_: object) -> None:
-    get_runtime()
+    """In each new pool process: a runtime of its own, with every model loaded once."""
+    global _runtime
+    if _runtime is not None:  # inherited from the parent: leave its connections to it
+        _runtime.storage.dispose(close=False)
+        _runtime = None
+    runtime = get_runtime()
+    if _serves_inference:
+        runtime.models.load_all()
+        _publish_loaded_models(runtime)
 
 
 @worker_process_shutdown.connect

@@ -7,10 +7,12 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -223,6 +225,15 @@ def wait_for_job(base_url: str, job_id: str, timeout: float = 120) -> dict[str, 
         return body if body["status"] in ("succeeded", "failed") else None
 
     return wait_until(finished, timeout, interval=0.3, what=f"job {job_id}")
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (its data stays 8x8)."""
+    data = bytearray(image_bytes(8, 8, seed=5))
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
 
 
 def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from storage.models import Job, StoredFile
-from tests.support import free_port, image_bytes
+from tests.support import free_port, image_bytes, png_claiming
 
 
 def post(client, *files: tuple[str, bytes], **form: str):  # type: ignore[no-untyped-def]
@@ -44,7 +44,15 @@ def test_no_image_is_400(client) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("conf", "abc"), ("conf", "1.5"), ("iou", "-0.1"), ("conf", "nan"), ("imgsz", "12"), ("imgsz", "3.5")],
+    [
+        ("conf", "abc"),
+        ("conf", "1.5"),
+        ("iou", "-0.1"),
+        ("conf", "nan"),
+        ("imgsz", "12"),
+        ("imgsz", "3.5"),
+        ("imgsz", "²"),
+    ],
 )
 def test_bad_parameter_is_400(client, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
     assert_error(post(client, ("a.png", image_bytes()), **{field: value}), 400, "invalid_parameter")
@@ -52,6 +60,15 @@ def test_bad_parameter_is_400(client, field: str, value: str) -> None:  # type: 
 
 def test_unknown_model_is_400(client) -> None:  # type: ignore[no-untyped-def]
     assert_error(post(client, ("a.png", image_bytes()), model="nope"), 400, "unknown_model")
+
+
+@pytest.mark.parametrize(("width", "height", "status"), [(9000, 9000, 202), (10000, 10000, 413), (30000, 30000, 413)])
+def test_pixel_limit_is_decided_from_the_header(client, width: int, height: int, status: int) -> None:  # type: ignore[no-untyped-def]
+    response = post(client, ("claims.png", png_claiming(width, height)))
+    assert response.status_code == status, response.get_data(as_text=True)
+    if status == 413:
+        assert_error(response, 413, "image_too_large")
+        assert "too many pixels (" in response.get_json()["error"]["message"]
 
 
 def test_empty_file_is_400(client) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import pytest
 import requests
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from app import create_app
 from storage.jobs import get_job
@@ -113,6 +114,49 @@ def test_celery_cli_inspect_status_and_call(ops_stack, storage) -> None:  # type
     uuid.UUID(task_id)
     client = Celery(broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
     assert client.AsyncResult(task_id).get(timeout=60) == {"job_id": job_id, "status": "skipped"}
+
+
+def strand_copy_of(storage, job_id: str, age: str) -> str:  # type: ignore[no-untyped-def]
+    """A queued copy of a job, created ``age`` ago, whose task was never sent (as if the API died after commit)."""
+    copy = str(uuid.uuid4())
+    with storage.session() as session:
+        session.execute(
+            text(
+                "INSERT INTO jobs (id, model, conf, iou, imgsz, total_files, created_at)"
+                " SELECT :copy, model, conf, iou, imgsz, total_files, now() - CAST(:age AS interval)"
+                " FROM jobs WHERE id = :job"
+            ),
+            {"copy": copy, "job": job_id, "age": age},
+        )
+        session.execute(
+            text(
+                "INSERT INTO uploads (id, job_id, file_id, position, filename, deduplicated)"
+                " SELECT gen_random_uuid(), :copy, file_id, position, filename, true FROM uploads WHERE job_id = :job"
+            ),
+            {"copy": copy, "job": job_id},
+        )
+    return copy
+
+
+def test_a_job_committed_but_never_sent_is_requeued(ops_stack, storage) -> None:  # type: ignore[no-untyped-def]
+    env, _worker, app, _ = ops_stack
+    original = submit(app, 2)
+    wait_until(lambda: finished(storage, original), 180, what="original job")
+    stranded = strand_copy_of(storage, original, "1 hour")
+    recent = strand_copy_of(storage, original, "1 second")
+
+    task_id = celery(env, "call", "tasks.maintenance.requeue_stranded_jobs").strip()
+    client = Celery(broker=env["CELERY_BROKER_URL"], backend=env["CELERY_RESULT_BACKEND"])
+    assert client.AsyncResult(task_id).get(timeout=60) == {"requeued": 1}
+
+    job = wait_until(lambda: finished(storage, stranded), 180, what="requeued job")
+    assert job.status == "succeeded" and job.enqueued_at is not None
+    assert sorted(len(u.result.detections) for u in job.uploads) == sorted(
+        len(u.result.detections) for u in finished(storage, original).uploads
+    )
+    with storage.session() as session:
+        young = get_job(session, uuid.UUID(recent))
+    assert young.status == "queued" and young.enqueued_at is None  # within the grace period: maybe still in flight
 
 
 def test_flower_shows_id_only_arguments_and_progress_behind_auth(ops_stack, storage, logs_dir: Path) -> None:  # type: ignore[no-untyped-def]

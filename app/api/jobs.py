@@ -8,7 +8,7 @@ from flask import Response, current_app, jsonify, request, url_for
 
 from app.api import bp
 from app.errors import ApiError
-from app.job_service import JobService
+from app.job_service import JobService, whole_number
 from app.serializers import job_json, job_summary_json
 
 
@@ -24,10 +24,7 @@ def parse_uuid(value: str, what: str) -> uuid.UUID:
 
 
 def _page_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number between {low} and {high}.")
-    return int(raw)
+    return whole_number(request.args.get(name, str(default)), name, low, high)
 
 
 @bp.post("/jobs")

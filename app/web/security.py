@@ -47,6 +47,7 @@ def load_secret_key(path: Path) -> str:
 
 
 def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
