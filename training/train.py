@@ -103,9 +103,9 @@ def _train(model: YOLO, args: argparse.Namespace, data_yaml: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="yolov8n.yaml")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=45)
     parser.add_argument("--imgsz", type=int, default=320)
-    parser.add_argument("--train-count", type=int, default=1000)
+    parser.add_argument("--train-count", type=int, default=800)
     parser.add_argument("--val-count", type=int, default=100)
     parser.add_argument("--test-count", type=int, default=200)
     parser.add_argument("--batch", type=int, default=16)
