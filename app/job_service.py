@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from flask import g
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.datastructures import FileStorage
 
 from app.dispatch import TaskDispatcher
@@ -28,7 +29,7 @@ MAX_FILENAME_LENGTH = 255
 
 def whole_number(raw: str, name: str, low: int, high: int) -> int:
     """``raw`` as an integer in ``[low, high]``; 400 ``invalid_parameter`` otherwise."""
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         raise ApiError(400, "invalid_parameter", f"{name} must be a whole number between {low} and {high}.")
     return int(raw)
 
@@ -102,14 +103,17 @@ class JobService:
         self.default_model = default_model
 
     def create(self, files: Sequence[FileStorage], form: Mapping[str, str]) -> Job:
-        """Create and enqueue a job; count the outcome (queued, rejected or unavailable)."""
+        """Create and enqueue a job; count the outcome (queued, rejected, unavailable or error)."""
         try:
             job = self._create(files, form)
         except ApiError as exc:
             JOBS_CREATED.labels("unavailable" if exc.status == 503 else "rejected").inc()
             raise
-        except Exception:  # database, broker or volume trouble: the error handlers answer 503/507
+        except (OperationalError, InterfaceError, OSError):  # database or volume trouble: answered 503/507
             JOBS_CREATED.labels("unavailable").inc()
+            raise
+        except Exception:
+            JOBS_CREATED.labels("error").inc()
             raise
         JOBS_CREATED.labels("queued").inc()
         g.job_id = str(job.id)  # the request's log line names the job it created

@@ -108,20 +108,22 @@ def stranded_jobs(session: Session, older_than: timedelta, limit: int) -> list[u
 
     The API commits a job before it publishes the task; an API process that dies
     in between, or that cannot withdraw the job when the broker refuses it,
-    leaves such a row behind.
+    leaves such a row behind. The rows are locked (others skip them) until the
+    caller's transaction ends.
     """
     query = (
         select(Job.id)
         .where(Job.status == "queued", Job.enqueued_at.is_(None), Job.created_at < func.now() - older_than)
         .order_by(Job.created_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list(session.scalars(query))
 
 
 def delete_job(session: Session, job_id: uuid.UUID) -> None:
-    """Remove a job that could not be enqueued (its uploads and results cascade)."""
-    session.execute(delete(Job).where(Job.id == job_id))
+    """Remove a job that could not be enqueued (its uploads and results cascade), unless it was sent meanwhile."""
+    session.execute(delete(Job).where(Job.id == job_id, Job.enqueued_at.is_(None)))
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:

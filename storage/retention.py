@@ -35,12 +35,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Exists, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.iterables import batched
 from storage.locks import maintenance_lock, try_lock_digests
 from storage.models import Job, StoredFile, Upload
 from storage.reclaim import (
     TEMP_FILE_GRACE,
     UNKNOWN_BLOB_GRACE,
-    batched,
     find_orphan_blobs,
     reclaim_blobs,
     stale_temp_files,

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from storage.iterables import batched
 from storage.jobs import JobRun, begin_attempt, fail_job, record_results
@@ -26,8 +26,13 @@ from tasks.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
 
+
+class DatabaseDisconnected(RuntimeError):
+    """The database connection dropped, reported by psycopg2 without an error code (a plain ``DatabaseError``)."""
+
+
 # The database or the storage volume briefly unavailable; anything else is a bug and fails at once.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError)
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, DatabaseDisconnected)
 MAX_ATTEMPTS = 10
 
 
@@ -63,7 +68,12 @@ class JobTask(Task):
 def detect(self: Task, job_id: str) -> dict[str, Any]:
     """Detect objects in every image of job ``job_id``."""
     with job_context(job_id):
-        return _run_job(self, uuid.UUID(job_id))
+        try:
+            return _run_job(self, uuid.UUID(job_id))
+        except DBAPIError as exc:
+            if exc.connection_invalidated and not isinstance(exc, TRANSIENT_ERRORS):
+                raise DatabaseDisconnected(str(exc)) from exc
+            raise
 
 
 def _run_job(task: Task, job_id: uuid.UUID) -> dict[str, Any]:
@@ -104,6 +114,8 @@ def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> Non
     try:
         task.update_state(state="PROGRESS", meta={"job_id": str(job_id), "done": done, "total": total})
         task.send_event("task-progress", done=done, total=total)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception:
         log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)
 

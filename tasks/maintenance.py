@@ -44,19 +44,20 @@ def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
 
 
 @app.task(name="tasks.maintenance.requeue_stranded_jobs", queue="maintenance")
-def requeue_stranded_jobs() -> dict[str, int]:
-    """Send ``tasks.inference.detect`` again for jobs committed but never enqueued; return how many.
+def requeue_stranded_jobs() -> dict[str, list[str]]:
+    """Send ``tasks.inference.detect`` again for jobs committed but never enqueued; return their ids.
 
-    ``detect`` is idempotent, so a job whose first message did go out but whose
-    ``enqueued_at`` was not recorded only costs a message that finds it done.
+    The rows stay locked until ``enqueued_at`` is committed, so an overlapping run
+    skips them and the API cannot withdraw one meanwhile. ``detect`` is idempotent:
+    a job whose first message did go out after all only costs a message that finds
+    it done.
     """
     runtime = get_runtime()
     with runtime.storage.session() as session:
         job_ids = stranded_jobs(session, STRANDED_AFTER, STRANDED_BATCH)
-    for job_id in job_ids:
-        with job_context(str(job_id)):
-            app.send_task(DETECT_TASK, args=[str(job_id)], task_id=str(job_id))
-            with runtime.storage.session() as session:
+        for job_id in job_ids:
+            with job_context(str(job_id)):
+                app.send_task(DETECT_TASK, args=[str(job_id)], task_id=str(job_id))
                 mark_enqueued(session, job_id)
-            log.warning("requeued a job that was committed but never enqueued")
-    return {"requeued": len(job_ids)}
+                log.warning("requeued a job that was committed but never enqueued")
+    return {"requeued": [str(job_id) for job_id in job_ids]}

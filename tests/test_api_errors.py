@@ -52,6 +52,7 @@ def test_no_image_is_400(client) -> None:  # type: ignore[no-untyped-def]
         ("imgsz", "12"),
         ("imgsz", "3.5"),
         ("imgsz", "²"),
+        ("imgsz", "9" * 5000),  # past int()'s digit limit
     ],
 )
 def test_bad_parameter_is_400(client, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
