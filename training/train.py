@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--var", type=Path, default=PROJECT_ROOT / "var")
     parser.add_argument("--resume", type=Path, help="continue an interrupted run from its last.pt checkpoint")
     args = parser.parse_args()
+    args.var = args.var.resolve()  # Ultralytics would put a relative project folder under runs/
     _offline_ultralytics(args.var)
 
     from ultralytics import YOLO
