@@ -47,9 +47,8 @@ def _clock_time(env: Mapping[str, str], name: str, default: tuple[int, int]) -> 
     if raw is None:
         return default
     hour, _, minute = raw.strip().partition(":")
-    if not (hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()):
-        raise SettingsError(f"{name} must be a time of day as HH:MM")
-    if not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
+    digits = hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()
+    if not digits or not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
         raise SettingsError(f"{name} must be a time of day as HH:MM")
     return int(hour), int(minute)
 

@@ -18,6 +18,7 @@ from storage.jobs import mark_enqueued, stranded_jobs
 from storage.logs import job_context
 from storage.retention import run_cleanup
 from tasks import app
+from tasks.inference import detect
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ TIME_LIMIT_MARGIN = 120
 # A queued job with no enqueued_at this old was never sent (the API records the send within milliseconds).
 STRANDED_AFTER = timedelta(minutes=5)
 STRANDED_BATCH = 500
-DETECT_TASK = "tasks.inference.detect"
 
 
 @app.task(name="tasks.maintenance.cleanup_expired_files", queue="maintenance")
@@ -57,7 +57,7 @@ def requeue_stranded_jobs() -> dict[str, list[str]]:
         job_ids = stranded_jobs(session, STRANDED_AFTER, STRANDED_BATCH)
         for job_id in job_ids:
             with job_context(str(job_id)):
-                app.send_task(DETECT_TASK, args=[str(job_id)], task_id=str(job_id))
+                detect.apply_async(args=[str(job_id)], task_id=str(job_id))
                 mark_enqueued(session, job_id)
                 log.warning("requeued a job that was committed but never enqueued")
     return {"requeued": [str(job_id) for job_id in job_ids]}
