@@ -11,8 +11,18 @@ export YOLO_OFFLINE ?= 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/var/ultralytics
 export LOG_FORMAT ?= text
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 
-.PHONY: install run api worker beat flower db services test test-browser bench model lint format clean
+# Each process's command, written once: its make target runs it, and `make run` starts them all.
+# gunicorn on API_BIND (127.0.0.1:8001) behind nginx on PROXY_BIND (127.0.0.1:8000): proxy/nginx.conf.in says why.
+API_CMD := $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+PROXY_CMD := $(BIN)/python -m proxy
+WORKER_CMD := $(BIN)/celery -A tasks worker -Q inference,maintenance -E --loglevel INFO
+BEAT_CMD := $(BIN)/celery -A tasks beat --loglevel INFO --schedule var/celerybeat-schedule
+# Flower can terminate tasks and shut workers down: local only, behind basic auth (var/flower_auth).
+FLOWER_CMD := FLOWER_BASIC_AUTH="$$(cat var/flower_auth)" $(BIN)/celery -A tasks flower --address=127.0.0.1 --port=5555
+
+.PHONY: install run api proxy worker beat flower db services test test-browser bench model lint format clean
 
 install: $(STAMP)
 
@@ -27,31 +37,44 @@ services:
 	@bash scripts/ensure-services.sh
 
 db: install services
-	$(BIN)/python -m storage.schema
+	$(BIN)/python -m storage.maintenance schema
 
-run: db
-	@echo "API     http://127.0.0.1:8000/  (JSON under /api/v1)"
-	@echo "Flower  http://127.0.0.1:5555/"
+var/flower_auth:
+	@mkdir -p var
+	@umask 077 && $(BIN)/python -c "import secrets; print('admin:' + secrets.token_urlsafe(18))" > $@
+
+run: db var/flower_auth $(NGINX)
+	@printf '%s\n' 'api: $(API_CMD)' 'proxy: $(PROXY_CMD)' 'worker: $(WORKER_CMD)' 'beat: $(BEAT_CMD)' 'flower: $(FLOWER_CMD)' > var/Procfile
+	@echo "API     http://127.0.0.1:8000/  (JSON under /api/v1; sign in at http://127.0.0.1:8000/sign-in)"
+	@echo "        admin API key (var/admin_key): $$($(BIN)/flask --app app keys local-admin)"
+	@echo "Flower  http://127.0.0.1:5555/  user:password $$(cat var/flower_auth)"
 	@echo "Ctrl-C stops everything."
-	$(BIN)/honcho -f Procfile start
+	$(BIN)/honcho -f var/Procfile -d $(CURDIR) start
 
 api: db
-	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+	$(API_CMD)
+
+proxy: install $(NGINX)
+	$(PROXY_CMD)
 
 worker: db
-	$(BIN)/celery -A tasks worker -Q inference,maintenance -E --loglevel INFO
+	$(WORKER_CMD)
 
 beat: install
-	$(BIN)/celery -A tasks beat --loglevel INFO --schedule var/celerybeat-schedule
+	$(BEAT_CMD)
 
-flower: install
-	$(BIN)/celery -A tasks flower --port=5555
+flower: install var/flower_auth
+	$(FLOWER_CMD)
 
 $(CHROMIUM):
 	command -v apt-get >/dev/null || { echo "install Debian's chromium package"; exit 1; }
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
-test: install services $(CHROMIUM)
+$(NGINX):
+	command -v apt-get >/dev/null || { echo "install Debian's nginx package"; exit 1; }
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
+
+test: install services $(CHROMIUM) $(NGINX)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-browser: install services $(CHROMIUM)

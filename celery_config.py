@@ -1,78 +1,88 @@
-"""Celery configuration, loaded with ``app.config_from_object("celery_config")``.
+"""Celery configuration, built from the process's :class:`config.Settings`.
 
-Values come from the environment through :class:`storage.settings.Settings`.
-Queues are durable, messages are JSON and carry only IDs, publishing waits for
-RabbitMQ's confirms, and a task is acknowledged only after it finished.
+``tasks/__init__.py`` loads it with ``app.config_from_object(from_settings(settings))``
+and the API's task dispatcher starts from the same mapping. Queues are durable,
+messages are JSON and carry only IDs, publishing waits for RabbitMQ's confirms, a
+task is acknowledged only after it finished, and every task's queue is declared
+here, once (``task_routes``).
 """
 
+from __future__ import annotations
+
 from datetime import timedelta
+from typing import Any
 
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from storage.settings import Settings
+from config import Settings
+from jobs.messages import CLEANUP_TASK, REAP_TASK
 
-_settings = Settings.from_env()
-_cleanup_hour, _cleanup_minute = _settings.retention_cleanup_time
-
-broker_url = _settings.broker_url
-result_backend = _settings.result_backend
-broker_connection_retry_on_startup = True
-broker_connection_timeout = 5
-broker_transport_options = {"confirm_publish": True}
-
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-result_accept_content = ["json"]
-result_expires = 24 * 3600
-result_extended = True
-
-_exchange = Exchange("yolo-jobs", type="direct", durable=True)
-task_queues = (
-    Queue("inference", _exchange, routing_key="inference", durable=True),
-    Queue("maintenance", _exchange, routing_key="maintenance", durable=True),
+EXCHANGE = Exchange("yolo-jobs", type="direct", durable=True)
+QUEUES = (
+    Queue("inference", EXCHANGE, routing_key="inference", durable=True),
+    Queue("maintenance", EXCHANGE, routing_key="maintenance", durable=True),
 )
-task_default_queue = "inference"
-task_default_exchange = "yolo-jobs"
-task_default_routing_key = "inference"
-task_create_missing_queues = False
-task_routes = {
+ROUTES = {
     "tasks.inference.*": {"queue": "inference", "routing_key": "inference"},
     "tasks.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
 }
-task_default_delivery_mode = "persistent"
 
-# At-least-once delivery: ack after the task ran, requeue when its process dies,
-# and take one message at a time so a dying worker holds back no others.
-task_acks_late = True
-task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
-# Below RabbitMQ's default consumer_timeout (30 min), so the broker never drops us first.
-task_soft_time_limit = 1200
-task_time_limit = 1500
 
-task_track_started = True
-worker_send_task_events = True
-task_send_sent_event = True
-worker_hijack_root_logger = False
+def from_settings(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting of yolo-jobs, for the workers, beat, Flower and the API's client alike."""
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        "broker_transport_options": {"confirm_publish": True},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        "result_extended": True,
+        "task_queues": QUEUES,
+        "task_default_queue": "inference",
+        "task_default_exchange": EXCHANGE.name,
+        "task_default_routing_key": "inference",
+        "task_create_missing_queues": False,
+        "task_routes": ROUTES,
+        "task_default_delivery_mode": "persistent",
+        # At-least-once delivery: ack after the task ran, requeue when its process dies,
+        # and take one message at a time so a dying worker holds back no others.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Below RabbitMQ's default consumer_timeout (30 min), so the broker never drops us first.
+        "task_soft_time_limit": 1200,
+        "task_time_limit": 1500,
+        # No STARTED result writes: Flower shows starts from events, and a STARTED write would
+        # overwrite the REVOKED that a revoke stores for a message no live worker knew of.
+        "task_track_started": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": beat_schedule(settings),
+        "timezone": "UTC",
+    }
 
-# Retention cleanup: daily at RETENTION_CLEANUP_TIME (UTC), or every RETENTION_CLEANUP_INTERVAL_SECONDS
-# when that is set. A message no worker took before the next one is due expires; an overlapping run skips.
-_cleanup_interval = _settings.retention_cleanup_interval_seconds
-_cleanup_schedule = (
-    timedelta(seconds=_cleanup_interval) if _cleanup_interval else crontab(hour=_cleanup_hour, minute=_cleanup_minute)
-)
-beat_schedule = {
-    "cleanup-expired-files": {
-        "task": "tasks.maintenance.cleanup_expired_files",
-        "schedule": _cleanup_schedule,
-        "options": {"queue": "maintenance", "expires": _cleanup_interval or 23 * 3600},
-    },
-    "requeue-stranded-jobs": {
-        "task": "tasks.maintenance.requeue_stranded_jobs",
-        "schedule": timedelta(minutes=5),
-        "options": {"queue": "maintenance", "expires": 300},
-    },
-}
-timezone = "UTC"
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Retention daily at RETENTION_CLEANUP_TIME (UTC), or every RETENTION_CLEANUP_INTERVAL_SECONDS when set;
+    the reaper every REAPER_INTERVAL_SECONDS. A message no worker took before the next one is due expires."""
+    interval = settings.retention.cleanup_interval_seconds
+    hour, minute = settings.retention.cleanup_time
+    return {
+        "cleanup-expired-files": {
+            "task": CLEANUP_TASK,
+            "schedule": timedelta(seconds=interval) if interval else crontab(hour=hour, minute=minute),
+            "options": {"expires": interval or 23 * 3600},
+        },
+        "reap-jobs": {
+            "task": REAP_TASK,
+            "schedule": timedelta(seconds=settings.jobs.reaper_interval_seconds),
+            "options": {"expires": settings.jobs.reaper_interval_seconds},
+        },
+    }

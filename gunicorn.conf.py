@@ -1,20 +1,40 @@
-"""gunicorn settings for the API: ``gunicorn -c gunicorn.conf.py "app:create_app()"``."""
+"""gunicorn settings for the API: ``gunicorn -c gunicorn.conf.py "app:create_app()"``.
+
+Every value comes from :class:`config.Settings` (``API_BIND``, ``WEB_CONCURRENCY``,
+``API_THREADS``, ``API_TIMEOUT``, ``FORWARDED_ALLOW_IPS``, ``LOG_FORMAT``). gunicorn
+serves behind nginx (``proxy/``, ``python -m proxy``), never to clients directly.
+"""
 
 import os
 import shutil
 import tempfile
 
-from storage.settings import Settings
+from config import Settings
 
-bind = os.environ.get("API_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+_settings = Settings.from_env()
+_api = _settings.api
+
+bind = _api.bind
+workers = _api.processes
 worker_class = "gthread"
-threads = int(os.environ.get("API_THREADS", "4"))
+threads = _api.threads
 # Large uploads over slow links stream for a while; the limit still ends stuck requests.
-timeout = int(os.environ.get("API_TIMEOUT", "120"))
+timeout = _api.timeout
 graceful_timeout = 30
 keepalive = 5
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _api.forwarded_allow_ips
+
+# Clients reach gunicorn through nginx (proxy/nginx.conf.in), which reads each request
+# whole before passing it on (slow clients never hold a thread here) and answers
+# malformed or oversized requests itself, in JSON: a request line or a header over
+# 4 KiB, or over 16 KiB of headers in all. gunicorn's own limits sit above anything
+# nginx passes on, so its error pages (HTML, and they cannot be customised) never
+# reach a client through the proxy: nginx joins repeated X-Forwarded-For headers into
+# one (up to the whole 16 KiB), and 16 KiB holds at most 5,461 header lines ("a:" + LF).
+PROXY_HEADER_BYTES = 4 * 4096
+limit_request_line = 8190  # gunicorn's maximum; nginx's is 4 KiB
+limit_request_field_size = PROXY_HEADER_BYTES + 64
+limit_request_fields = PROXY_HEADER_BYTES // 3 + 16
 
 # Requests are logged by the app itself (structured, one line each); gunicorn's own
 # messages go through the same formatter.
@@ -22,7 +42,7 @@ accesslog = None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"app": {"()": "storage.logs.make_formatter", "log_format": Settings.from_env().log_format}},
+    "formatters": {"app": {"()": "config.logs.make_formatter", "log_format": _settings.log_format}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},
     "loggers": {
@@ -31,10 +51,10 @@ logconfig_dict = {
     },
 }
 
-# Every worker process records metrics into files here; /metrics adds them up.
-metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"yolo-jobs-api-metrics-{os.getpid()}")
-)
+# Every worker process records metrics into files here; /metrics adds them up. Set in the
+# environment before the workers fork, so their Settings (and prometheus_client) see it.
+metrics_dir = str(_api.metrics_dir or os.path.join(tempfile.gettempdir(), f"yolo-jobs-api-metrics-{os.getpid()}"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

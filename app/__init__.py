@@ -1,48 +1,42 @@
-"""The yolo-jobs HTTP API: ``gunicorn -c gunicorn.conf.py "app:create_app()"``.
+"""The yolo-jobs HTTP API and web pages: ``gunicorn -c gunicorn.conf.py "app:create_app()"``.
 
-This package speaks HTTP only. It stores uploads through ``storage`` and sends
-tasks to the workers by name; it never imports ``tasks``, torch or ultralytics.
+This package speaks HTTP only. It changes jobs through ``jobs`` (the lifecycle),
+keeps bytes and rows through ``storage``, and sends tasks to the workers by name
+(``jobs.messages``); it never imports ``tasks``, torch or ultralytics.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
-from storage import Settings
-from storage.logs import configure_logging
+from config import Settings
+from config.logs import configure_logging
 
 
-def create_app(config: Mapping[str, str] | None = None) -> Flask:
-    """Build the app from environment variables, overridden by ``config`` (same names)."""
-    settings = Settings.from_env({**os.environ, **(config or {})})
+def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flask:
+    """Build the app from ``settings`` (default: read from the environment) and Flask config overrides."""
+    settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
-        CELERY_BROKER_URL=settings.broker_url,
-    )
-    app.config.update(config or {})
+    app.config.update(MAX_CONTENT_LENGTH=settings.api.max_upload_bytes, **flask_overrides)
     app.json.sort_keys = False
     if not app.testing:
         configure_logging(settings.log_format)
 
-    from app import dispatch, errors, metrics, store, uploads, web
+    from app import auth, cli, converters, errors, extensions, metrics, quotas, uploads, web
     from app.api import bp as api_bp
     from app.health import bp as health_bp
-    from app.job_service import JobService
 
+    converters.init_app(app)
+    extensions.init_app(app, settings)
     errors.init_app(app)
-    store.init_app(app, settings)
     uploads.init_app(app)
-    dispatch.init_app(app)
     metrics.init_app(app)
-    app.extensions["yolo_job_service"] = JobService(
-        app.extensions["yolo_storage"], app.extensions["yolo_dispatcher"], list(settings.models), settings.default_model
-    )
+    auth.init_app(app)
+    quotas.init_app(app, settings)  # after auth: its limits are per tenant
+    cli.init_app(app)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
-    web.init_app(app, settings.secret_key, csrf_exempt=[api_bp])
-
+    web.init_app(app, settings.api.secret_key, csrf_exempt=[api_bp])
     return app

@@ -3,6 +3,10 @@
 Detections are the dictionaries the workers store (Ultralytics' ``summary()``):
 ``{"name", "class", "confidence", "box": {"x1", "y1", "x2", "y2"}}``. Oriented
 boxes (``x1``..``x4``, ``y1``..``y4``) are drawn as their upright bounds.
+
+Boxes are stored in the original image's pixels; a large image is drawn on reduced
+(:mod:`app.reduced_decode`: at most ``MAX_SIDE`` on its longest side), with the
+boxes scaled to it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
+
+from app.reduced_decode import TooLargeToDraw, decode_reduced
 
 # Dark enough for white label text; class k gets colour k % len(PALETTE).
 PALETTE = (
@@ -28,12 +34,14 @@ PALETTE = (
     "#283593",
     "#558b2f",
 )
-# Decoding and drawing happen in the API process: larger images are refused rather than held in memory.
-MAX_ANNOTATE_PIXELS = 50_000_000
 
 
 class CannotAnnotate(ValueError):
     """The stored bytes could not be decoded into an image to draw on."""
+
+
+class ImageTooLargeToDraw(CannotAnnotate):
+    """The image is too large to decode here, and its format has no reduced decode."""
 
 
 @dataclass(frozen=True)
@@ -79,39 +87,43 @@ def boxes(detections: Iterable[Mapping[str, Any]]) -> list[Box]:
     return found
 
 
-def draw_boxes(image: Image.Image, found: Sequence[Box]) -> Image.Image:
-    """A copy of ``image`` (upright, RGB) with each box outlined and labelled in its class colour."""
-    canvas = ImageOps.exif_transpose(image).convert("RGB")
+def draw_boxes(canvas: Image.Image, found: Sequence[Box], scale_x: float = 1.0, scale_y: float = 1.0) -> Image.Image:
+    """Outline and label each box in its class colour on ``canvas`` (RGB, upright), in place.
+
+    Boxes are in original pixels; ``scale_x`` and ``scale_y`` are original pixels per canvas pixel.
+    """
     draw = ImageDraw.Draw(canvas)
     longest = max(canvas.size)
     line = max(2, round(longest / 300))
     font = ImageFont.load_default(size=max(12, round(longest / 40)))
     pad = max(2, line)
-    for box in found:
-        draw.rectangle((box.x1, box.y1, box.x2, box.y2), outline=box.colour, width=line)
-    for box in found:  # labels after all boxes, so no outline crosses a label
+    placed = [(box, box.x1 / scale_x, box.y1 / scale_y, box.x2 / scale_x, box.y2 / scale_y) for box in found]
+    for box, x1, y1, x2, y2 in placed:
+        draw.rectangle((x1, y1, x2, y2), outline=box.colour, width=line)
+    for box, x1, y1, _, _ in placed:  # labels after all boxes, so no outline crosses a label
         left, top, right, bottom = draw.textbbox((0, 0), box.label, font=font)
         label_height = bottom - top + 2 * pad
-        y = box.y1 - label_height if box.y1 >= label_height else box.y1
-        draw.rectangle((box.x1, y, box.x1 + right - left + 2 * pad, y + label_height), fill=box.colour)
-        draw.text((box.x1 + pad - left, y + pad - top), box.label, fill="white", font=font)
+        y = y1 - label_height if y1 >= label_height else y1
+        draw.rectangle((x1, y, x1 + right - left + 2 * pad, y + label_height), fill=box.colour)
+        draw.text((x1 + pad - left, y + pad - top), box.label, fill="white", font=font)
     return canvas
 
 
 def annotated_image(path: Path, found: Sequence[Box]) -> tuple[bytes, str]:
     """The image at ``path`` with ``found`` drawn on it: JPEG stays JPEG, anything else becomes PNG.
 
-    Returns the encoded bytes and their content type; raises :class:`CannotAnnotate`.
-    Callers keep images over :data:`MAX_ANNOTATE_PIXELS` away from here.
+    Returns the encoded bytes and their content type; raises :class:`CannotAnnotate`
+    (:class:`ImageTooLargeToDraw` for an image too large to decode here).
     """
     try:
-        with Image.open(path) as image:
-            source_format = image.format
-            canvas = draw_boxes(image, found)
+        reduced = decode_reduced(path)
+    except TooLargeToDraw as exc:
+        raise ImageTooLargeToDraw("the image has too many pixels to draw on here") from exc
     except Exception as exc:  # Pillow raises many types for undecodable data
         raise CannotAnnotate("the image could not be decoded") from exc
+    canvas = draw_boxes(reduced.image, found, reduced.scale_x, reduced.scale_y)
     buffer = io.BytesIO()
-    if source_format == "JPEG":
+    if reduced.format == "JPEG":
         canvas.save(buffer, format="JPEG", quality=90)
         return buffer.getvalue(), "image/jpeg"
     canvas.save(buffer, format="PNG")

@@ -9,7 +9,7 @@ import logging
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ def to_api_error(exc: Exception) -> ApiError:
     """Map any exception to the error a client should see."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, RequestEntityTooLarge):
+        return ApiError(413, "too_large", _too_large_message())
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         return ApiError(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
@@ -78,6 +80,16 @@ def to_api_error(exc: Exception) -> ApiError:
         return service_unavailable("broker")
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "internal_error", "An unexpected error occurred.")
+
+
+def _too_large_message() -> str:
+    """Which limit a 413 from Werkzeug hit: the whole body (MAX_UPLOAD_BYTES) or one plain form field."""
+    body_limit = request.max_content_length
+    length = request.content_length
+    if body_limit is not None and (length is None or length > body_limit):
+        return f"The request is larger than {body_limit} bytes, the most this server accepts."
+    field_limit = request.max_form_memory_size
+    return f"A form field is larger than {field_limit} bytes; send images as file parts."
 
 
 def handle_error(exc: Exception) -> Response:

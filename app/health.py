@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from app.store import get_storage
+from app.extensions import get_dispatcher, get_storage
 
 bp = Blueprint("health", __name__)
 
@@ -18,8 +18,8 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     storage = get_storage()
     checks = {
-        "database": storage.database_is_reachable(),
-        "broker": current_app.extensions["yolo_dispatcher"].broker_is_reachable(),
+        "database": storage.database.is_reachable(),
+        "broker": get_dispatcher().broker_is_reachable(),
         "storage": storage.blobs.is_writable(),
     }
     failed = [name for name, ok in checks.items() if not ok]

@@ -1,172 +1,235 @@
-"""Creating jobs from uploaded files: the service both the JSON API and the web form call."""
+"""The job service both the JSON API and the web pages call: submit, find, page, cancel and retry jobs.
+
+A submission commits the job first, then sends its ID-only task and records that
+it was sent (``jobs.dispatch``); a job the broker refused is withdrawn, so the
+client either gets a 202 for a job that will run, or an error and nothing stored.
+With an ``Idempotency-Key`` (``jobs.idempotency``) a repeated submission answers
+what the first one was answered instead of making a second job.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from flask import g
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from app.dispatch import TaskDispatcher
-from app.errors import ApiError, service_unavailable
-from app.metrics import JOBS_CREATED, UPLOAD_BYTES
+from accounts.keys import Principal
+from app.dispatcher import TaskDispatcher
+from app.errors import ApiError, service_unavailable, to_api_error
+from app.forms import identify_uploads, parse_params
+from app.metrics import JOB_ACTIONS, count_submission
+from config import Settings
+from config.logs import job_context
+from jobs.dispatch import new_task_id, send_then_mark
+from jobs.idempotency import (
+    KeyInProgress,
+    KeyReused,
+    StoredResponse,
+    attach_job,
+    claim_key,
+    fingerprint,
+    release_key,
+    store_response,
+)
+from jobs.lifecycle import active_jobs, cancel_job, create_job, retry_job, withdraw_job
+from jobs.queries import find_job, page_of_jobs
 from storage import Storage
-from storage.blobs import IncomingFile
-from storage.images import ImageTooLarge, NotAnImage, identify_image
-from storage.jobs import JobParams, NewUpload, create_job, delete_job, get_job, list_jobs, mark_enqueued
-from storage.logs import job_context
-from storage.models import Job
+from storage.tables import Job
 
 log = logging.getLogger(__name__)
 
-MAX_FILES_PER_JOB = 100
-MAX_FILENAME_LENGTH = 255
+# Builds the 202 body of a new job (the caller's serializer).
+Render = Callable[[Job], dict[str, Any]]
+CLAIM_RETRY_AFTER = 2
+ACTIVE_JOBS_RETRY_AFTER = 10
 
 
-def whole_number(raw: str, name: str, low: int, high: int) -> int:
-    """``raw`` as an integer in ``[low, high]``; 400 ``invalid_parameter`` otherwise."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number between {low} and {high}.")
-    return int(raw)
+@dataclass(frozen=True)
+class Submission:
+    """The answer to a job submission: its job, status code and body, and whether it was replayed."""
 
-
-def _number(form: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = form.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.") from None
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.")
-    return value
-
-
-def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_model: str) -> JobParams:
-    """Validate the optional ``model``, ``conf``, ``iou`` and ``imgsz`` fields."""
-    model = form.get("model", "").strip() or default_model
-    if model not in known_models:
-        raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
-    raw_imgsz = form.get("imgsz", "").strip()
-    imgsz = whole_number(raw_imgsz, "imgsz", 32, 4096) if raw_imgsz else None
-    return JobParams(
-        model=model,
-        conf=_number(form, "conf", JobParams.conf, 0.0, 1.0),
-        iou=_number(form, "iou", JobParams.iou, 0.0, 1.0),
-        imgsz=imgsz,
-    )
-
-
-def clean_filename(name: str | None, position: int) -> str:
-    """The client's filename for display only: printable, bounded, never a path."""
-    cleaned = "".join(ch for ch in (name or "") if ch.isprintable()).strip()
-    cleaned = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
-    return cleaned[:MAX_FILENAME_LENGTH] or f"image-{position + 1}"
-
-
-def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
-    """Check that each part is a non-empty accepted image; raise 400/413/415 otherwise."""
-    if not files:
-        raise ApiError(400, "no_image", "Attach at least one file in an 'image' field.")
-    if len(files) > MAX_FILES_PER_JOB:
-        raise ApiError(400, "too_many_files", f"A job takes at most {MAX_FILES_PER_JOB} files.")
-    uploads = []
-    for position, part in enumerate(files):
-        incoming = part.stream
-        if not isinstance(incoming, IncomingFile):
-            raise ApiError(400, "no_image", "The 'image' field must be a file upload.")
-        name = clean_filename(part.filename, position)
-        if incoming.size == 0:
-            raise ApiError(400, "empty_file", f"{name} is empty.")
-        try:
-            info = identify_image(incoming)
-        except NotAnImage as exc:
-            raise ApiError(415, "unsupported_media_type", f"{name}: {exc}.") from None
-        except ImageTooLarge as exc:
-            raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
-        uploads.append(NewUpload(incoming, name, info))
-    return uploads
+    job_id: uuid.UUID
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
 
 
 class JobService:
     """Stores the uploads, commits the job, then enqueues its ID-only task."""
 
-    def __init__(self, storage: Storage, dispatcher: TaskDispatcher, models: Sequence[str], default_model: str) -> None:
+    def __init__(self, settings: Settings, storage: Storage, dispatcher: TaskDispatcher) -> None:
+        self.models = list(settings.models)
+        self.default_model = settings.default_model
+        self.max_active_jobs = settings.api.max_active_jobs
         self.storage = storage
         self.dispatcher = dispatcher
-        self.models = list(models)
-        self.default_model = default_model
 
-    def create(self, files: Sequence[FileStorage], form: Mapping[str, str]) -> Job:
-        """Create and enqueue a job; count the outcome (queued, rejected, unavailable or error)."""
+    def submit(
+        self,
+        session: Session,
+        principal: Principal,
+        files: Sequence[FileStorage],
+        form: Mapping[str, str],
+        render: Render,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """Create and enqueue a job of the principal's tenant, or replay the answer stored under
+        ``idempotency_key``; count the outcome."""
         try:
-            job = self._create(files, form)
-        except ApiError as exc:
-            JOBS_CREATED.labels("unavailable" if exc.status == 503 else "rejected").inc()
+            submission = self._submit(session, principal.tenant_id, files, form, render, idempotency_key)
+        except Exception as exc:
+            count_submission(to_api_error(exc).status)
             raise
-        except (OperationalError, InterfaceError, OSError):  # database or volume trouble: answered 503/507
-            JOBS_CREATED.labels("unavailable").inc()
-            raise
-        except Exception:
-            JOBS_CREATED.labels("error").inc()
-            raise
-        JOBS_CREATED.labels("queued").inc()
-        g.job_id = str(job.id)  # the request's log line names the job it created
-        UPLOAD_BYTES.inc(sum(u.file.size for u in job.uploads if not u.deduplicated))
-        return job
+        g.job_id = str(submission.job_id)  # the request's log line names the job
+        return submission
 
-    def _create(self, files: Sequence[FileStorage], form: Mapping[str, str]) -> Job:
+    def _submit(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        files: Sequence[FileStorage],
+        form: Mapping[str, str],
+        render: Render,
+        key: str | None,
+    ) -> Submission:
         params = parse_params(form, self.models, self.default_model)
         uploads = identify_uploads(files)
-        with self.storage.session() as session:
-            job_id = create_job(session, self.storage.blobs, params, uploads).id
-        with job_context(str(job_id)):
+        if key is not None:
+            digests = [u.incoming.sha256 for u in uploads]
+            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests))
+            if isinstance(claimed, StoredResponse):
+                return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
+            if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
+                job = self.find(session, claimed, tenant_id)
+                return self._answer(session, tenant_id, key, job, render, replayed=True)
+        try:
+            if active_jobs(session, tenant_id) >= self.max_active_jobs:
+                message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
+                raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
+            job = create_job(session, self.storage.blobs, params, uploads, tenant_id)
+            if key is not None:
+                attach_job(session, tenant_id, key, job.id)
+            session.commit()
+        except Exception:
+            session.rollback()
+            if key is not None:
+                self._release(session, tenant_id, key)
+            raise
+        with job_context(str(job.id)):
+            self._enqueue(session, job.id, str(job.id), withdraw=True)
+            log.info("job created files=%d model=%s", job.total_files, job.model)
+        count_submission(202, sum(u.file.size for u in job.uploads if not u.deduplicated))
+        return self._answer(session, tenant_id, key, job, render)
+
+    def _claim(
+        self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str
+    ) -> StoredResponse | uuid.UUID | None:
+        try:
+            claimed = claim_key(session, tenant_id, key, request_fingerprint)
+            session.commit()
+        except KeyReused:
+            session.rollback()
+            message = "This Idempotency-Key was used for a different request; use a new key."
+            raise ApiError(422, "idempotency_key_reused", message) from None
+        except KeyInProgress:
+            session.rollback()
+            message = "A request with this Idempotency-Key is still in progress; retry it shortly."
+            raise ApiError(409, "idempotency_key_in_progress", message, CLAIM_RETRY_AFTER) from None
+        return claimed
+
+    def _answer(
+        self, session: Session, tenant_id: uuid.UUID, key: str | None, job: Job, render: Render, replayed: bool = False
+    ) -> Submission:
+        submission = Submission(job.id, 202, render(job), replayed)
+        if key is not None:
             try:
-                created = self.get(job_id)  # as committed: queued, before any worker can pick it up
-            except Exception:
-                self._withdraw(job_id)
-                raise
-            self._enqueue(job_id)
-            log.info("job created files=%d model=%s", created.total_files, created.model)
-        return created
+                store_response(session, tenant_id, key, StoredResponse(submission.status_code, submission.body))
+                session.commit()
+            except SQLAlchemyError:  # the key still leads to the job: a replay answers it after the claim times out
+                session.rollback()
+                log.warning("could not store the response of an idempotent request", exc_info=True)
+        return submission
 
-    def _enqueue(self, job_id: uuid.UUID) -> None:
+    def _release(self, session: Session, tenant_id: uuid.UUID, key: str) -> None:
         try:
-            self.dispatcher.send_detect(job_id)
-        except Exception as exc:  # unreachable, refused or not confirmed by the broker
-            log.warning("enqueue failed, withdrawing the job: %s", exc)
-            self._withdraw(job_id)
-            raise service_unavailable("broker") from exc
-        try:
-            with self.storage.session() as session:
-                mark_enqueued(session, job_id)
-        except Exception:  # the task is on its way; the timestamp is only bookkeeping
-            log.warning("could not record enqueued_at", exc_info=True)
+            release_key(session, tenant_id, key)
+            session.commit()
+        except SQLAlchemyError:
+            session.rollback()
+            log.warning("could not release an idempotency key; it is taken over after its claim times out")
 
-    def _withdraw(self, job_id: uuid.UUID) -> None:
-        """Delete a job the client will not get a 202 for.
+    def _enqueue(self, session: Session, job_id: uuid.UUID, task_id: str, withdraw: bool) -> None:
+        """Send the job's task and record it; when the broker refuses, withdraw a new job, then answer 503.
 
-        If the database is down too, the row stays, and the maintenance worker's
-        ``requeue_stranded_jobs`` runs the job later instead.
+        A job that cannot be withdrawn (the database went down too), or whose send
+        was not recorded, stays queued: beat's reaper sends it again.
         """
         try:
-            with self.storage.session() as session:
-                delete_job(session, job_id)
-        except Exception:
-            log.warning("could not withdraw the job", exc_info=True)
+            send_then_mark(session, job_id, self.dispatcher.send_detect, task_id)
+            session.commit()
+        except SQLAlchemyError:  # the task is on its way; enqueued_at is only bookkeeping
+            session.rollback()
+            log.warning("could not record enqueued_at", exc_info=True)
+        except Exception as exc:  # unreachable, refused or not confirmed by the broker
+            session.rollback()
+            if withdraw:
+                log.warning("enqueue failed, withdrawing the job: %s", exc)
+                self._withdraw(session, job_id)
+                raise service_unavailable("broker") from exc
+            log.warning("enqueue failed; the reaper sends the job when the broker is back: %s", exc)
 
-    def get(self, job_id: uuid.UUID) -> Job:
-        with self.storage.session() as session:
-            job = get_job(session, job_id)
+    def _withdraw(self, session: Session, job_id: uuid.UUID) -> None:
+        """Delete a job the client will not get a 202 for (its idempotency key goes with it)."""
+        try:
+            withdraw_job(session, job_id)
+            session.commit()
+        except SQLAlchemyError:
+            session.rollback()
+            log.warning("could not withdraw the job; the reaper will run it", exc_info=True)
+
+    def find(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
+        """The job of ``tenant_id`` (any tenant's when None) with everything about it; 404 when there is none."""
+        job = find_job(session, job_id, tenant_id)
         if job is None:
             raise ApiError(404, "not_found", "No job with this id.")
         return job
 
-    def list(self, limit: int, offset: int) -> tuple[list[Job], int]:
-        with self.storage.session() as session:
-            return list_jobs(session, limit, offset)
+    def page(self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None) -> tuple[list[Job], int]:
+        return page_of_jobs(session, limit, offset, tenant_id)
+
+    def cancel(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
+        """Cancel a queued or running job now, and revoke its task; 409 ``already_finished`` for a finished one.
+
+        A running attempt stops at its next batch boundary without writing again.
+        """
+        job = self.find(session, job_id, tenant_id)
+        if not cancel_job(session, job_id):
+            raise ApiError(409, "already_finished", f"The job already ended {job.status}; nothing to cancel.")
+        session.commit()
+        JOB_ACTIONS.labels("cancel").inc()
+        job = self.find(session, job_id, tenant_id)
+        with job_context(str(job_id)):
+            log.info("job cancelled by request")
+            if job.task_id:
+                self.dispatcher.revoke(job.task_id)
+        return job
+
+    def retry(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
+        """Queue a failed or cancelled job again for the files without a result; 409 ``not_retryable`` otherwise."""
+        job = self.find(session, job_id, tenant_id)
+        if not retry_job(session, job_id):
+            message = f"Only a failed or cancelled job can be retried; this one is {job.status}."
+            raise ApiError(409, "not_retryable", message)
+        session.commit()
+        JOB_ACTIONS.labels("retry").inc()
+        with job_context(str(job_id)):
+            self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)
+            log.info("job queued again by request")
+        return self.find(session, job_id, tenant_id)

@@ -1,14 +1,14 @@
 """API metrics for Prometheus at ``/metrics``: requests, upload bytes and jobs created by status.
 
 Under gunicorn every worker process records into prometheus_client's
-multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py), and
-``/metrics`` adds them up, whichever worker answers the scrape.
+multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py and read
+into ``Settings.api.metrics_dir``), and ``/metrics`` adds them up, whichever worker
+answers the scrape.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from flask import Blueprint, Flask, Response, g, request
@@ -26,6 +26,7 @@ REQUESTS = Counter("yolo_api_requests_total", "HTTP requests answered", ["method
 REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a request", ["endpoint"])
 UPLOAD_BYTES = Counter("yolo_api_upload_bytes_total", "Bytes of images accepted in new jobs")
 JOBS_CREATED = Counter("yolo_api_jobs_created_total", "Job submissions, by outcome", ["status"])
+JOB_ACTIONS = Counter("yolo_api_job_actions_total", "Jobs cancelled or queued again on request", ["action"])
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger("app.requests")
@@ -33,12 +34,26 @@ log = logging.getLogger("app.requests")
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    from app.extensions import get_settings  # here: the extensions' job service counts into this module
+
+    if get_settings().api.metrics_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def count_submission(status: int, upload_bytes: int = 0) -> None:
+    """Count a job submission by the status it was answered with, and the new bytes it stored."""
+    if status == 202:
+        outcome = "queued"
+    elif status in (503, 507):
+        outcome = "unavailable"
+    else:
+        outcome = "rejected" if status < 500 else "error"
+    JOBS_CREATED.labels(outcome).inc()
+    UPLOAD_BYTES.inc(upload_bytes)
 
 
 def _start_timer() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import url_for
 
-from storage.models import Job, StoredFile, Upload
+from storage.tables import Job, StoredFile, Upload
 
 
 def _time(value: datetime | None) -> str | None:
@@ -60,8 +60,13 @@ def job_summary_json(job: Job) -> dict[str, Any]:
         "progress": {"done": job.done_files, "total": job.total_files},
         "created_at": _time(job.created_at),
         "finished_at": _time(job.finished_at),
-        "url": url_for("api.get_job", job_id=job.id),
+        "url": url_for("api.show_job", job_id=job.id),
     }
+
+
+def submission_json(job: Job) -> dict[str, Any]:
+    """The 202 answer to a new job: its id, status and files (replayed as-is under an Idempotency-Key)."""
+    return {"job_id": str(job.id), "status": job.status, "files": [upload_json(u) for u in job.uploads]}
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -72,6 +77,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": _time(job.started_at),
         "enqueued_at": _time(job.enqueued_at),
         "attempts": job.attempts,
+        "task_id": job.task_id or str(job.id),
+        "lease_expires_at": _time(job.lease_expires_at),
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "files": [upload_json(u) for u in job.uploads],
         "results": [result_json(u) for u in job.uploads if u.result is not None],

@@ -3,16 +3,36 @@
 Werkzeug's form parser asks the request for a stream per file part; this
 request class hands it an :class:`storage.blobs.IncomingFile` on the volume, so
 no upload is held in memory. Whatever a request leaves behind (a rejected file,
-a body cut off at the size limit) is removed when the request ends.
+a body cut off at the size limit, a temp file on a full volume) is removed when the
+request ends.
+
+Plain form fields (``conf``, ``model``…) are read into memory, so each is capped by
+Flask's ``MAX_FORM_MEMORY_SIZE`` (a larger one is 413 ``too_large``). Flask 3.1
+defines that key with its own default (500 kB), so it is assigned here, not
+``setdefault``. Werkzeug's multipart decoder applies the same limit to its read
+buffer, file parts included: one read of :data:`PARSER_READ_BYTES` plus what is
+left of the previous one (a part's headers cut by the read). At exactly 64 KiB
+some file uploads got 413, so the limit is 80 KiB: a 64 KiB read and 16 KiB of part
+headers; a plain field may be that long too.
 """
 
 from __future__ import annotations
 
-from typing import IO
+import logging
+from typing import IO, cast
 
-from flask import Flask, Request, current_app, request
+from flask import Flask, Request, request
 
+from app.extensions import get_storage
 from storage.blobs import IncomingFile
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's MultiPartParser reads the body 64 KiB at a time (its ``buffer_size``).
+PARSER_READ_BYTES = 64 * 1024
+# The largest plain (non-file) form field read into memory, and Werkzeug's buffer limit: a
+# read, plus a part's headers (a long filename) left over from the previous one.
+MAX_FORM_MEMORY_SIZE = PARSER_READ_BYTES + 16 * 1024
 
 
 class UploadRequest(Request):
@@ -29,17 +49,21 @@ class UploadRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        incoming = current_app.extensions["yolo_storage"].blobs.new_incoming()
+        incoming = get_storage().blobs.new_incoming()
         self.incoming_files.append(incoming)
-        return incoming  # type: ignore[return-value]
+        return cast(IO[bytes], incoming)
 
 
 def _discard_leftovers(_exc: BaseException | None = None) -> None:
+    """Remove the request's temp files; never raise, so the response already built is still sent."""
     for incoming in request.environ.get("yolo_jobs.incoming", ()):
-        incoming.discard()
+        try:
+            incoming.discard()
+        except OSError:
+            log.warning("could not remove upload temp file %s", incoming.path, exc_info=True)
 
 
 def init_app(app: Flask) -> None:
     app.request_class = UploadRequest
-    app.config.setdefault("MAX_FORM_MEMORY_SIZE", 64 * 1024)
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_MEMORY_SIZE
     app.teardown_request(_discard_leftovers)

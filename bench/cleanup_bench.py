@@ -2,14 +2,13 @@
 
 Builds a throwaway database and a temp storage root
 holding N small blobs whose rows are used by N/10 jobs that finished 40 days ago, times
-one full :func:`storage.retention.run_cleanup`, and compares it with removing as many
+one full :func:`storage.maintenance.retention.run_cleanup`, and compares it with removing as many
 files with ``os.unlink`` in a loop (what any cleanup has to pay at least). Drops both.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import tempfile
@@ -20,11 +19,12 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from storage import Settings, Storage
+from config import Settings
+from harness.services import create_database, drop_database
+from storage import Storage
 from storage.blobs import blob_relpath
-from storage.models import Job, StoredFile, Upload
-from storage.retention import run_cleanup
-from tests import support
+from storage.maintenance.retention import run_cleanup
+from storage.tables import Job, StoredFile, Upload
 
 BLOB_BYTES = 512
 FILES_PER_JOB = 10
@@ -65,7 +65,7 @@ def seed_expired(storage: Storage, count: int) -> None:
             | {"deduplicated": False}
             for i, f in enumerate(batch)
         ]
-    with storage.session() as session:
+    with storage.database.transaction() as session:
         session.execute(insert(StoredFile), files)
         session.execute(insert(Job), jobs)
         session.execute(insert(Upload), uploads)
@@ -82,17 +82,17 @@ def time_unlink_loop(root: Path, count: int) -> float:
 def run(files: int = 10_000) -> dict[str, float]:
     """Seed ``files`` expired files in a throwaway database and storage root, time one cleanup and the baseline."""
     name = f"yolo_bench_{uuid.uuid4().hex[:10]}"
-    database_url = support.create_database(name)
+    database_url = create_database(name)
     with tempfile.TemporaryDirectory(prefix="yolo-cleanup-bench-") as tmp:
-        settings = dataclasses.replace(Settings.from_env(), database_url=database_url, storage_root=Path(tmp) / "store")
-        storage = Storage(settings)
+        storage = Storage(database_url, Path(tmp) / "store")
+        retention_days = Settings.from_env().retention.days
         try:
             seed_expired(storage, files)
-            report = run_cleanup(storage, settings.retention_days)
+            report = run_cleanup(storage, retention_days)
             baseline = time_unlink_loop(Path(tmp) / "baseline", files)
         finally:
             storage.dispose()
-            support.drop_database(name)
+            drop_database(name)
     if (report.status, report.files_deleted) != ("done", files):
         raise RuntimeError(f"the cleanup did not delete every expired file: {report.as_dict()}")
     seconds = report.duration_seconds

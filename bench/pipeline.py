@@ -13,8 +13,11 @@ import requests
 from kombu import Connection
 
 from bench.environment import bench_stack
-from storage.settings import BUNDLED_MODEL, configure_ultralytics_env
-from tests import support
+from config import Settings
+from config.paths import BUNDLED_MODEL
+from config.ultralytics import configure_ultralytics
+from harness.images import image_bytes
+from harness.processes import start_api, start_worker, wait_for_job, wait_until
 from training.shapes import render_sample
 
 IMAGES = 48
@@ -33,7 +36,7 @@ def shapes_png(count: int) -> list[bytes]:
 
 def bare_predict_loop(images: list[bytes]) -> float:
     """Images/s of decode + ``model.predict`` in batches, in this process: the floor under any pipeline."""
-    configure_ultralytics_env()
+    configure_ultralytics(Settings.from_env().worker)
     import cv2
     import numpy as np
     from ultralytics import YOLO
@@ -50,18 +53,24 @@ def bare_predict_loop(images: list[bytes]) -> float:
 def end_to_end(images: list[bytes]) -> tuple[float, int, int, int]:
     """Images/s from the first POST to the last job finished; and model loads, worker processes, jobs."""
     with bench_stack(INFERENCE_BATCH_SIZE=str(BATCH)) as stack:
-        worker = support.start_worker(stack.env, stack.workdir / "worker.log", queues="inference", concurrency=1)
-        server, base_url = support.start_api(stack.env, stack.workdir / "gunicorn.log")
+        worker = start_worker(stack.env, stack.workdir / "worker.log", queues="inference", concurrency=1)
+        server, base_url = start_api(stack.env, stack.workdir / "gunicorn.log")
         try:
-            warm = requests.post(f"{base_url}/api/v1/jobs", files=[("image", ("w.png", images[0]))], timeout=30)
-            support.wait_for_job(base_url, warm.json()["job_id"], timeout=120)
+            warm = requests.post(
+                f"{base_url}/api/v1/jobs", files=[("image", ("w.png", images[0]))], headers=stack.auth, timeout=30
+            )
+            wait_for_job(base_url, warm.json()["job_id"], timeout=120, headers=stack.auth)
             started = time.perf_counter()
             job_ids = []
             for start in range(0, len(images), BATCH):
                 files = [("image", (f"{i}.png", b)) for i, b in enumerate(images[start : start + BATCH], start)]
-                job_ids.append(requests.post(f"{base_url}/api/v1/jobs", files=files, timeout=30).json()["job_id"])
+                job_ids.append(
+                    requests.post(f"{base_url}/api/v1/jobs", files=files, headers=stack.auth, timeout=30).json()[
+                        "job_id"
+                    ]
+                )
             for job_id in job_ids:
-                assert support.wait_for_job(base_url, job_id, timeout=600)["status"] == "succeeded"
+                assert wait_for_job(base_url, job_id, timeout=600, headers=stack.auth)["status"] == "succeeded"
             rate = len(images) / (time.perf_counter() - started)
             loads = [x for x in worker.json_log_lines() if x["message"].startswith("model loaded")]
             pids = {x["pid"] for x in worker.json_log_lines() if x["message"].startswith("job started")}
@@ -73,16 +82,18 @@ def end_to_end(images: list[bytes]) -> tuple[float, int, int, int]:
 
 def message_sizes() -> tuple[int, int, int, int]:
     """Task message body bytes for a tiny and a large file (no worker consumes this vhost)."""
-    small, large = support.image_bytes(16, 16, seed=1), support.image_bytes(3000, 2000, seed=2, fmt="BMP")
+    small, large = image_bytes(16, 16, seed=1), image_bytes(3000, 2000, seed=2, fmt="BMP")
     sizes = []
     with bench_stack() as stack:
-        server, base_url = support.start_api(stack.env, stack.workdir / "gunicorn.log")
+        server, base_url = start_api(stack.env, stack.workdir / "gunicorn.log")
         try:
             with Connection(stack.env["CELERY_BROKER_URL"]) as connection:
                 channel = connection.channel()
                 for data in (small, large):
-                    requests.post(f"{base_url}/api/v1/jobs", files=[("image", ("f", data))], timeout=60)
-                    message = support.wait_until(lambda: channel.basic_get("inference", no_ack=True), 10)
+                    requests.post(
+                        f"{base_url}/api/v1/jobs", files=[("image", ("f", data))], headers=stack.auth, timeout=60
+                    )
+                    message = wait_until(lambda: channel.basic_get("inference", no_ack=True), 10)
                     body = message.body if isinstance(message.body, bytes) else message.body.encode()
                     json.loads(body)
                     sizes.append(len(body))

@@ -10,7 +10,7 @@ import requests
 from PIL import Image
 
 from bench.environment import bench_stack
-from tests import support
+from harness.processes import start_api
 
 SIDE = 8000  # an 8000x8000 RGB BMP: 192 MB
 
@@ -42,14 +42,16 @@ def run() -> dict[str, float]:
         subprocess.run(["sync"], check=True)
         baseline = time.perf_counter() - started
 
-        server, base_url = support.start_api({**stack.env, "WEB_CONCURRENCY": "1"}, stack.workdir / "gunicorn.log")
+        server, base_url = start_api({**stack.env, "WEB_CONCURRENCY": "1"}, stack.workdir / "gunicorn.log")
         try:
             (worker_pid,) = gunicorn_workers(server.pid)
             requests.get(f"{base_url}/readyz", timeout=10)
             rss_before = peak_rss_kib(worker_pid)
             started = time.perf_counter()
             with open(image, "rb") as handle:
-                response = requests.post(f"{base_url}/api/v1/jobs", files={"image": ("big.bmp", handle)}, timeout=600)
+                response = requests.post(
+                    f"{base_url}/api/v1/jobs", files={"image": ("big.bmp", handle)}, headers=stack.auth, timeout=600
+                )
             upload = time.perf_counter() - started
             assert response.status_code in (202, 503), response.text  # no worker runs here: enqueueing still works
             rss_growth = (peak_rss_kib(worker_pid) - rss_before) * 1024

@@ -1,10 +1,29 @@
-"""Shared storage and its metadata: the one face both the API and the workers use.
+"""Storage proper: uploaded bytes on the shared volume and their rows in PostgreSQL.
 
-``app/`` (HTTP) and ``tasks/`` (Celery) both depend on this package; it depends
-on neither, and never imports torch or ultralytics.
+:class:`Storage` is the one face of it that the API, the workers and the maintenance
+commands hold: ``storage.database`` (rows, ``storage/db.py``, tables in
+``storage/tables.py``) and ``storage.blobs`` (bytes, ``storage/blobs.py``). This
+package knows nothing of HTTP, Celery, torch or the job lifecycle (``jobs/``).
 """
 
-from storage.settings import Settings
-from storage.store import Storage
+from __future__ import annotations
 
-__all__ = ["Settings", "Storage"]
+from pathlib import Path
+
+from storage.blobs import BlobStore
+from storage.db import Database
+
+
+class Storage:
+    """The database and the blob store of one deployment."""
+
+    def __init__(self, database_url: str, storage_root: Path) -> None:
+        self.database = Database(database_url)
+        self.blobs = BlobStore(storage_root)
+
+    def dispose(self, close: bool = True) -> None:
+        """Drop the connection pool; ``close=False`` in a forked child leaves the parent's connections open."""
+        self.database.dispose(close=close)
+
+
+__all__ = ["Storage"]

@@ -3,10 +3,16 @@
 Uploads stream into a temp file under ``tmp/`` on the same volume while being
 hashed, then are fsynced and renamed atomically into place. A client's filename
 never becomes part of a path.
+
+On a full volume every write may fail, closing included (the buffered tail is
+flushed then): a temp file is still removed, and the readiness probe's file too,
+whatever fails. Anything a crash leaves under ``tmp/`` has a known prefix
+(:data:`UPLOAD_PREFIX`, :data:`PROBE_PREFIX`) for the retention cleanup to remove.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -15,6 +21,8 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 TEMP_SUFFIX = ".part"
+UPLOAD_PREFIX = "upload-"
+PROBE_PREFIX = "probe-"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -39,8 +47,9 @@ def blob_relpath(sha256: str) -> str:
 class IncomingFile:
     """A temp file on the volume that hashes and counts what is written to it.
 
-    Werkzeug's form parser writes each uploaded part here (see the API's stream
-    factory), so no upload is ever held in memory whole.
+    Werkzeug's form parser writes each uploaded part here (the API's request class
+    hands it one per file part, ``app/uploads.py``), so no upload is ever held in
+    memory whole.
     """
 
     def __init__(self, path: Path) -> None:
@@ -83,8 +92,13 @@ class IncomingFile:
         os.fsync(self._file.fileno())
 
     def discard(self) -> None:
-        """Close and remove the temp file (no-op if already moved or removed)."""
-        self.close()
+        """Close and remove the temp file (no-op if already moved or removed), even when closing fails.
+
+        Closing flushes the buffered tail, which raises ENOSPC again on a full volume;
+        the file is closed all the same and those bytes are not wanted.
+        """
+        with contextlib.suppress(OSError):
+            self.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -102,7 +116,7 @@ class BlobStore:
 
     def new_incoming(self) -> IncomingFile:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return IncomingFile(self.tmp_dir / f"upload-{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        return IncomingFile(self.tmp_dir / f"{UPLOAD_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
     def path_of(self, relpath: str) -> Path:
         return self.root / relpath
@@ -135,15 +149,18 @@ class BlobStore:
         return size
 
     def is_writable(self) -> bool:
-        """Whether a file can be created and removed under the storage root."""
+        """Whether a file can be written and removed under the storage root; leaves no file behind."""
+        probe = self.tmp_dir / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.tmp_dir / f"probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"ok")
-            probe.unlink()
+            return True
         except OSError:
             return False
-        return True
+        finally:
+            # Should even this fail, the cleanup removes stale probe files (storage.maintenance.reclaim).
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

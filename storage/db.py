@@ -1,11 +1,19 @@
-"""Database engine and sessions: one session per request or per task, always closed."""
+"""The database: an engine and its sessions.
+
+Scope, truthfully: a *transaction* (:meth:`Database.transaction`, SQLAlchemy's own
+``sessionmaker.begin()``) is one unit of work, committed on success, rolled back on
+error, its session always closed. The workers use short transactions (a job is one
+to start it, one per batch of results, one to end it), because none may stay open
+across inference. The API uses one session per request instead (``app/context.py``),
+closed when the request ends, with explicit commits where a job must be committed
+before its task is sent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -25,19 +33,29 @@ def make_engine(database_url: str, **kwargs: object) -> Engine:
     )
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+class Database:
+    """An engine and its session factory; objects stay readable after commit (``expire_on_commit=False``)."""
 
+    def __init__(self, database_url: str) -> None:
+        self.engine = make_engine(database_url)
+        self.sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
 
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success, rolls back on error and is always closed."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    def transaction(self) -> AbstractContextManager[Session]:
+        """A session in a transaction: committed on success, rolled back on error, always closed."""
+        return self.sessions.begin()
+
+    def session(self) -> Session:
+        """A session the caller commits and closes (the API's per-request session)."""
+        return self.sessions()
+
+    def is_reachable(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def dispose(self, close: bool = True) -> None:
+        """Drop the connection pool; ``close=False`` in a forked child leaves the parent's connections open."""
+        self.engine.dispose(close=close)

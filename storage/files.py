@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Exists, select
 from sqlalchemy.orm import Session
 
 from storage.blobs import BlobStore, IncomingFile
 from storage.images import ImageInfo
-from storage.models import StoredFile, Upload
+from storage.tables import Job, StoredFile, Upload
 
 
 def find_live_file(session: Session, sha256: str) -> StoredFile | None:
@@ -51,11 +51,11 @@ def store_incoming(
     return row, False
 
 
-def get_file(session: Session, file_id: uuid.UUID) -> StoredFile | None:
-    return session.get(StoredFile, file_id)
-
-
-def original_filename(session: Session, file_id: uuid.UUID) -> str | None:
-    """The name the file was first uploaded under."""
-    query = select(Upload.filename).where(Upload.file_id == file_id).order_by(Upload.created_at).limit(1)
-    return session.scalar(query)
+def referenced_by_jobs(*conditions: ColumnElement[bool]) -> Exists:
+    """Whether a job meeting ``conditions`` has an upload of the ``stored_files`` row in the enclosing query."""
+    return (
+        select(Upload.id)
+        .join(Job, Job.id == Upload.job_id)
+        .where(Upload.file_id == StoredFile.id, *conditions)
+        .exists()
+    )

@@ -20,7 +20,8 @@ ACCEPTED_FORMATS: dict[str, tuple[str, tuple[bytes, ...]]] = {
     "BMP": ("image/bmp", (b"BM",)),
     "TIFF": ("image/tiff", (b"II*\x00", b"MM\x00*")),
 }
-# Pillow's own decompression-bomb limit, which the API's annotated-image drawing also obeys.
+# Pillow's own decompression-bomb limit. (The API draws annotated images from a reduced decode,
+# ``app/reduced_decode.py``; the workers have a pixel cap of their own, WORKER_MAX_IMAGE_PIXELS.)
 MAX_PIXELS = 89_478_485
 HEADER_BYTES = 16
 

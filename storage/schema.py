@@ -1,20 +1,27 @@
-"""Create the database if needed and apply ``schema.sql``: ``python -m storage.schema``."""
+"""Create the database when it is missing and apply ``schema.sql`` (idempotent).
+
+``schema.sql`` is the source of truth and applies again to a database made by any
+earlier release. Its convention for changing existing tables: ``ALTER TABLE … ADD COLUMN
+IF NOT EXISTS`` for new columns, and constraint swaps (drop the old one by name, add the
+new one) inside ``DO`` blocks. A constraint that may be swapped later is named
+explicitly: an automatic name can differ between a fresh and an upgraded table.
+``tests/unit/storage/test_schema.py`` checks that an upgraded database equals a fresh
+one.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
+from config.paths import SCHEMA_FILE
 from storage.db import make_engine, normalize_database_url
-from storage.settings import PROJECT_ROOT, Settings
-
-SCHEMA_FILE = PROJECT_ROOT / "schema.sql"
 
 
 def apply_schema(engine: Engine) -> None:
     """Run every statement of ``schema.sql`` in one transaction (idempotent)."""
     sql = SCHEMA_FILE.read_text()
     with engine.begin() as connection:
-        connection.exec_driver_sql(sql)
+        connection.exec_driver_sql(sql, execution_options={"no_parameters": True})  # '%' is SQL, not a placeholder
 
 
 def ensure_database(database_url: str) -> bool:
@@ -32,19 +39,3 @@ def ensure_database(database_url: str) -> bool:
     finally:
         server.dispose()
     return not exists
-
-
-def main() -> None:
-    settings = Settings.from_env()
-    if ensure_database(settings.database_url):
-        print("database created")
-    engine = make_engine(settings.database_url)
-    try:
-        apply_schema(engine)
-    finally:
-        engine.dispose()
-    print(f"schema applied to {engine.url.render_as_string(hide_password=True)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,16 +1,28 @@
 """The Celery application of yolo-jobs: ``celery -A tasks worker|beat|inspect|flower``.
 
-Configured from ``celery_config.py``. Task modules are listed explicitly; they
-import torch and ultralytics only inside worker child processes.
+The settings are read once, here, for every process that loads this package
+(``tasks.settings``); the Celery configuration is built from them by
+``celery_config.py``. Task modules are listed explicitly; they import torch and
+ultralytics only inside worker child processes.
 """
 
-from celery import Celery
+from celery import Celery, states
 
-from storage.settings import configure_ultralytics_env
+import celery_config
+from config import Settings
+from config.ultralytics import configure_ultralytics
 
-configure_ultralytics_env()
+settings = Settings.from_env()
+configure_ultralytics(settings.worker)
+
+# Flower (and every event consumer) keeps the state of highest precedence, and a custom
+# state outranks REVOKED: a late task-progress event would hide a revoke for ever.
+# PROGRESS ranks as STARTED, so REVOKED, SUCCESS and FAILURE replace it.
+states.PRECEDENCE_LOOKUP["PROGRESS"] = states.PRECEDENCE_LOOKUP[states.STARTED]
 
 app = Celery("yolo_jobs", include=["tasks.inference", "tasks.maintenance"])
-app.config_from_object("celery_config")
+app.config_from_object(celery_config.from_settings(settings))
 
-__all__ = ["app"]
+from tasks import logs  # noqa: E402,F401  (connects Celery's setup_logging signal)
+
+__all__ = ["app", "settings"]

@@ -2,52 +2,189 @@
 
 Each file is decoded on its own, so one that cannot be decoded gets an error
 in its result while the rest of the batch is predicted together.
+
+Memory. A prefork child holds the decoded images of one batch at a time, and a
+child killed for memory turns its job into a message that kills the next child
+too. So before any pixel is decoded, the file's header (Pillow, no pixels) says
+how large it is:
+
+- over the pixel cap (``WORKER_MAX_IMAGE_PIXELS``) the file gets an error result
+  and is never decoded;
+- at least 4 times the inference size on its longest side, it is decoded reduced by
+  2, 4 or 8 (OpenCV's ``IMREAD_REDUCED_COLOR_*``), keeping at least twice the
+  inference size: libjpeg decodes a JPEG at that scale; other formats are decoded
+  whole and shrunk inside OpenCV, so one full-size image at most is held at a time
+  (and only once: a full ``IMREAD_COLOR`` decode of a PNG peaks at twice its size).
+  YOLO shrinks every image to the inference size anyway.
+
+Stored widths, heights and detections are always in the original (upright)
+image's pixels: boxes found on a reduced image are scaled back up.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.jobs import FileResult, JobParams, WorkItem
+from PIL import Image
+
+from jobs.lifecycle import FileResult, JobParams, WorkItem
 
 if TYPE_CHECKING:
     import numpy as np
     from ultralytics import YOLO
 
 DECODE_ERROR = "the file could not be decoded as an image"
+MISSING_ERROR = "the file is no longer on the storage volume"
+# Ultralytics' own default when neither the job nor the weights name an inference size.
+DEFAULT_INFERENCE_SIZE = 640
+REDUCTIONS = (8, 4, 2)
+RESULT_DECIMALS = 3
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to a BGR array; ``None`` if it is not decodable (OSError if unreadable)."""
+class TooManyPixels(ValueError):
+    """The header declares more pixels than a worker decodes."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image as predicted on, and the upright size of the original it stands for."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Original pixels per decoded pixel, across and down."""
+        rows, columns = self.pixels.shape[:2]
+        return self.width / columns, self.height / rows
+
+
+def inference_size(model: YOLO, params: JobParams) -> int:
+    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, else 640."""
+    size = params.imgsz or model.overrides.get("imgsz") or DEFAULT_INFERENCE_SIZE
+    return max(size) if isinstance(size, list | tuple) else int(size)
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the file's header; ``None`` when no header can be read.
+
+    Raises OSError when the file cannot be opened (FileNotFoundError when it is gone), and
+    :class:`TooManyPixels` past Pillow's own hard limit.
+    """
+    with open(path, "rb") as handle:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
+                with Image.open(handle) as image:
+                    return image.size
+        except Image.DecompressionBombError as exc:  # twice Pillow's limit: over any cap
+            raise TooManyPixels(f"the image has too many pixels ({exc})") from None
+        except Exception:  # Pillow raises many types for a broken header
+            return None
+
+
+def reduction(longest_side: int, size: int) -> int:
+    """The largest of 8, 4 and 2 that keeps the longest side at least twice ``size``; else 1."""
+    return next((factor for factor in REDUCTIONS if longest_side // factor >= 2 * size), 1)
+
+
+def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
+    """Decode an image file to BGR, reduced when far larger than ``size``; ``None`` if it is not decodable.
+
+    Raises :class:`TooManyPixels` over ``max_pixels`` (nothing decoded), and OSError if
+    the file is unreadable (FileNotFoundError when it is gone).
+    """
     import cv2
     import numpy as np
 
+    header = header_size(path)
+    if header is None:
+        return None
+    width, height = header
+    if width * height > max_pixels:
+        raise TooManyPixels(f"the image has too many pixels ({width}x{height}; the worker's limit is {max_pixels:,})")
+    factor = reduction(max(width, height), size)
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
+        factor, cv2.IMREAD_REDUCED_COLOR_8
+    )
     data = np.fromfile(path, dtype=np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    pixels = cv2.imdecode(data, flag) if data.size else None
+    del data
+    if pixels is None:
+        return None
+    rows, columns = pixels.shape[:2]
+    if factor == 1:
+        return Decoded(pixels, columns, rows)
+    # OpenCV turned the image upright (EXIF orientation): the original's upright size has the same shape.
+    if abs(columns * width - rows * height) < abs(columns * height - rows * width):
+        width, height = height, width
+    return Decoded(pixels, width, height)
+
+
+def scaled(detections: list[dict[str, Any]], sx: float, sy: float) -> list[dict[str, Any]]:
+    """Detections found on a reduced image, in the original's pixels (boxes, segments and keypoints)."""
+
+    def across(value: float) -> float:
+        return round(value * sx, RESULT_DECIMALS)
+
+    def down(value: float) -> float:
+        return round(value * sy, RESULT_DECIMALS)
+
+    out = []
+    for detection in detections:
+        detection = dict(detection)
+        box = detection.get("box") or {}
+        detection["box"] = {k: across(v) if k.startswith("x") else down(v) for k, v in box.items()}
+        for key in ("segments", "keypoints"):
+            if key in detection:
+                points = dict(detection[key])
+                points["x"] = [across(v) for v in points.get("x", [])]
+                points["y"] = [down(v) for v in points.get("y", [])]
+                detection[key] = points
+        out.append(detection)
+    return out
 
 
 def predict_batch(
     model: YOLO, device: str, root: Path, items: Sequence[WorkItem], params: JobParams
 ) -> list[FileResult]:
-    """Predict every decodable image of ``items`` in one call; undecodable ones get an error result."""
+    """Predict every decodable image of ``items`` in one call; the others get an error result."""
+    from tasks import settings
+
+    max_pixels = settings.worker.max_image_pixels
+    size = inference_size(model, params)
     results: dict[int, FileResult] = {}
-    images: list[np.ndarray] = []
+    decoded: list[Decoded] = []
     positions: list[int] = []
     for position, item in enumerate(items):
-        image = read_image(root / item.path)
+        try:
+            image = read_image(root / item.path, size, max_pixels)
+        except FileNotFoundError:
+            results[position] = FileResult(item.upload_id, None, None, [], MISSING_ERROR)
+            continue
+        except TooManyPixels as exc:
+            results[position] = FileResult(item.upload_id, None, None, [], str(exc))
+            continue
         if image is None:
             results[position] = FileResult(item.upload_id, None, None, [], DECODE_ERROR)
         else:
-            images.append(image)
+            decoded.append(image)
             positions.append(position)
-    if images:
+    if decoded:
         options: dict[str, Any] = {"conf": params.conf, "iou": params.iou, "device": device, "verbose": False}
         if params.imgsz:
             options["imgsz"] = params.imgsz
-        for position, prediction in zip(positions, model.predict(images, **options), strict=True):
-            height, width = prediction.orig_shape
-            detections = prediction.summary(decimals=3)
-            results[position] = FileResult(items[position].upload_id, int(width), int(height), detections)
+        predictions = model.predict([image.pixels for image in decoded], **options)
+        for position, image, prediction in zip(positions, decoded, predictions, strict=True):
+            sx, sy = image.scale
+            if sx == sy == 1:
+                detections = prediction.summary(decimals=RESULT_DECIMALS)
+            else:
+                detections = scaled(prediction.summary(decimals=6), sx, sy)
+            results[position] = FileResult(items[position].upload_id, image.width, image.height, detections)
     return [results[position] for position in range(len(items))]

@@ -1,24 +1,37 @@
-"""``tasks.inference.detect``: run a job's images through its model and store the results.
+"""``tasks.inference.detect``: run a job's images through its model and store the results, under a lease.
 
-The message carries only the job id. The task is idempotent: a finished job is
-left alone, and a half-done one resumes with the uploads that have no result yet
-(results are upserted, so a redelivery never duplicates rows).
+The message carries only the job id. An attempt begins by taking the job's lease
+(``jobs.lifecycle.begin_attempt``); a job that is finished, cancelled, or held by
+another live attempt is left alone. Results are written batch by batch, each write
+fenced by the attempt's lease token and renewing the lease; a heartbeat renews it
+between writes. When a write or a heartbeat finds the lease gone, the attempt stops
+at the next batch boundary: the job was cancelled (Celery then shows REVOKED), or
+another attempt took over after this one outlived its lease.
+
+Database (and storage) outages are retried in place with capped exponential
+back-off for ``JOB_DATABASE_RETRY_SECONDS``; past that, the message is acknowledged
+and the job left to beat's reaper, which re-sends it once its lease has expired.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery import Task, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_revoked
+from more_itertools import chunked
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
-from storage.iterables import batched
-from storage.jobs import JobRun, begin_attempt, fail_job, record_results
-from storage.logs import job_context
+from config.logs import job_context
+from jobs.lifecycle import JobRun, begin_attempt, cancel_job, fail_job, job_status, record_results, renew_lease
+from jobs.messages import DETECT_TASK
 from tasks import app, metrics
 from tasks.detection import predict_batch
 from tasks.model_pool import ModelUnavailable
@@ -26,83 +39,237 @@ from tasks.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class DatabaseDisconnected(RuntimeError):
-    """The database connection dropped, reported by psycopg2 without an error code (a plain ``DatabaseError``)."""
-
-
-# The database or the storage volume briefly unavailable; anything else is a bug and fails at once.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, DatabaseDisconnected)
+# A job whose attempts keep dying (a message that kills its worker) fails on the attempt after this many.
 MAX_ATTEMPTS = 10
+# Back-off between retries of an outage: 1 s, doubling, at most this.
+MAX_RETRY_DELAY = 30.0
+
+
+class DatabaseOutage(RuntimeError):
+    """The database (or the storage volume) stayed unavailable for the whole retry budget."""
+
+
+class LeaseLost(RuntimeError):
+    """This attempt no longer holds the job: it was cancelled, or another attempt took over."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database or the volume briefly unavailable (anything else is a bug and fails)."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError):
+        return True
+    # psycopg2 reports some dropped connections as a plain DatabaseError without an error code.
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def ride_out_outages(work: Callable[[], T], budget: float) -> T:
+    """Run ``work``, retrying outages with capped exponential back-off until ``budget`` seconds have passed."""
+    deadline = time.monotonic() + budget
+    delay = 1.0
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise DatabaseOutage(f"still unavailable after {budget:.0f}s: {exc}") from exc
+            log.warning("database or storage unavailable, retrying in %.0fs: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 class JobTask(Task):
-    """Marks the job failed once the task itself has failed for good.
+    """Marks the job failed once the task itself has failed for good (a bug, or a time limit).
 
-    After a hard time limit this runs in the pool's parent process, so it uses
-    the runtime's storage only and never touches the model pool.
+    After a hard time limit this runs in the pool's parent process, so it uses the
+    runtime's storage only and never touches the model pool. When the database is
+    unreachable the job stays as it is, and the reaper re-sends it once its lease expires.
     """
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         job_id = args[0] if args else kwargs.get("job_id")
         code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else "internal_error"
-        metrics.job_finished("failed")
         try:
-            with get_runtime().storage.session() as session:
-                fail_job(session, uuid.UUID(job_id), code, f"{type(exc).__name__}: {exc}")
+            with get_runtime().storage.database.transaction() as session:
+                failed = fail_job(session, uuid.UUID(job_id), code, f"{type(exc).__name__}: {exc}")
         except Exception:
-            log.exception("could not mark job failed", extra={"job_id": job_id})
+            log.exception("could not mark the job failed; the reaper will re-send it", extra={"job_id": job_id})
+            return
+        if failed:
+            metrics.job_finished("failed")
 
 
-@app.task(
-    name="tasks.inference.detect",
-    bind=True,
-    base=JobTask,
-    queue="inference",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-)
+@app.task(name=DETECT_TASK, bind=True, base=JobTask)
 def detect(self: Task, job_id: str) -> dict[str, Any]:
-    """Detect objects in every image of job ``job_id``."""
+    """Detect objects in every image of job ``job_id`` that has no result yet."""
     with job_context(job_id):
+        attempt = Attempt(self, uuid.UUID(job_id), get_runtime())
         try:
-            return _run_job(self, uuid.UUID(job_id))
-        except DBAPIError as exc:
-            if exc.connection_invalidated and not isinstance(exc, TRANSIENT_ERRORS):
-                raise DatabaseDisconnected(str(exc)) from exc
-            raise
+            return attempt.run()
+        except DatabaseOutage as exc:
+            log.warning("giving the job back to the reaper: %s", exc)
+            attempt.leave_for_reaper(exc)
+            raise  # not reached: leave_for_reaper raises Ignore
 
 
-def _run_job(task: Task, job_id: uuid.UUID) -> dict[str, Any]:
-    runtime = get_runtime()
-    with runtime.storage.session() as session:
-        run = begin_attempt(session, job_id)
-    if run is None:
-        log.info("job already finished or unknown, nothing to do")
-        return {"job_id": str(job_id), "status": "skipped"}
-    if run.attempts > MAX_ATTEMPTS:
-        return _fail(runtime, run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
-    try:
-        model = runtime.models.get(run.params.model)
-    except ModelUnavailable as exc:
-        return _fail(runtime, run, "model_unavailable", str(exc))
-    log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
-    report_progress(task, job_id, run.done, run.total)
-    done = run.done
-    batches = list(batched(run.pending, runtime.settings.inference_batch_size)) or [[]]
-    for index, batch in enumerate(batches):
-        started = time.perf_counter()
-        results = predict_batch(model, runtime.models.device, runtime.storage.blobs.root, batch, run.params)
-        metrics.batch_predicted(run.params.model, len(batch), time.perf_counter() - started)
-        with runtime.storage.session() as session:
-            done = record_results(session, job_id, results, finish=index == len(batches) - 1)
-        report_progress(task, job_id, done, run.total)
-    log.info("job succeeded done=%d total=%d", done, run.total)
-    metrics.job_finished("succeeded")
-    return {"job_id": str(job_id), "status": "succeeded", "done": done, "total": run.total}
+class Attempt:
+    """One attempt at one job, from taking its lease to the last write."""
+
+    def __init__(self, task: Task, job_id: uuid.UUID, runtime: WorkerRuntime) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.runtime = runtime
+        self.jobs = runtime.settings.jobs
+
+    def database(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a transaction of its own, riding out outages."""
+
+        def transaction() -> T:
+            with self.runtime.storage.database.transaction() as session:
+                return work(session)
+
+        return ride_out_outages(transaction, self.jobs.database_retry_seconds)
+
+    def run(self) -> dict[str, Any]:
+        if self._revoked_while_queued():
+            self.database(lambda s: cancel_job(s, self.job_id, task_id=self.task.request.id))
+            self.stop_as_revoked()
+        run = self.database(lambda s: begin_attempt(s, self.job_id, self.jobs.lease))
+        if run is None:
+            return self._not_started()
+        if run.attempts > MAX_ATTEMPTS:
+            return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
+        try:
+            model = self.runtime.models.get(run.params.model)
+        except ModelUnavailable as exc:
+            return self._fail(run, "model_unavailable", str(exc))
+        log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
+        try:
+            with Heartbeat(self, run) as heartbeat:
+                done = self._predict_all(run, model, heartbeat)
+        except LeaseLost:
+            return self._lease_lost()
+        log.info("job succeeded done=%d total=%d", done, run.total)
+        metrics.job_finished("succeeded")
+        return {"job_id": str(self.job_id), "status": "succeeded", "done": done, "total": run.total}
+
+    def _predict_all(self, run: JobRun, model: Any, heartbeat: Heartbeat) -> int:
+        report_progress(self.task, self.job_id, run.done, run.total)
+        done = run.done
+        batches = list(chunked(run.pending, self.runtime.settings.worker.inference_batch_size)) or [[]]
+        root, device = self.runtime.storage.blobs.root, self.runtime.models.device
+        for index, batch in enumerate(batches):
+            if heartbeat.lost.is_set():
+                raise LeaseLost
+            started = time.perf_counter()
+            results = ride_out_outages(
+                lambda batch=batch: predict_batch(model, device, root, batch, run.params),
+                self.jobs.database_retry_seconds,
+            )
+            metrics.batch_predicted(run.params.model, len(batch), time.perf_counter() - started)
+            last = index == len(batches) - 1
+            recorded = self.database(
+                lambda s, results=results, last=last: record_results(
+                    s, self.job_id, run.lease_token, results, last, self.jobs.lease
+                )
+            )
+            if recorded is None:
+                raise LeaseLost
+            done = recorded
+            report_progress(self.task, self.job_id, done, run.total)
+        return done
+
+    def _revoked_while_queued(self) -> bool:
+        """Whether this message was revoked while no worker that knew of it was running (best effort).
+
+        A revoke writes REVOKED to the result backend at once; workers started later do
+        not know the id and would run it.
+        """
+        try:
+            return self.task.AsyncResult(self.task.request.id).state == states.REVOKED
+        except Exception:
+            log.warning("could not read the task's state from the result backend", exc_info=True)
+            return False
+
+    def _not_started(self) -> dict[str, Any]:
+        status = self.database(lambda s: job_status(s, self.job_id))
+        if status == "cancelled":
+            self.stop_as_revoked()
+        reason = "another attempt holds its lease" if status == "running" else f"it is {status or 'unknown'}"
+        log.info("job not started: %s", reason)
+        return {"job_id": str(self.job_id), "status": "skipped"}
+
+    def _lease_lost(self) -> dict[str, Any]:
+        status = self.database(lambda s: job_status(s, self.job_id))
+        if status == "cancelled":
+            log.info("job cancelled: stopped at a batch boundary")
+            self.stop_as_revoked()
+        log.warning("lease lost to another attempt (status=%s): stopped without writing", status)
+        return {"job_id": str(self.job_id), "status": "superseded"}
+
+    def _fail(self, run: JobRun, code: str, message: str) -> dict[str, Any]:
+        log.warning("job failed code=%s message=%s", code, message)
+        if self.database(lambda s: fail_job(s, run.job_id, code, message, token=run.lease_token)):
+            metrics.job_finished("failed")
+        return {"job_id": str(run.job_id), "status": "failed", "error": code}
+
+    def stop_as_revoked(self) -> None:
+        """End the task as REVOKED (result state and event, so Flower stops showing progress); ack the message."""
+        try:
+            self.task.backend.mark_as_revoked(self.task.request.id, reason="cancelled", request=self.task.request)
+            self.task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception:
+            log.warning("could not publish the task's REVOKED state", exc_info=True)
+        raise Ignore() from None
+
+    def leave_for_reaper(self, exc: Exception) -> None:
+        """Acknowledge the message and leave the job to the reaper; the task shows RETRY meanwhile."""
+        try:
+            self.task.backend.mark_as_retry(self.task.request.id, exc, request=self.task.request)
+            self.task.send_event("task-retried", exception=repr(exc), traceback="")
+        except Exception:
+            log.warning("could not publish the task's RETRY state", exc_info=True)
+        raise Ignore() from None
+
+
+class Heartbeat:
+    """Renews the attempt's lease every third of it in a thread, so a long batch keeps the job.
+
+    Sets ``lost`` when a renewal finds the lease gone (cancelled or taken over);
+    the attempt stops at its next batch boundary. A renewal that fails for an outage
+    is only logged: the next one tries again, and the writes themselves ride it out.
+    """
+
+    def __init__(self, attempt: Attempt, run: JobRun) -> None:
+        self.attempt = attempt
+        self.run = run
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{run.job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        jobs = self.attempt.jobs
+        database = self.attempt.runtime.storage.database
+        while not self._stop.wait(jobs.lease_seconds / 3):
+            try:
+                with database.transaction() as session:
+                    held = renew_lease(session, self.run.job_id, self.run.lease_token, jobs.lease)
+            except Exception as exc:
+                log.warning("could not renew the lease: %s", exc, extra={"job_id": str(self.run.job_id)})
+                continue
+            if not held:
+                self.lost.set()
+                return
 
 
 def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> None:
@@ -120,9 +287,24 @@ def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> Non
         log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)
 
 
-def _fail(runtime: WorkerRuntime, run: JobRun, code: str, message: str) -> dict[str, Any]:
-    log.warning("job failed code=%s message=%s", code, message)
-    metrics.job_finished("failed")
-    with runtime.storage.session() as session:
-        fail_job(session, run.job_id, code, message)
-    return {"job_id": str(run.job_id), "status": "failed", "error": code}
+@task_revoked.connect
+def _cancel_revoked_job(sender: Task | None = None, request: Any = None, terminated: bool = False, **_: object) -> None:
+    """``celery control revoke`` (Flower's buttons too) of a job's task: the job ends cancelled.
+
+    Runs in the worker's main process, for a queued message it discards and for a
+    running task it terminated. Only a revoke of the job's latest task counts, so
+    revoking an old message never cancels a retried job.
+    """
+    if getattr(sender, "name", None) != DETECT_TASK or request is None or not request.args:
+        return
+    job_id = str(request.args[0])
+    with job_context(job_id):
+        try:
+            with get_runtime().storage.database.transaction() as session:
+                cancelled = cancel_job(session, uuid.UUID(job_id), task_id=request.id)
+        except Exception:
+            log.exception("could not mark the revoked job cancelled; the reaper will reconcile it")
+            return
+        if cancelled:
+            metrics.job_finished("cancelled")
+            log.warning("job cancelled: its task was %s", "terminated" if terminated else "revoked")

@@ -3,20 +3,29 @@
 - ``tasks.maintenance.cleanup_expired_files``: the retention cleanup, daily. On
   demand: ``celery -A tasks call tasks.maintenance.cleanup_expired_files``
   (``--kwargs '{"dry_run": true}'`` only counts). The work itself lives in
-  :mod:`storage.retention`; a run that overlaps another is skipped at once.
-- ``tasks.maintenance.requeue_stranded_jobs``: every few minutes, sends the
-  detect task again for jobs committed but never enqueued.
+  :mod:`storage.maintenance.retention`; a run that overlaps another is skipped at once.
+- ``tasks.maintenance.reap_jobs``: every ``REAPER_INTERVAL_SECONDS``, re-sends the
+  detect task of every unfinished job nothing is working on: running with an expired
+  lease, or queued and not sent within a lease period (a lost or purged message, an
+  API that died between commit and send). A queued job whose task was revoked while
+  no worker was there to see it ends cancelled instead. It also deletes expired
+  idempotency keys.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import uuid
 from typing import Any
 
-from storage.jobs import mark_enqueued, stranded_jobs
-from storage.logs import job_context
-from storage.retention import run_cleanup
+from celery import states
+
+from config.logs import job_context
+from jobs.dispatch import new_task_id, send_then_mark
+from jobs.idempotency import delete_expired_keys
+from jobs.lifecycle import cancel_job, resendable_jobs
+from jobs.messages import CLEANUP_TASK, REAP_TASK
+from storage.maintenance.retention import run_cleanup
 from tasks import app
 from tasks.inference import detect
 from tasks.runtime import get_runtime
@@ -25,17 +34,16 @@ log = logging.getLogger(__name__)
 
 # Stop starting batches this long before the soft time limit, so the run still reports its counts.
 TIME_LIMIT_MARGIN = 120
-# A queued job with no enqueued_at this old was never sent (the API records the send within milliseconds).
-STRANDED_AFTER = timedelta(minutes=5)
-STRANDED_BATCH = 500
+# Jobs looked at per reaper run (the next run takes the rest).
+REAP_BATCH = 500
 
 
-@app.task(name="tasks.maintenance.cleanup_expired_files", queue="maintenance")
+@app.task(name=CLEANUP_TASK)
 def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
     """Tombstone expired files, delete their bytes and leftovers; return the counts."""
     runtime = get_runtime()
     budget = app.conf.task_soft_time_limit - TIME_LIMIT_MARGIN if app.conf.task_soft_time_limit else None
-    report = run_cleanup(runtime.storage, runtime.settings.retention_days, dry_run=dry_run, time_budget=budget)
+    report = run_cleanup(runtime.storage, runtime.settings.retention.days, dry_run=dry_run, time_budget=budget)
     counts = report.as_dict()
     status = f"{report.status}: {report.reason}" if report.reason else report.status
     fields = " ".join(f"{key}={value}" for key, value in counts.items() if key not in ("status", "reason"))
@@ -43,21 +51,40 @@ def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
     return counts
 
 
-@app.task(name="tasks.maintenance.requeue_stranded_jobs", queue="maintenance")
-def requeue_stranded_jobs() -> dict[str, list[str]]:
-    """Send ``tasks.inference.detect`` again for jobs committed but never enqueued; return their ids.
+def _send_detect(job_id: uuid.UUID, task_id: str) -> None:
+    detect.apply_async(args=[str(job_id)], task_id=task_id)
+
+
+def _revoked(task_id: str) -> bool:
+    """Whether the task was revoked (a revoke writes REVOKED to the result backend at once); best effort."""
+    try:
+        return app.AsyncResult(task_id).state == states.REVOKED
+    except Exception:
+        log.warning("could not read the state of task %s", task_id, exc_info=True)
+        return False
+
+
+@app.task(name=REAP_TASK)
+def reap_jobs() -> dict[str, Any]:
+    """Re-send the task of every unfinished job nothing is working on; return what was done.
 
     The rows stay locked until ``enqueued_at`` is committed, so an overlapping run
-    skips them and the API cannot withdraw one meanwhile. ``detect`` is idempotent:
-    a job whose first message did go out after all only costs a message that finds
-    it done.
+    skips them. A job re-sent while an attempt still lives costs one delivery that
+    finds the lease held; ``begin_attempt`` lets only one attempt run.
     """
     runtime = get_runtime()
-    with runtime.storage.session() as session:
-        job_ids = stranded_jobs(session, STRANDED_AFTER, STRANDED_BATCH)
-        for job_id in job_ids:
+    resent: list[str] = []
+    cancelled: list[str] = []
+    with runtime.storage.database.transaction() as session:
+        for job_id, status, task_id in resendable_jobs(session, runtime.settings.jobs.lease, REAP_BATCH):
             with job_context(str(job_id)):
-                detect.apply_async(args=[str(job_id)], task_id=str(job_id))
-                mark_enqueued(session, job_id)
-                log.warning("requeued a job that was committed but never enqueued")
-    return {"requeued": [str(job_id) for job_id in job_ids]}
+                if status == "queued" and task_id and _revoked(task_id):
+                    if cancel_job(session, job_id, task_id=task_id):
+                        cancelled.append(str(job_id))
+                        log.warning("job cancelled: its task was revoked before any worker took it")
+                    continue
+                send_then_mark(session, job_id, _send_detect, new_task_id(job_id))
+                resent.append(str(job_id))
+                log.warning("re-sent the task of a %s job nothing was working on", status)
+        expired_keys = delete_expired_keys(session)
+    return {"resent": resent, "cancelled": cancelled, "expired_idempotency_keys": expired_keys}

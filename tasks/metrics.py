@@ -18,10 +18,10 @@ from typing import Any
 
 from celery.signals import worker_init, worker_shutdown
 
-from storage import Settings
-
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# This worker's metrics folder, set in the parent at worker_init.
+_directory: Path | None = None
 
 
 @cache
@@ -61,13 +61,16 @@ def model_loaded(model: str, seconds: float) -> None:
 
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
-    settings = Settings.from_env()
-    if not settings.worker_metrics_port:
+    global _directory
+    from tasks import settings
+
+    port, addr = settings.worker.metrics_port, settings.worker.metrics_addr
+    if not port:
         return
-    directory = Path(tempfile.gettempdir()) / f"yolo-jobs-worker-metrics-{os.getpid()}"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
+    _directory = Path(tempfile.gettempdir()) / f"yolo-jobs-worker-metrics-{os.getpid()}"
+    shutil.rmtree(_directory, ignore_errors=True)
+    _directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(_directory)  # prometheus_client reads it, in this process and the children
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server, values
 
     # Celery's CLI plugins (Flower's) may have imported prometheus_client before the
@@ -77,15 +80,14 @@ def _serve_metrics(**_: object) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     try:
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_addr, registry=registry)
+        start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
-        log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        log.warning("worker metrics not served on port %d: %s", port, exc)
         return
-    log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_addr, settings.worker_metrics_port)
+    log.info("worker metrics on http://%s:%d/metrics", addr, port)
 
 
 @worker_shutdown.connect
 def _remove_metric_files(**_: object) -> None:
-    directory = os.environ.get(MULTIPROC_ENV, "")
-    if directory.startswith(tempfile.gettempdir()) and "yolo-jobs-worker-metrics" in directory:
-        shutil.rmtree(directory, ignore_errors=True)
+    if _directory is not None:
+        shutil.rmtree(_directory, ignore_errors=True)

@@ -11,12 +11,11 @@ import logging
 import os
 import time
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from billiard.process import current_process
 
-from storage.model_catalog import LoadedModel, weights_sha256
+from jobs.catalog import LoadedModel, weights_present, weights_sha256
 from tasks import metrics
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class ModelPool:
         from ultralytics import YOLO
 
         weights = self.registry[name]
-        if weights.endswith(".pt") and not Path(weights).is_file():
+        if not weights_present(weights):
             raise ModelUnavailable(f"weights for model {name!r} not found at {weights}")
         started = time.perf_counter()
         try:

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from storage import Settings, Storage
-from storage.logs import configure_logging
-from storage.model_catalog import record_loaded_model
+from config import Settings
+from jobs.catalog import record_loaded_model
+from storage import Storage
 from tasks.model_pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,17 @@ def get_runtime() -> WorkerRuntime:
     """This process's runtime, created on first use; it loads no model by itself."""
     global _runtime
     if _runtime is None:
-        settings = Settings.from_env()
-        _runtime = WorkerRuntime(settings, Storage(settings), ModelPool(settings.models, settings.worker_device))
+        from tasks import settings
+
+        storage = Storage(settings.database_url, settings.storage_root)
+        _runtime = WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device))
     return _runtime
 
 
 def _publish_loaded_models(runtime: WorkerRuntime) -> None:
     """Tell the API which classes each loaded model detects (best effort: the database may be down)."""
     try:
-        with runtime.storage.session() as session:
+        with runtime.storage.database.transaction() as session:
             for model in runtime.models.loaded:
                 record_loaded_model(session, model)
     except Exception:
@@ -77,8 +79,3 @@ def _init_child(**_: object) -> None:
 def _shutdown_child(**_: object) -> None:
     if _runtime is not None:
         _runtime.storage.dispose()
-
-
-@setup_logging.connect
-def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
-    configure_logging(Settings.from_env().log_format, loglevel or logging.INFO)

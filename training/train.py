@@ -8,25 +8,21 @@ generated with another seed.
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from config import Settings
+from config.paths import BUNDLED_MODEL, VAR_DIR
+from config.ultralytics import configure_ultralytics
 from training.shapes import CLASS_NAMES, write_dataset
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if TYPE_CHECKING:
     from ultralytics import YOLO
 
 TRAIN_SEED, VAL_SEED, HELD_OUT_SEED = 0, 1, 2
-
-
-def _offline_ultralytics(var_dir: Path) -> None:
-    """Keep Ultralytics' settings in var/ and stop it reaching for the network."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(var_dir / "ultralytics"))
 
 
 def validate(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
@@ -109,12 +105,13 @@ def main() -> None:
     parser.add_argument("--val-count", type=int, default=100)
     parser.add_argument("--test-count", type=int, default=200)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "models" / "shapes-yolov8n.pt")
-    parser.add_argument("--var", type=Path, default=PROJECT_ROOT / "var")
+    parser.add_argument("--out", type=Path, default=BUNDLED_MODEL)
+    parser.add_argument("--var", type=Path, default=VAR_DIR)
     parser.add_argument("--resume", type=Path, help="continue an interrupted run from its last.pt checkpoint")
     args = parser.parse_args()
     args.var = args.var.resolve()  # Ultralytics would put a relative project folder under runs/
-    _offline_ultralytics(args.var)
+    worker = Settings.from_env().worker
+    configure_ultralytics(dataclasses.replace(worker, ultralytics_config_dir=args.var / "ultralytics"))
 
     from ultralytics import YOLO
 

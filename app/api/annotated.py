@@ -1,33 +1,45 @@
 """/api/v1/jobs/<job_id>/files/<file_id>/annotated: one of a job's images with its detections drawn.
 
 Drawn with Pillow in the API process (no torch). A JPEG comes back as JPEG, any
-other format as PNG. Errors: 404 for an unknown job or a file that is not in the
-job; 409 while the file has no result (``not_ready``, with Retry-After) or when the
-job ended without one (``no_result``); 410 when retention deleted the bytes; 413
-for images too large to draw here; 422 when the image cannot be decoded.
+other format as PNG; an image over ``MAX_SIDE`` (3072) pixels on its longest side
+comes back reduced by 2, 4, 8… (decoded reduced: :mod:`app.reduced_decode`).
+Errors: 404 for an unknown job or a file that is not in the job; 409 while the file
+has no result (``not_ready``, with Retry-After) or when the job ended without one
+(``no_result``); 410 when retention deleted the bytes; 413 for an image too large to
+decode here (no reduced decode for its format); 422 when the image cannot be
+decoded; 503 ``busy`` (with Retry-After) while this process already draws
+:data:`RENDERS_PER_PROCESS` images and none finished within :data:`RENDER_WAIT_SECONDS`.
+
+Memory: one render holds tens of megabytes (a reduced image, a band of a PNG, or a
+whole decode of at most ``MAX_FULL_DECODE_PIXELS``), so the renders a process runs at
+once bound what the annotated view can take from the API.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import threading
+import uuid
 from pathlib import Path
 
 from flask import Response
 
-from app.annotate import MAX_ANNOTATE_PIXELS, CannotAnnotate, annotated_image, boxes
+from app.annotate import CannotAnnotate, ImageTooLargeToDraw, annotated_image, boxes
 from app.api import bp
 from app.api.files import download_name
-from app.api.jobs import job_service, parse_uuid
+from app.auth import tenant_scope
 from app.errors import RETRY_AFTER_SECONDS, ApiError
-from app.store import get_storage
-from storage.models import Job, Result, Upload
+from app.extensions import db_session, get_job_service, get_storage
+from storage.tables import Job, Result, Upload
 
 CACHE_SECONDS = 300
+RENDERS_PER_PROCESS = 2
+RENDER_WAIT_SECONDS = 3
+_renders = threading.BoundedSemaphore(RENDERS_PER_PROCESS)
 
 
-def _upload_with_result(job: Job, file_id: str) -> tuple[Upload, Result]:
-    wanted = parse_uuid(file_id, "file")
-    upload = next((u for u in job.uploads if u.file_id == wanted), None)
+def _upload_with_result(job: Job, file_id: uuid.UUID) -> tuple[Upload, Result]:
+    upload = next((u for u in job.uploads if u.file_id == file_id), None)
     if upload is None:
         raise ApiError(404, "not_found", "This job has no file with this id.")
     if upload.result is None and job.is_finished:
@@ -40,20 +52,25 @@ def _upload_with_result(job: Job, file_id: str) -> tuple[Upload, Result]:
     return upload, upload.result
 
 
-@bp.get("/jobs/<job_id>/files/<file_id>/annotated")
-def annotated_file(job_id: str, file_id: str) -> Response:
-    upload, result = _upload_with_result(job_service().get(parse_uuid(job_id, "job")), file_id)
+@bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>/annotated")
+def annotated_file(job_id: uuid.UUID, file_id: uuid.UUID) -> Response:
+    upload, result = _upload_with_result(get_job_service().find(db_session(), job_id, tenant_scope()), file_id)
     file = upload.file
     blobs = get_storage().blobs
     if file.deleted_at is not None or not blobs.exists(file.path):
         raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")
-    if file.width * file.height > MAX_ANNOTATE_PIXELS:
-        message = f"{upload.filename} has too many pixels to draw on here; draw the boxes from the job's JSON instead."
-        raise ApiError(413, "image_too_large", message)
+    if not _renders.acquire(timeout=RENDER_WAIT_SECONDS):
+        message = "Too many images are being drawn right now; try again shortly."
+        raise ApiError(503, "busy", message, RETRY_AFTER_SECONDS)
     try:
         data, mimetype = annotated_image(blobs.path_of(file.path), boxes(result.detections))
+    except ImageTooLargeToDraw:
+        message = f"{upload.filename} has too many pixels to draw on here; draw the boxes from the job's JSON instead."
+        raise ApiError(413, "image_too_large", message) from None
     except CannotAnnotate as exc:
         raise ApiError(422, "undecodable", f"{upload.filename}: {exc}.") from None
+    finally:
+        _renders.release()
     response = Response(data, mimetype=mimetype)
     stem = Path(download_name(upload.filename, file)).stem
     response.headers.set(

@@ -1,33 +1,37 @@
-"""/api/v1/models: the configured models, their classes and whether their weights are present."""
+"""/api/v1/models: the configured models, their classes and whether their weights are present.
+
+Weights paths are server details: only admin keys see them.
+"""
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 
 from app.api import bp
-from app.store import get_storage
-from storage.model_catalog import known_models, weights_present
+from app.auth import current_principal
+from app.extensions import db_session, get_settings
+from jobs.catalog import reported_models, weights_present
 
 
 @bp.get("/models")
 def list_models() -> Response:
-    settings = current_app.extensions["yolo_settings"]
-    with get_storage().session() as session:
-        reported = known_models(session)
+    settings = get_settings()
+    admin = current_principal().admin
+    reported = reported_models(db_session())
     models = []
     for name, weights in settings.models.items():
-        info = reported.get(name)
-        same_weights = info is not None and info.weights == weights
+        record = reported.get(name)
+        same_weights = record is not None and record.weights == weights
         models.append(
             {
                 "name": name,
                 "default": name == settings.default_model,
-                "weights": weights,
+                "weights": weights if admin else None,
                 "weights_present": weights_present(weights),
-                "task": info.task if same_weights else None,
-                "classes": info.classes if same_weights else None,
-                "weights_sha256": info.weights_sha256 if same_weights else None,
-                "loaded_at": info.loaded_at.isoformat() if same_weights else None,
+                "task": record.task if same_weights else None,
+                "classes": record.classes if same_weights else None,
+                "weights_sha256": record.weights_sha256 if same_weights else None,
+                "loaded_at": record.loaded_at.isoformat() if same_weights else None,
             }
         )
     return jsonify({"models": models})

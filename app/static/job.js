@@ -9,7 +9,7 @@
   const text = document.getElementById("progress-text");
   const status = document.getElementById("status");
   const intervalMs = 700;
-  const finished = new Set(["succeeded", "failed"]);
+  const finished = new Set(["succeeded", "failed", "cancelled"]);
   const capitalize = (word) => word.charAt(0).toUpperCase() + word.slice(1);
 
   const show = (body) => {

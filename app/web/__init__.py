@@ -1,7 +1,7 @@
 """The web pages: the upload form, a job's progress and results, and the recent jobs.
 
 Handlers are thin: the form posts to the same :class:`app.job_service.JobService`
-the JSON API uses, and the pages read jobs through it. Templates live in
+the JSON API uses, and the pages read jobs through it, in the request's session. Templates live in
 ``app/templates``, scripts and styles in ``app/static`` (no inline script or style).
 """
 
@@ -15,7 +15,7 @@ from app.web import security
 
 bp = Blueprint("web", __name__)
 
-from app.web import jobs, upload  # noqa: E402,F401  (routes register on bp)
+from app.web import account, jobs, upload  # noqa: E402,F401  (routes register on bp)
 
 
 def init_app(app: Flask, secret_key: str | None, csrf_exempt: Iterable[Blueprint]) -> None:

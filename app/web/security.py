@@ -9,12 +9,14 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
-from storage.settings import VAR_DIR
+from config.paths import VAR_DIR
 
 SECRET_KEY_PATH = VAR_DIR / "secret_key"
 # Scripts and styles only from static files: no inline script, no inline style attributes, nothing from outside.
@@ -24,6 +26,14 @@ CONTENT_SECURITY_POLICY = (
 )
 
 csrf = CSRFProtect()
+SESSION_LIFETIME = timedelta(hours=12)
+
+
+class SecureWhenHttpsSessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie, marked Secure whenever the request came over HTTPS (behind the router too)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
 
 
 def load_secret_key(path: Path) -> str:
@@ -56,7 +66,11 @@ def _security_headers(response: Response) -> Response:
 def init_app(app: Flask, secret_key: str | None, csrf_exempt: Iterable[Blueprint]) -> None:
     """Set the secret key (``secret_key``, else the generated one), enable CSRF and add the headers."""
     app.config["SECRET_KEY"] = secret_key or load_secret_key(SECRET_KEY_PATH)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Assigned, not setdefault: Flask defines these keys already (SAMESITE as None).
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
+    app.session_interface = SecureWhenHttpsSessionInterface()
     csrf.init_app(app)
     for blueprint in csrf_exempt:
         csrf.exempt(blueprint)

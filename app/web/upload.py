@@ -8,10 +8,13 @@ from flask import Response, current_app, redirect, render_template, request, url
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.api.jobs import job_service
+from app.auth import current_principal
 from app.errors import ApiError, to_api_error
+from app.extensions import db_session, get_job_service
+from app.quotas import limit_submissions
+from app.serializers import submission_json
 from app.web import bp
-from storage.jobs import JobParams
+from jobs.lifecycle import JobParams
 
 # Sentences for the form where the API's wording speaks of fields.
 FORM_MESSAGES = {"no_image": "Choose at least one image to upload."}
@@ -25,7 +28,7 @@ def readable_size(size: int) -> str:
 
 def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
-    service = job_service()
+    service = get_job_service()
     max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
     page = render_template(
         "upload.html",
@@ -45,12 +48,14 @@ def upload_form() -> FormPage:
 
 
 @bp.post("/")
+@limit_submissions
 def upload() -> Response | FormPage:
     try:
-        job = job_service().create(request.files.getlist("image"), request.form)
+        files, form = request.files.getlist("image"), request.form
+        submission = get_job_service().submit(db_session(), current_principal(), files, form, submission_json)
     except Exception as exc:  # every failure reads as a sentence above the form
         return render_form(to_api_error(exc), request.form)
-    return redirect(url_for("web.job_page", job_id=job.id), 303)
+    return redirect(url_for("web.job_page", job_id=submission.job_id), 303)
 
 
 @bp.errorhandler(RequestEntityTooLarge)

@@ -1,0 +1,146 @@
+"""API keys: make one (shown once), find who a presented key belongs to, list and revoke them.
+
+A key reads ``yj_<prefix>_<secret>``: the 8-hex-digit prefix names it in lists
+and finds its row, the 43-character secret carries 256 random bits. Only the
+SHA-256 of the whole key is stored; with that much entropy a slow hash adds
+nothing, and the comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from storage.tables import ApiKey, Tenant
+
+KEY_PATTERN = re.compile(r"^yj_([0-9a-f]{8})_[A-Za-z0-9_-]{43}$")
+# last_used_at is written at most this often per key, so authenticating costs no write per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a key's tenant, and whether the key is an admin's."""
+
+    tenant_id: uuid.UUID
+    tenant: str
+    admin: bool
+    key_id: uuid.UUID
+    key_prefix: str
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    prefix: str
+    tenant: str
+    admin: bool
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random key (256 bits of secret)."""
+    return f"yj_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
+
+
+def is_well_formed(key: str) -> bool:
+    return bool(KEY_PATTERN.match(key))
+
+
+def ensure_tenant(session: Session, name: str) -> Tenant:
+    """The tenant called ``name``, created when missing."""
+    session.execute(
+        insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing(index_elements=[Tenant.name])
+    )
+    tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one()
+    return tenant
+
+
+def create_key(
+    session: Session, tenant_name: str, admin: bool = False, label: str | None = None, key: str | None = None
+) -> str:
+    """Store a key for ``tenant_name`` (created when missing) and return it: the only time it is seen.
+
+    ``key`` imports a key made elsewhere (the OpenShift template's generated admin key).
+    """
+    key = key or new_key()
+    match = KEY_PATTERN.match(key)
+    if match is None:
+        raise ValueError("a key must look like yj_<8 hex digits>_<43 url-safe characters>")
+    tenant = ensure_tenant(session, tenant_name)
+    session.add(
+        ApiKey(
+            id=uuid.uuid4(),
+            tenant_id=tenant.id,
+            prefix=match.group(1),
+            secret_hash=key_hash(key),
+            admin=admin,
+            label=label,
+        )
+    )
+    session.flush()
+    return key
+
+
+def find_principal(session: Session, presented: str) -> Principal | None:
+    """The principal of a live key, or None for a malformed, unknown or revoked one."""
+    match = KEY_PATTERN.match(presented)
+    if match is None:
+        return None
+    row = session.execute(
+        select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.prefix == match.group(1))
+    ).first()
+    if row is None:
+        return None
+    key, tenant = row
+    if not hmac.compare_digest(key.secret_hash, key_hash(presented)) or key.revoked_at is not None:
+        return None
+    return Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
+
+
+def principal_of_key_id(session: Session, key_id: uuid.UUID) -> Principal | None:
+    """The principal of a live key by its id (a signed-in browser session holds the id)."""
+    row = session.execute(
+        select(ApiKey, Tenant.name)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    key, tenant = row
+    return Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
+
+
+def note_used(session: Session, key_id: uuid.UUID) -> None:
+    """Record the key's use, at most once per :data:`LAST_USED_RESOLUTION`."""
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < func.now() - LAST_USED_RESOLUTION)
+    session.execute(update(ApiKey).where(ApiKey.id == key_id, stale).values(last_used_at=func.now()))
+
+
+def list_keys(session: Session) -> list[KeyListing]:
+    query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.created_at)
+    return [
+        KeyListing(k.prefix, tenant, k.admin, k.label, k.created_at, k.last_used_at, k.revoked_at)
+        for k, tenant in session.execute(query)
+    ]
+
+
+def revoke_key(session: Session, prefix: str) -> bool:
+    """Revoke the live key with this prefix; return whether there was one."""
+    statement = update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+    return session.execute(statement.values(revoked_at=func.now()).returning(ApiKey.id)).first() is not None

@@ -1,0 +1,54 @@
+"""Sending tasks to the workers by name (``jobs.messages``), without importing any worker code.
+
+The API's Celery client is configured from the same settings as the workers'
+(``celery_config.py``), but has no result backend: job state lives in PostgreSQL,
+and a Redis result consumer here would only hold subscriptions open.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+
+import celery_config
+from config import Settings
+from jobs.messages import DETECT_TASK
+
+log = logging.getLogger(__name__)
+
+
+class TaskDispatcher:
+    """Publishes ID-only task messages with RabbitMQ publisher confirms."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.celery = Celery("yolo_jobs_api", set_as_current=False)
+        self.celery.config_from_object(
+            {**celery_config.from_settings(settings), "result_backend": None, "task_ignore_result": True}
+        )
+
+    def send_detect(self, job_id: uuid.UUID, task_id: str) -> None:
+        """Publish the job's task as ``task_id``, retrying the connection briefly; raise when the broker refuses."""
+        self.celery.send_task(
+            DETECT_TASK,
+            args=[str(job_id)],
+            task_id=task_id,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        )
+
+    def revoke(self, task_id: str) -> None:
+        """Tell every worker to discard ``task_id`` (Flower shows REVOKED); best effort: the job is cancelled anyway."""
+        try:
+            self.celery.control.revoke(task_id)
+        except Exception:
+            log.warning("could not broadcast the revoke of task %s", task_id, exc_info=True)
+
+    def broker_is_reachable(self) -> bool:
+        try:
+            with self.celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception:
+            return False
+        return True

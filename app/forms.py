@@ -1,0 +1,91 @@
+"""Reading a job submission out of a request: parameters and uploaded files, each checked.
+
+Every problem is an :class:`app.errors.ApiError` with a 4xx status and a sentence
+the client can act on; nothing here touches the database or the broker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from werkzeug.datastructures import FileStorage
+
+from app.errors import ApiError
+from jobs.lifecycle import JobParams, NewUpload
+from storage.blobs import IncomingFile
+from storage.images import ImageTooLarge, NotAnImage, identify_image
+
+MAX_FILES_PER_JOB = 100
+MAX_FILENAME_LENGTH = 255
+
+
+def whole_number(raw: str, name: str, low: int, high: int) -> int:
+    """``raw`` as an integer in ``[low, high]``; 400 ``invalid_parameter`` otherwise."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number between {low} and {high}.")
+    return int(raw)
+
+
+def _number(form: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = form.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.")
+    return value
+
+
+def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_model: str) -> JobParams:
+    """Validate the optional ``model``, ``conf``, ``iou`` and ``imgsz`` fields."""
+    model = form.get("model", "").strip() or default_model
+    if model not in known_models:
+        raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
+    raw_imgsz = form.get("imgsz", "").strip()
+    imgsz = whole_number(raw_imgsz, "imgsz", 32, 4096) if raw_imgsz else None
+    return JobParams(
+        model=model,
+        conf=_number(form, "conf", JobParams.conf, 0.0, 1.0),
+        iou=_number(form, "iou", JobParams.iou, 0.0, 1.0),
+        imgsz=imgsz,
+    )
+
+
+def clean_filename(name: str | None, position: int) -> str:
+    """The client's filename for display only: printable, bounded, never a path."""
+    cleaned = "".join(ch for ch in (name or "") if ch.isprintable()).strip()
+    cleaned = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
+    return cleaned[:MAX_FILENAME_LENGTH] or f"image-{position + 1}"
+
+
+def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
+    """Check that each part is a non-empty accepted image; raise 400/413/415 otherwise."""
+    if not files:
+        raise ApiError(400, "no_image", "Attach at least one file in an 'image' field.")
+    if len(files) > MAX_FILES_PER_JOB:
+        raise ApiError(400, "too_many_files", f"A job takes at most {MAX_FILES_PER_JOB} files.")
+    uploads = []
+    for position, part in enumerate(files):
+        incoming = part.stream
+        if not isinstance(incoming, IncomingFile):
+            raise ApiError(400, "no_image", "The 'image' field must be a file upload.")
+        name = clean_filename(part.filename, position)
+        if incoming.size == 0:
+            raise ApiError(400, "empty_file", f"{name} is empty.")
+        try:
+            info = identify_image(incoming)
+        except NotAnImage as exc:
+            raise ApiError(415, "unsupported_media_type", f"{name}: {exc}.") from None
+        except ImageTooLarge as exc:
+            raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
+        uploads.append(NewUpload(incoming, name, info))
+    return uploads
+
+
+def page_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A paging query argument (``limit``, ``offset``) as a bounded whole number."""
+    return whole_number(args.get(name, str(default)), name, low, high)

@@ -1,0 +1,231 @@
+"""Every setting of yolo-jobs, read from environment variables here and nowhere else.
+
+Each process builds one :class:`Settings` at start-up (``Settings.from_env()``) and
+passes it on: ``create_app(settings)``, the Celery app in ``tasks``, gunicorn's
+``gunicorn.conf.py`` and the maintenance commands. Defaults work on a developer
+machine with PostgreSQL, RabbitMQ and Redis on localhost; OpenShift sets the same
+variables from a ConfigMap and Secrets. Fields only the API or only the workers use
+are grouped as :class:`ApiSettings` and :class:`WorkerSettings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from config.paths import BUNDLED_MODEL, VAR_DIR
+
+DEFAULT_MODEL_NAME = "default"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def parse_model_registry(spec: str) -> dict[str, str]:
+    """Parse ``name=path,name=path`` into an ordered mapping of model names to weights paths."""
+    registry: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise SettingsError(f"YOLO_MODELS entry {item!r} is not name=path")
+        registry[name.strip()] = path.strip()
+    return registry
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer") from exc
+
+
+def _clock_time(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
+    """An ``HH:MM`` time of day as ``(hour, minute)``."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    hour, _, minute = raw.strip().partition(":")
+    digits = hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()
+    if not digits or not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
+        raise SettingsError(f"{name} must be a time of day as HH:MM")
+    return int(hour), int(minute)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API and its gunicorn server."""
+
+    # gunicorn's address; clients reach it through the proxy (nginx, ``proxy/``) on proxy_bind.
+    bind: str = "127.0.0.1:8001"
+    proxy_bind: str = "127.0.0.1:8000"
+    processes: int = 2  # WEB_CONCURRENCY
+    threads: int = 4
+    timeout: int = 120
+    # Addresses whose X-Forwarded-* headers gunicorn trusts (the OpenShift router's).
+    forwarded_allow_ips: str = "127.0.0.1"
+    max_upload_bytes: int = 64 * 1024 * 1024
+    secret_key: str | None = None
+    # An admin API key to import at deploy time (``flask --app app keys bootstrap``; a generated Secret).
+    bootstrap_admin_key: str | None = None
+    # Per tenant: jobs it may create per minute, and jobs it may have queued or running at once.
+    jobs_per_minute: int = 120
+    max_active_jobs: int = 200
+    # Where the rate limiter keeps its counters (default: the result backend's Redis).
+    rate_limit_storage_url: str | None = None
+    # Where gunicorn's processes record metrics for /metrics to add up (set by gunicorn.conf.py).
+    metrics_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The Celery workers: devices, batching, metrics and Ultralytics' own settings."""
+
+    device: str = "auto"
+    inference_batch_size: int = 8
+    # A file whose header declares more pixels gets an error result, never a decode (Pillow's bomb limit).
+    max_image_pixels: int = 89_478_485
+    metrics_port: int = 9808
+    metrics_addr: str = "127.0.0.1"
+    ultralytics_offline: bool = True
+    ultralytics_config_dir: Path = VAR_DIR / "ultralytics"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How jobs are kept moving: attempt leases, beat's reaper, and riding out database outages."""
+
+    # A running attempt's lease; renewed every third of it. A job whose lease expired is re-sent.
+    lease_seconds: int = 300
+    # How often beat's reaper looks for jobs to re-send.
+    reaper_interval_seconds: int = 60
+    # How long a worker keeps retrying the database before leaving the job to the reaper.
+    database_retry_seconds: int = 600
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long stored bytes are kept, and when beat runs the cleanup."""
+
+    days: int = 30
+    cleanup_time: tuple[int, int] = (3, 30)  # (hour, minute) UTC
+    # When set, beat runs the cleanup every this many seconds instead of daily (tests, demos).
+    cleanup_interval_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by the API, the workers and the operator tools."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/yolo_jobs"
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    storage_root: Path = VAR_DIR / "storage"
+    log_format: str = "json"
+    models: dict[str, str] = field(default_factory=lambda: {DEFAULT_MODEL_NAME: str(BUNDLED_MODEL)})
+    # The model a job runs when it names none (YOLO_DEFAULT_MODEL): one of ``models``.
+    default_model: str = DEFAULT_MODEL_NAME
+    api: ApiSettings = field(default_factory=ApiSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on a bad value."""
+        env = os.environ if env is None else env
+        models = _model_registry(env)
+        default_model = env.get("YOLO_DEFAULT_MODEL", DEFAULT_MODEL_NAME)
+        if default_model not in models:
+            raise SettingsError(f"YOLO_DEFAULT_MODEL {default_model!r} is not in YOLO_MODELS")
+        return cls(
+            database_url=env.get("DATABASE_URL", cls.database_url),
+            broker_url=env.get("CELERY_BROKER_URL", cls.broker_url),
+            result_backend=env.get("CELERY_RESULT_BACKEND", cls.result_backend),
+            storage_root=Path(env.get("STORAGE_ROOT", str(cls.storage_root))),
+            log_format=env.get("LOG_FORMAT", cls.log_format),
+            models=models,
+            default_model=default_model,
+            api=_api_settings(env),
+            worker=_worker_settings(env),
+            retention=_retention_settings(env),
+            jobs=_job_settings(env),
+        )
+
+
+def inherited_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process it starts (the test harness's)."""
+    return dict(os.environ)
+
+
+def _model_registry(env: Mapping[str, str]) -> dict[str, str]:
+    """``YOLO_MODELS``, with ``default`` first: YOLO_MODEL's weights, else the bundled model."""
+    models = parse_model_registry(env.get("YOLO_MODELS", ""))
+    default_weights = env.get("YOLO_MODEL") or models.get(DEFAULT_MODEL_NAME) or str(BUNDLED_MODEL)
+    return {DEFAULT_MODEL_NAME: default_weights, **{k: v for k, v in models.items() if k != DEFAULT_MODEL_NAME}}
+
+
+def _api_settings(env: Mapping[str, str]) -> ApiSettings:
+    defaults = ApiSettings()
+    metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
+    return ApiSettings(
+        bind=env.get("API_BIND", defaults.bind),
+        proxy_bind=env.get("PROXY_BIND", defaults.proxy_bind),
+        processes=_int(env, "WEB_CONCURRENCY", defaults.processes),
+        threads=_int(env, "API_THREADS", defaults.threads),
+        timeout=_int(env, "API_TIMEOUT", defaults.timeout),
+        forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", defaults.forwarded_allow_ips),
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", defaults.max_upload_bytes),
+        secret_key=env.get("SECRET_KEY") or None,
+        bootstrap_admin_key=env.get("ADMIN_API_KEY") or None,
+        jobs_per_minute=_int(env, "QUOTA_JOBS_PER_MINUTE", defaults.jobs_per_minute),
+        max_active_jobs=_int(env, "QUOTA_ACTIVE_JOBS", defaults.max_active_jobs),
+        rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or None,
+        metrics_dir=Path(metrics_dir) if metrics_dir else None,
+    )
+
+
+def _worker_settings(env: Mapping[str, str]) -> WorkerSettings:
+    defaults = WorkerSettings()
+    device = env.get("WORKER_DEVICE", defaults.device)
+    if device not in ("auto", "cpu") and not device.startswith("cuda:"):
+        raise SettingsError("WORKER_DEVICE must be auto, cpu or cuda:N")
+    return WorkerSettings(
+        device=device,
+        inference_batch_size=_int(env, "INFERENCE_BATCH_SIZE", defaults.inference_batch_size),
+        max_image_pixels=_int(env, "WORKER_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
+        metrics_port=_int(env, "WORKER_METRICS_PORT", defaults.metrics_port),
+        metrics_addr=env.get("WORKER_METRICS_ADDR", defaults.metrics_addr),
+        ultralytics_offline=env.get("YOLO_OFFLINE", "1").lower() not in ("0", "false", "no"),
+        ultralytics_config_dir=Path(env.get("YOLO_CONFIG_DIR", str(defaults.ultralytics_config_dir))),
+    )
+
+
+def _job_settings(env: Mapping[str, str]) -> JobSettings:
+    defaults = JobSettings()
+    settings = JobSettings(
+        lease_seconds=_int(env, "JOB_LEASE_SECONDS", defaults.lease_seconds),
+        reaper_interval_seconds=_int(env, "REAPER_INTERVAL_SECONDS", defaults.reaper_interval_seconds),
+        database_retry_seconds=_int(env, "JOB_DATABASE_RETRY_SECONDS", defaults.database_retry_seconds),
+    )
+    if min(settings.lease_seconds, settings.reaper_interval_seconds, settings.database_retry_seconds) < 1:
+        raise SettingsError(
+            "JOB_LEASE_SECONDS, REAPER_INTERVAL_SECONDS and JOB_DATABASE_RETRY_SECONDS must be positive"
+        )
+    return settings
+
+
+def _retention_settings(env: Mapping[str, str]) -> RetentionSettings:
+    defaults = RetentionSettings()
+    return RetentionSettings(
+        days=_int(env, "RETENTION_DAYS", defaults.days),
+        cleanup_time=_clock_time(env, "RETENTION_CLEANUP_TIME", defaults.cleanup_time),
+        cleanup_interval_seconds=_int(env, "RETENTION_CLEANUP_INTERVAL_SECONDS", 0) or None,
+    )

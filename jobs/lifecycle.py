@@ -1,0 +1,347 @@
+"""The job lifecycle: every change of a job's state is made here, and nowhere else.
+
+::
+
+    queued ──begin_attempt──▶ running ──record_results(finish)──▶ succeeded
+      │  ▲                      │  │
+      │  └──(lease expired: the reaper re-sends; the next begin_attempt takes over)
+      │                         │  └──fail_job──▶ failed ──retry_job──▶ queued
+      └──────cancel_job─────────┴──────────────▶ cancelled ──retry_job──▶ queued
+
+A job is created ``queued`` with its uploads, marked enqueued once its task is sent
+(``jobs/dispatch.py``), withdrawn when the client never got its 202. A worker's
+attempt takes a *lease*: a fresh random ``lease_token`` and ``lease_expires_at``,
+renewed with every batch and by a heartbeat. Every write of an attempt is fenced by
+its token, so an attempt that was cancelled, or outlived its lease and was replaced,
+can never write again. ``begin_attempt`` refuses a job whose lease is still held, so
+no two live attempts run one job. The API and the workers call these functions,
+each inside a transaction of its own choosing; none of them commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+from sqlalchemy.types import DateTime
+
+from storage.blobs import BlobStore, IncomingFile
+from storage.files import store_incoming
+from storage.images import ImageInfo
+from storage.locks import lock_digests
+from storage.tables import Job, Result, StoredFile, Upload
+
+# Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
+TENANT_LOCK_NAMESPACE = 0x5954
+# A timestamp before any other: a lease that was never set counts as expired.
+NEVER = literal("-infinity").cast(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """What a job asks of inference."""
+
+    model: str
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int | None = None
+
+
+@dataclass
+class NewUpload:
+    """A file received by the API: its temp file, client filename and identified type."""
+
+    incoming: IncomingFile
+    filename: str
+    info: ImageInfo
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One upload still waiting for a result."""
+
+    upload_id: uuid.UUID
+    path: str
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What a worker needs to (re)run a job: its lease, parameters and the uploads without results."""
+
+    job_id: uuid.UUID
+    lease_token: uuid.UUID
+    params: JobParams
+    total: int
+    done: int
+    attempts: int
+    pending: list[WorkItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """Inference output for one upload: detections, or an error for that file alone."""
+
+    upload_id: uuid.UUID
+    width: int | None
+    height: int | None
+    detections: list[dict[str, Any]]
+    error: str | None = None
+
+
+def create_job(
+    session: Session, blobs: BlobStore, params: JobParams, uploads: Sequence[NewUpload], tenant_id: uuid.UUID | None
+) -> Job:
+    """Insert a queued job of ``tenant_id`` and its uploads, storing each file's bytes once (deduplicated).
+
+    Storage is deduplicated across tenants, but an upload says ``deduplicated`` only
+    when its own tenant sent the same bytes before, so no tenant learns what another
+    uploaded. The returned job has its uploads and their files loaded, so the caller
+    can answer the client from it without reading the job back. Its first task id is
+    its own id.
+    """
+    lock_digests(session, [u.incoming.sha256 for u in uploads])
+    rows: list[Upload] = []
+    for position, upload in enumerate(uploads):
+        stored, reused = store_incoming(session, blobs, upload.incoming, upload.info)
+        seen = reused and (
+            any(row.file.id == stored.id for row in rows) or tenant_has_file(session, tenant_id, stored.id)
+        )
+        rows.append(
+            Upload(id=uuid.uuid4(), file=stored, position=position, filename=upload.filename, deduplicated=seen)
+        )
+    job_id = uuid.uuid4()
+    job = Job(
+        id=job_id,
+        status="queued",
+        model=params.model,
+        conf=params.conf,
+        iou=params.iou,
+        imgsz=params.imgsz,
+        total_files=len(uploads),
+        task_id=str(job_id),
+        tenant_id=tenant_id,
+        uploads=rows,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def tenant_has_file(session: Session, tenant_id: uuid.UUID | None, file_id: uuid.UUID) -> bool:
+    """Whether a job of ``tenant_id`` has an upload of the stored file."""
+    query = (
+        select(Upload.id)
+        .join(Job, Job.id == Upload.job_id)
+        .where(Upload.file_id == file_id, Job.tenant_id.is_not_distinct_from(tenant_id))
+        .exists()
+    )
+    return bool(session.scalar(select(query)))
+
+
+def active_jobs(session: Session, tenant_id: uuid.UUID | None) -> int:
+    """How many of the tenant's jobs are queued or running, counted under the tenant's lock (held until commit)."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:tenant))"),
+        {"ns": TENANT_LOCK_NAMESPACE, "tenant": str(tenant_id)},
+    )
+    query = (
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id.is_not_distinct_from(tenant_id), Job.finished_at.is_(None))
+    )
+    return session.scalar(query) or 0
+
+
+def mark_enqueued(session: Session, job_id: uuid.UUID, task_id: str) -> None:
+    """Record that the job's task was sent under ``task_id`` (see :func:`jobs.dispatch.send_then_mark`)."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=func.now(), task_id=task_id))
+
+
+def withdraw_job(session: Session, job_id: uuid.UUID) -> None:
+    """Remove a job that could not be enqueued (its uploads and results cascade), unless it was sent meanwhile."""
+    session.execute(delete(Job).where(Job.id == job_id, Job.enqueued_at.is_(None)))
+
+
+def resendable_jobs(session: Session, lease: timedelta, limit: int) -> list[tuple[uuid.UUID, str, str | None]]:
+    """Unfinished jobs nothing is working on, oldest first, as ``(id, status, task_id)``, locked until commit.
+
+    A running job whose lease expired (its worker died, or was cut off from the
+    database), and a queued job whose task was not sent (or last sent) within a
+    lease period: its message was lost, purged, or is still waiting behind a backlog
+    (then a second message costs one skipped delivery). Others skip locked rows.
+    """
+    expired = and_(Job.status == "running", func.coalesce(Job.lease_expires_at, NEVER) < func.now())
+    unsent = and_(Job.status == "queued", func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - lease)
+    query = (
+        select(Job.id, Job.status, Job.task_id)
+        .where(or_(expired, unsent))
+        .order_by(Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(job_id, status, task_id) for job_id, status, task_id in session.execute(query)]
+
+
+def begin_attempt(session: Session, job_id: uuid.UUID, lease: timedelta) -> JobRun | None:
+    """Take the job's lease, mark it running and return its unfinished work.
+
+    ``None`` when the job is unknown, finished or cancelled, or another attempt's
+    lease is still alive (that attempt, or the reaper once the lease expires, carries on).
+    """
+    statement = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(
+                Job.status == "queued",
+                and_(Job.status == "running", func.coalesce(Job.lease_expires_at, NEVER) < func.now()),
+            ),
+        )
+        .values(
+            status="running",
+            started_at=func.coalesce(Job.started_at, func.now()),
+            attempts=Job.attempts + 1,
+            lease_token=uuid.uuid4(),
+            lease_expires_at=func.now() + lease,
+        )
+        .returning(Job.lease_token, Job.attempts, Job.model, Job.conf, Job.iou, Job.imgsz, Job.total_files)
+    )
+    row = session.execute(statement).first()
+    if row is None:
+        return None
+    token, attempts, model, conf, iou, imgsz, total = row
+    query = (
+        select(Upload.id, StoredFile.path)
+        .join(StoredFile, StoredFile.id == Upload.file_id)
+        .outerjoin(Result, Result.upload_id == Upload.id)
+        .where(Upload.job_id == job_id, Result.upload_id.is_(None))
+        .order_by(Upload.position)
+    )
+    pending = [WorkItem(upload_id, path) for upload_id, path in session.execute(query)]
+    params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
+    return JobRun(job_id, token, params, total, total - len(pending), attempts, pending)
+
+
+def _holds_lease(job_id: uuid.UUID, token: uuid.UUID) -> ColumnElement[bool]:
+    return and_(Job.id == job_id, Job.lease_token == token, Job.status == "running")
+
+
+def renew_lease(session: Session, job_id: uuid.UUID, token: uuid.UUID, lease: timedelta) -> bool:
+    """Extend the attempt's lease; False when it no longer holds the job (cancelled, or replaced)."""
+    statement = update(Job).where(_holds_lease(job_id, token)).values(lease_expires_at=func.now() + lease)
+    return session.execute(statement.returning(Job.id)).first() is not None
+
+
+def record_results(
+    session: Session,
+    job_id: uuid.UUID,
+    token: uuid.UUID,
+    results: Sequence[FileResult],
+    finish: bool,
+    lease: timedelta,
+) -> int | None:
+    """Upsert an attempt's results (never duplicated), renew its lease, and finish the job when asked.
+
+    Returns how many of the job's uploads now have a result, or ``None`` (writing
+    nothing) when the attempt no longer holds the job.
+    """
+    if not renew_lease(session, job_id, token, lease):  # also locks the job's row until commit
+        return None
+    if results:
+        rows = [
+            {
+                "upload_id": r.upload_id,
+                "job_id": job_id,
+                "width": r.width,
+                "height": r.height,
+                "detections": r.detections,
+                "error": r.error,
+            }
+            for r in results
+        ]
+        statement = insert(Result).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Result.upload_id],
+            set_={c: statement.excluded[c] for c in ("width", "height", "detections", "error")},
+        )
+        session.execute(statement)
+    done = session.scalar(select(func.count()).select_from(Result).where(Result.job_id == job_id)) or 0
+    values: dict[str, Any] = {"done_files": done}
+    if finish:
+        values |= {"status": "succeeded", "finished_at": func.now(), "error_code": None, "error_message": None}
+        values |= {"lease_token": None, "lease_expires_at": None}
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    return done
+
+
+def fail_job(session: Session, job_id: uuid.UUID, code: str, message: str, token: uuid.UUID | None = None) -> bool:
+    """Finish an unfinished job as failed with a machine-readable code; with ``token``, only if that attempt holds it.
+
+    Returns whether the job was failed.
+    """
+    condition = _holds_lease(job_id, token) if token else and_(Job.id == job_id, Job.finished_at.is_(None))
+    statement = (
+        update(Job)
+        .where(condition)
+        .values(
+            status="failed",
+            finished_at=func.now(),
+            error_code=code,
+            error_message=message[:2000],
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        .returning(Job.id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def cancel_job(session: Session, job_id: uuid.UUID, task_id: str | None = None) -> bool:
+    """End a queued or running job as cancelled, keeping the results it has; with ``task_id``, only if that
+    is the job's latest task (a revoke of an older message must not cancel a retried job).
+
+    A running attempt notices at its next write or heartbeat, and stops. Returns whether the job was cancelled.
+    """
+    condition = and_(Job.id == job_id, Job.finished_at.is_(None))
+    if task_id is not None:
+        condition = and_(condition, func.coalesce(Job.task_id, cast(Job.id, Text)) == task_id)
+    statement = (
+        update(Job)
+        .where(condition)
+        .values(status="cancelled", finished_at=func.now(), lease_token=None, lease_expires_at=None)
+        .returning(Job.id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def retry_job(session: Session, job_id: uuid.UUID) -> bool:
+    """Put a failed or cancelled job back in the queue, to process the files that have no result yet.
+
+    Its attempts count from zero again and its next task gets a new id (workers
+    remember revoked ids). Returns whether the job was requeued; the caller sends its task.
+    """
+    statement = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
+        .values(
+            status="queued",
+            finished_at=None,
+            error_code=None,
+            error_message=None,
+            attempts=0,
+            enqueued_at=None,
+        )
+        .returning(Job.id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def job_status(session: Session, job_id: uuid.UUID) -> str | None:
+    """The job's status now (None when there is no such job)."""
+    return session.scalar(select(Job.status).where(Job.id == job_id))

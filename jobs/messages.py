@@ -1,0 +1,13 @@
+"""The tasks the API and beat send to the workers, by name: the one place those names are written.
+
+The API imports this module, never the worker code behind the names; the workers
+register their tasks under the same constants. Which queue each goes to is declared
+once, in ``celery_config.py``.
+"""
+
+DETECT_TASK = "tasks.inference.detect"
+CLEANUP_TASK = "tasks.maintenance.cleanup_expired_files"
+REAP_TASK = "tasks.maintenance.reap_jobs"
+
+# Tasks whose first argument is a job's id (their log lines carry it as job_id).
+JOB_TASKS = (DETECT_TASK,)

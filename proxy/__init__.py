@@ -1,0 +1,99 @@
+"""nginx in front of gunicorn: its configuration, rendered from the settings, and the command that runs it.
+
+Why a buffering proxy: gunicorn's gthread workers hold a thread per connection while
+it sends its headers and body, so a few clients sending a byte a second starve the
+API (``/healthz`` included). nginx reads every request whole before gunicorn sees it
+and takes every response as fast as gunicorn writes it; see ``nginx.conf.in``.
+
+``python -m proxy`` (``make proxy``, part of ``make run``) writes the configuration
+under ``var/nginx/`` and runs nginx in the foreground on ``PROXY_BIND``, forwarding to
+gunicorn on ``API_BIND``. On OpenShift the same file, rendered by
+:func:`openshift_config`, is the API pod's nginx sidecar's ConfigMap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.settings import ApiSettings
+
+TEMPLATE = Path(__file__).with_name("nginx.conf.in")
+# How much longer nginx waits for a response than gunicorn lets a request run (API_TIMEOUT).
+READ_TIMEOUT_MARGIN = 10
+_PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What the template needs: nginx's address, gunicorn's, the body limit, the read timeout, a writable dir."""
+
+    listen: str
+    upstream: str
+    max_body_bytes: str
+    read_timeout: int
+    temp_dir: str
+
+
+def upstream_of(bind: str) -> str:
+    """gunicorn's bind address as nginx reaches it (a wildcard address becomes the loopback)."""
+    if bind.startswith("unix:"):
+        return bind
+    host, _, port = bind.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def from_settings(api: ApiSettings, temp_dir: Path) -> ProxyConfig:
+    return ProxyConfig(
+        listen=api.proxy_bind,
+        upstream=upstream_of(api.bind),
+        max_body_bytes=str(api.max_upload_bytes),
+        read_timeout=api.timeout + READ_TIMEOUT_MARGIN,
+        temp_dir=str(temp_dir),
+    )
+
+
+def openshift_config() -> ProxyConfig:
+    """The API pod's sidecar: 8080 for the Service and probes, gunicorn on the loopback, temp files on /tmp."""
+    return ProxyConfig("8080", "127.0.0.1:8081", "${MAX_UPLOAD_BYTES}", 120 + READ_TIMEOUT_MARGIN, "/tmp/nginx")
+
+
+def render(config: ProxyConfig) -> str:
+    """nginx.conf for ``config``."""
+    values = {
+        "LISTEN": config.listen,
+        "UPSTREAM": config.upstream,
+        "MAX_BODY_BYTES": config.max_body_bytes,
+        "READ_TIMEOUT": str(config.read_timeout),
+        "TEMP_DIR": config.temp_dir,
+    }
+    text = TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", value)
+    leftover = _PLACEHOLDER.search(text)
+    if leftover:
+        raise ValueError(f"nginx.conf.in has an unknown placeholder {leftover.group()}")
+    return text
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def command(conf: Path, prefix: Path) -> list[str]:
+    """Run nginx in the foreground with ``conf``; as root, its workers stay root to reach ``prefix``."""
+    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    return [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", "stderr", "-g", directives]
+
+
+def prepare(api: ApiSettings, directory: Path) -> list[str]:
+    """Write ``directory``/nginx.conf for these settings; return the command that runs nginx with it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(render(from_settings(api, directory)))
+    return command(conf, directory)

@@ -1,0 +1,235 @@
+"""Retention: delete stored bytes once every job using them finished more than RETENTION_DAYS ago.
+
+Policy. A live stored file is *expired* when no job that references it is unfinished
+or finished less than ``retention_days`` ago, and either some job references it or
+(a row whose job was withdrawn after a broker failure) it is older than
+:data:`UNREFERENCED_ROW_GRACE`. Its row is tombstoned (``deleted_at``) and its bytes
+deleted; jobs, uploads and results stay for the audit trail, the content endpoint
+answers 410, and the same content uploaded later is stored anew.
+
+Safety. Each batch is two short transactions. The first takes the digests' advisory
+locks without waiting (an upload holding one is skipped until the next run),
+re-checks the policy and tombstones the rows. After it commits, the second takes
+the locks again and deletes the bytes of digests that still have no live row (see
+:mod:`storage.reclaim`), so bytes a concurrent re-upload installed are never
+removed. One run at a time across the cluster (:func:`storage.locks.maintenance_lock`);
+a crash leaves tombstones whose bytes the next run's orphan sweep removes.
+
+Leftovers. Upload temp files and readiness-probe files older than an hour, and blobs that no row knows
+(older than an hour, or whose rows are all tombstones) are removed too.
+
+``python -m storage.maintenance cleanup [--dry-run]`` runs it, or lists what it would delete.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from more_itertools import chunked
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage import Storage
+from storage.files import referenced_by_jobs
+from storage.locks import maintenance_lock, try_lock_digests
+from storage.maintenance.reclaim import (
+    TEMP_FILE_GRACE,
+    UNKNOWN_BLOB_GRACE,
+    find_orphan_blobs,
+    reclaim_blobs,
+    stale_temp_files,
+)
+from storage.tables import Job, StoredFile
+
+# A row no upload references (its job was withdrawn) expires once this old.
+UNREFERENCED_ROW_GRACE = timedelta(hours=1)
+BATCH_SIZE = 500
+
+# Called with (kind, description) for each thing a dry run would delete.
+Listener = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Jobs finished before ``finished_before`` are expired; so are rows nobody uses created before the other."""
+
+    finished_before: datetime
+    unreferenced_before: datetime
+
+    @classmethod
+    def at(cls, now: datetime, retention_days: int) -> Cutoffs:
+        return cls(now - timedelta(days=retention_days), now - UNREFERENCED_ROW_GRACE)
+
+
+@dataclass(frozen=True)
+class ExpiredFile:
+    id: uuid.UUID
+    sha256: str
+    size: int
+    path: str
+
+
+@dataclass
+class CleanupReport:
+    """What one run did (or, in a dry run, would do); JSON-serialisable through :meth:`as_dict`."""
+
+    dry_run: bool
+    retention_days: int
+    status: str = "done"  # done | incomplete (out of time, resumes next run) | skipped (another run holds the lock)
+    reason: str | None = None
+    tombstoned: int = 0
+    files_deleted: int = 0
+    orphan_blobs_removed: int = 0
+    temp_files_removed: int = 0
+    bytes_freed: int = 0
+    # Left for a later run: an upload held the digest's lock, or the file was used again meanwhile.
+    skipped: int = 0
+    duration_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def expired_clause(cutoffs: Cutoffs) -> ColumnElement[bool]:
+    """The retention policy as a condition on ``stored_files`` rows."""
+    still_needed = referenced_by_jobs(or_(Job.finished_at.is_(None), Job.finished_at >= cutoffs.finished_before))
+    return and_(
+        StoredFile.deleted_at.is_(None),
+        ~still_needed,
+        or_(referenced_by_jobs(), StoredFile.created_at < cutoffs.unreferenced_before),
+    )
+
+
+def find_expired(session: Session, cutoffs: Cutoffs, after: uuid.UUID | None, limit: int) -> list[ExpiredFile]:
+    """Up to ``limit`` expired rows with ids above ``after``, in id order (no locks taken)."""
+    query = select(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path).where(expired_clause(cutoffs))
+    if after is not None:
+        query = query.where(StoredFile.id > after)
+    return [ExpiredFile(*row) for row in session.execute(query.order_by(StoredFile.id).limit(limit))]
+
+
+def tombstone_expired(session: Session, cutoffs: Cutoffs, files: list[ExpiredFile]) -> list[ExpiredFile]:
+    """Tombstone those of ``files`` whose digest lock is free and that are still expired; return them."""
+    locked = try_lock_digests(session, [f.sha256 for f in files])
+    ids = [f.id for f in files if f.sha256 in locked]
+    if not ids:
+        return []
+    statement = (
+        update(StoredFile)
+        .where(StoredFile.id.in_(ids), expired_clause(cutoffs))
+        .values(deleted_at=func.now())
+        .returning(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path)
+        .execution_options(synchronize_session=False)
+    )
+    return [ExpiredFile(*row) for row in session.execute(statement)]
+
+
+class _Run:
+    """One cleanup: expired files, then stale temp files, then orphan blobs, stopping at the deadline."""
+
+    def __init__(
+        self, storage: Storage, report: CleanupReport, batch_size: int, deadline: float | None, listener: Listener
+    ) -> None:
+        self.storage = storage
+        self.report = report
+        self.batch_size = batch_size
+        self.deadline = deadline
+        self.listener = listener
+
+    def out_of_time(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.report.status = "incomplete"
+            return True
+        return False
+
+    def expire_files(self) -> None:
+        with self.storage.database.transaction() as session:
+            cutoffs = Cutoffs.at(session.scalar(select(func.now())), self.report.retention_days)
+        after = None
+        while not self.out_of_time():
+            with self.storage.database.transaction() as session:
+                batch = find_expired(session, cutoffs, after, self.batch_size)
+            if not batch:
+                return
+            after = batch[-1].id
+            if self.report.dry_run:
+                for file in batch:
+                    self.listener("expired", f"{file.id} {file.sha256} {file.size} {file.path}")
+                    self.report.tombstoned += 1
+                    if self.storage.blobs.exists(file.path):
+                        self.report.files_deleted += 1
+                        self.report.bytes_freed += file.size
+                continue
+            with self.storage.database.transaction() as session:
+                tombstoned = tombstone_expired(session, cutoffs, batch)
+            self.report.tombstoned += len(tombstoned)
+            self.report.skipped += len(batch) - len(tombstoned)
+            reclaimed = reclaim_blobs(self.storage, {f.sha256 for f in tombstoned})
+            self.report.files_deleted += reclaimed.files
+            self.report.bytes_freed += reclaimed.bytes
+
+    def remove_temp_files(self) -> None:
+        for path in stale_temp_files(self.storage.blobs, time.time() - TEMP_FILE_GRACE.total_seconds()):
+            try:
+                size = path.stat().st_size
+                if self.report.dry_run:
+                    self.listener("temp", f"{path} {size}")
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+            self.report.temp_files_removed += 1
+            self.report.bytes_freed += size
+
+    def remove_orphan_blobs(self) -> None:
+        unknown_before = time.time() - UNKNOWN_BLOB_GRACE.total_seconds()
+        orphans = (o for o in find_orphan_blobs(self.storage) if o.removable(unknown_before))
+        for chunk in chunked(orphans, self.batch_size):
+            if self.out_of_time():
+                return
+            if self.report.dry_run:
+                for orphan in chunk:
+                    self.listener("orphan", f"{orphan.sha256} {orphan.size}")
+                self.report.orphan_blobs_removed += len(chunk)
+                self.report.bytes_freed += sum(o.size for o in chunk)
+                continue
+            reclaimed = reclaim_blobs(self.storage, [o.sha256 for o in chunk])
+            self.report.orphan_blobs_removed += reclaimed.files
+            self.report.bytes_freed += reclaimed.bytes
+            self.report.skipped += reclaimed.busy
+
+
+def run_cleanup(
+    storage: Storage,
+    retention_days: int,
+    *,
+    dry_run: bool = False,
+    batch_size: int = BATCH_SIZE,
+    time_budget: float | None = None,
+    listener: Listener | None = None,
+) -> CleanupReport:
+    """Apply the retention policy and remove leftovers; a dry run only counts and lists (``listener``).
+
+    Returns at once with status ``skipped`` when another cleanup holds the cluster-wide
+    lock (a dry run takes no lock). With ``time_budget`` (seconds) no new batch starts
+    after it is spent and the status is ``incomplete``; the next run carries on.
+    """
+    started = time.monotonic()
+    report = CleanupReport(dry_run=dry_run, retention_days=retention_days)
+    deadline = started + time_budget if time_budget is not None else None
+    run = _Run(storage, report, batch_size, deadline, listener or (lambda kind, what: None))
+    with nullcontext(True) if dry_run else maintenance_lock(storage.database.engine) as acquired:
+        if not acquired:
+            report.status, report.reason = "skipped", "another cleanup is running"
+        else:
+            run.expire_files()
+            if not run.out_of_time():
+                run.remove_temp_files()
+                run.remove_orphan_blobs()
+    report.duration_seconds = round(time.monotonic() - started, 3)
+    return report

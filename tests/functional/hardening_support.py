@@ -1,0 +1,56 @@
+"""What the hardening tests share: images of any size made cheaply, JSON errors, /proc, a patient gunicorn start.
+
+Used by ``test_hardening.py``, ``test_hardening_memory.py`` and ``test_hardening_proxy.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+MB = 1_000_000
+
+
+def assert_json_error(status: int, body: Any, expected_status: int, code: str) -> None:
+    """``body`` is the API's error JSON with ``code``, under ``expected_status``."""
+    assert status == expected_status, body
+    assert isinstance(body, dict) and body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+
+
+def solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A one-colour RGB PNG of any size, compressed row by row (the image is never in memory whole)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(rgb) * width
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """A PNG of random pixels: it does not compress, so it is as large as its pixels."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field (VmRSS, VmHWM…) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -1,0 +1,67 @@
+"""The job API end to end through a real gunicorn, RabbitMQ and a real Celery worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+from harness.images import image_bytes
+from harness.processes import ServiceProcess
+from tests.helpers import post_job, wait_for_job
+
+
+def test_upload_runs_to_succeeded_with_results(api: requests.Session, api_url: str, worker: ServiceProcess) -> None:
+    response = post_job(
+        api, api_url, [("a.png", image_bytes(320, 240, 1)), ("b.jpg", image_bytes(200, 100, 2, "JPEG"))]
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == f"/api/v1/jobs/{body['job_id']}"
+    assert [f["filename"] for f in body["files"]] == ["a.png", "b.jpg"]
+    assert [f["content_type"] for f in body["files"]] == ["image/png", "image/jpeg"]
+
+    job = wait_for_job(api_url, body["job_id"], headers=api.headers)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"done": 2, "total": 2}
+    assert [(r["filename"], r["width"], r["height"], r["error"]) for r in job["results"]] == [
+        ("a.png", 320, 240, None),
+        ("b.jpg", 200, 100, None),
+    ]
+    assert all(isinstance(r["detections"], list) for r in job["results"])
+    assert job["started_at"] and job["finished_at"]
+
+
+def test_same_bytes_twice_are_stored_once(api: requests.Session, api_url: str, services_env: dict[str, str]) -> None:
+    data = image_bytes(90, 60, 4242)
+    first = post_job(api, api_url, [("one.png", data)]).json()["files"][0]
+    second = post_job(api, api_url, [("two.png", data)]).json()["files"][0]
+    assert first["deduplicated"] is False
+    assert second["deduplicated"] is True
+    assert first["file_id"] == second["file_id"] and first["sha256"] == second["sha256"]
+    blobs = list(Path(services_env["STORAGE_ROOT"], "blobs").rglob(first["sha256"]))
+    assert len(blobs) == 1 and blobs[0].read_bytes() == data
+
+
+def test_listing_is_newest_first_and_paginated(api: requests.Session, api_url: str) -> None:
+    ids = [post_job(api, api_url, [("x.png", image_bytes(32, 32, 500 + i))]).json()["job_id"] for i in range(3)]
+    page = api.get(f"{api_url}/api/v1/jobs", params={"limit": 2}, timeout=5).json()
+    assert [j["job_id"] for j in page["jobs"]] == ids[::-1][:2]
+    assert page["total"] >= 3 and "next" in page
+    following = api.get(f"{api_url}{page['next']}", timeout=5).json()
+    assert following["jobs"][0]["job_id"] == ids[0]
+
+
+def test_file_metadata_and_content(api: requests.Session, api_url: str) -> None:
+    data = image_bytes(40, 30, 77, "WEBP")
+    file = post_job(api, api_url, [('../../etc/"evil name".webp', data)]).json()["files"][0]
+    meta = api.get(f"{api_url}/api/v1/files/{file['file_id']}", timeout=5).json()
+    assert meta["sha256"] == file["sha256"] and meta["size"] == len(data) and meta["content_type"] == "image/webp"
+    content = api.get(f"{api_url}/api/v1/files/{file['file_id']}/content", timeout=5)
+    assert content.content == data
+    assert content.headers["Content-Type"] == "image/webp"
+    assert content.headers["X-Content-Type-Options"] == "nosniff"
+    disposition = content.headers["Content-Disposition"]
+    assert disposition.startswith("attachment;") and ".." not in disposition and "/" not in disposition
+    assert api.get(f"{api_url}/api/v1/files/not-a-uuid/content", timeout=5).status_code == 404

@@ -1,0 +1,544 @@
+"""The web pages: in-process checks of the form, its errors and headers, then Debian's chromium
+driven by Playwright against a real gunicorn and Celery worker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+from celery import Celery
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from accounts.keys import new_key
+from app.web.security import load_secret_key
+from config import Settings
+from config.paths import BUNDLED_MODEL
+from harness.images import image_bytes, png_claiming
+from harness.processes import ServiceProcess
+from storage import Storage
+from storage.tables import Job
+from tests.conftest import ARTIFACTS, MakeApp
+from tests.helpers import TestKey, multipart, post_images, post_job, submit
+from training.shapes import render_sample
+
+if TYPE_CHECKING:  # imported where used: only the browser tests need Playwright
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+UUID_PATH = re.compile(r"/jobs/[0-9a-f-]{36}$")
+
+
+def shapes_png(seed: int) -> bytes:
+    image, _shapes = render_sample(seed, 0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bundled_model_in_use(env: dict[str, str]) -> bool:
+    """Whether jobs run the trained shapes model (then a shapes image must show boxes)."""
+    return Settings.from_env(env).models["default"] == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file()
+
+
+# In-process: the form, its errors and the headers.
+
+
+def csrf_token(client: FlaskClient) -> str:
+    page = client.get("/").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match is not None, "the form has no CSRF token"
+    return match.group(1)
+
+
+def post_form(client: FlaskClient, *files: tuple[str, bytes], token: str | None = None, **fields: str) -> TestResponse:
+    """POST the web form at ``/`` (not the API) with files, fields and, when given, the CSRF token."""
+    body, content_type = multipart(files, **fields, **({} if token is None else {"csrf_token": token}))
+    return client.post("/", data=body, content_type=content_type)
+
+
+def job_count(storage: Storage) -> int:
+    with storage.database.transaction() as session:
+        return session.scalar(select(func.count()).select_from(Job)) or 0
+
+
+def test_form_page_offers_models_with_csrf_and_strict_headers(client: FlaskClient) -> None:
+    response = client.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert '<input id="images" name="image" type="file" multiple required' in page
+    assert '<option value="default" selected>default</option>' in page
+    assert csrf_token(client)
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "<script>" not in page and " style=" not in page
+
+
+def test_form_post_creates_the_job_and_redirects_to_its_page(client: FlaskClient) -> None:
+    response = post_form(
+        client, ("a.png", image_bytes(seed=901)), ("b.png", image_bytes(seed=902)), token=csrf_token(client)
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert UUID_PATH.search(response.headers["Location"])
+    job_page = client.get(response.headers["Location"])
+    assert job_page.status_code == 200
+    assert "a.png" in job_page.get_data(as_text=True) and "b.png" in job_page.get_data(as_text=True)
+
+
+def test_form_post_without_csrf_token_is_refused(client: FlaskClient, storage: Storage) -> None:
+    before = job_count(storage)
+    response = post_form(client, ("a.png", image_bytes(seed=903)))
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert "The form expired or did not come from this site" in response.get_data(as_text=True)
+    assert job_count(storage) == before
+
+
+@pytest.mark.parametrize(
+    ("files", "fields", "status", "sentence"),
+    [
+        ([("notes.txt", b"just text")], {}, 415, "notes.txt: the file is not a JPEG, PNG, WebP, BMP or TIFF image."),
+        ([("empty.png", b"")], {}, 400, "empty.png is empty."),
+        ([("huge.png", png_claiming(30000, 30000))], {}, 413, "huge.png: the image has too many pixels ("),
+        ([("a.png", image_bytes(seed=904))], {"model": "nope"}, 400, "Unknown model &#39;nope&#39;"),
+        ([("a.png", image_bytes(seed=905))], {"conf": "2"}, 400, "conf must be a number between 0.0 and 1.0."),
+    ],
+)
+def test_bad_uploads_show_the_form_again_with_a_sentence(
+    client: FlaskClient, files: list[tuple[str, bytes]], fields: dict[str, str], status: int, sentence: str
+) -> None:
+    response = post_form(client, *files, token=csrf_token(client), **fields)
+    page = response.get_data(as_text=True)
+    assert response.status_code == status and response.mimetype == "text/html"
+    assert sentence in page and '<form id="upload"' in page
+    assert '"error"' not in page and "Traceback" not in page
+
+
+def test_no_file_chosen_reads_as_a_sentence(client: FlaskClient) -> None:
+    response = client.post("/", data={"csrf_token": csrf_token(client)})
+    assert response.status_code == 400 and "Choose at least one image to upload." in response.get_data(as_text=True)
+
+
+def test_body_over_the_limit_is_a_413_page_on_the_web_and_json_on_the_api(make_app: MakeApp) -> None:
+    client = make_app(MAX_UPLOAD_BYTES="20000").test_client()
+    big = image_bytes(400, 400, seed=906, fmt="BMP")
+    page = post_form(client, ("big.bmp", big), token=csrf_token(client))
+    assert page.status_code == 413 and page.mimetype == "text/html"
+    assert "The upload is larger than 19.5 KiB; send fewer or smaller images." in page.get_data(as_text=True)
+    api = post_images(client, ("big.bmp", big))
+    assert api.status_code == 413 and api.get_json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("path", "sentence"),
+    [
+        (f"/jobs/{uuid.uuid4()}", "No job with this id."),
+        ("/jobs/not-a-job", "No job with this id."),
+        ("/no-such-page", "The requested URL was not found on the server."),
+    ],
+)
+def test_unknown_pages_are_404_pages(client: FlaskClient, path: str, sentence: str) -> None:
+    response = client.get(path)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert "<h1>Not Found</h1>" in page and sentence in page
+
+
+def test_api_and_health_errors_stay_json(client: FlaskClient) -> None:
+    for path in (f"/api/v1/jobs/{uuid.uuid4()}", "/api/v1/no-such-thing"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    assert client.post("/healthz").get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_jobs_page_lists_recent_jobs_newest_first(client: FlaskClient) -> None:
+    token = csrf_token(client)
+    names = [f"first-{uuid.uuid4().hex[:6]}.png", f"second-{uuid.uuid4().hex[:6]}.png"]
+    for seed, name in enumerate(names, 910):
+        assert post_form(client, (name, image_bytes(seed=seed)), token=token).status_code == 303
+    page = client.get("/jobs").get_data(as_text=True)
+    assert page.index(names[1]) < page.index(names[0])
+    assert "1 file" in page and 'class="status status-' in page
+    assert client.get("/jobs?page=999999").status_code == 200
+
+
+def test_cancel_and_retry_are_plain_form_posts(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
+    """The job page's buttons are forms with CSRF tokens: they work without JavaScript."""
+    app = make_app(isolated_env)  # no worker: the job stays queued until the test moves it
+    client = app.test_client()
+    job_id = submit(app, [image_bytes(seed=930)])
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="cancel"' in page and 'id="retry"' not in page
+    token = csrf_token(client)
+    refused = client.post(f"/jobs/{job_id}/cancel")
+    assert refused.status_code == 400, "no CSRF token, no cancel"
+    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "queued"
+
+    cancelled = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
+    assert cancelled.status_code == 303 and cancelled.headers["Location"] == f"/jobs/{job_id}"
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert ">Cancelled</span>" in page and 'id="cancelled-note"' in page
+    assert 'id="retry"' in page and 'id="cancel"' not in page
+    again = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
+    assert again.status_code == 409 and "The job already ended cancelled" in again.get_data(as_text=True)
+
+    retried = client.post(f"/jobs/{job_id}/retry", data={"csrf_token": token})
+    assert retried.status_code == 303 and retried.headers["Location"] == f"/jobs/{job_id}"
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert ">Queued</span>" in page and 'id="cancel"' in page and 'id="retry"' not in page
+    not_now = client.post(f"/jobs/{job_id}/retry", data={"csrf_token": token})
+    assert not_now.status_code == 409 and "this one is queued" in not_now.get_data(as_text=True)
+    assert client.post(f"/jobs/{uuid.uuid4()}/cancel", data={"csrf_token": token}).status_code == 404
+
+
+def test_secret_key_is_generated_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "secret_key"
+    key = load_secret_key(path)
+    assert len(key) == 64 and load_secret_key(path) == key
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]
+
+
+# In chromium, against a real gunicorn and worker.
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"Debian's chromium is missing at {CHROMIUM}: run `make test` or `apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page with everything worth failing on recorded: dialogs, console errors, requests leaving the site."""
+
+    def __init__(self, page: Page, base_url: str) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.outside: list[str] = []
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("request", lambda request: request.url.startswith(base_url) or self.outside.append(request.url))
+
+
+@contextmanager
+def watched_page(
+    browser: Browser, base_url: str, key: TestKey | None = None, javascript: bool = True
+) -> Iterator[Watched]:
+    """A fresh browser (no cookies), signed in through the sign-in page with ``key`` when given."""
+    context = browser.new_context(
+        base_url=base_url, java_script_enabled=javascript, viewport={"width": 1280, "height": 900}
+    )
+    context.set_default_timeout(30_000)
+    try:
+        watched = Watched(context.new_page(), base_url)
+        if key is not None:
+            sign_in(watched.page, key)
+        yield watched
+    finally:
+        context.close()
+
+
+def sign_in(page: Page, key: TestKey) -> None:
+    """Sign in as a person would: the key typed into the sign-in page's password field."""
+    page.goto("/sign-in")
+    field = page.get_by_label("API key")
+    assert field.get_attribute("type") == "password"
+    field.fill(key.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/sign-in" not in url)
+
+
+@contextmanager
+def inference_paused(broker_url: str) -> Iterator[None]:
+    """The running workers take no inference task until the block ends, so a new job stays queued."""
+    control = Celery(broker=broker_url, set_as_current=False).control
+    assert control.cancel_consumer("inference", reply=True, timeout=10), "no worker answered cancel_consumer"
+    try:
+        yield
+    finally:
+        control.add_consumer("inference", reply=True, timeout=10)
+
+
+def drop_files(page: Page, selector: str, files: list[tuple[str, bytes]]) -> None:
+    """Drag and drop files onto ``selector`` as a person would from a file manager."""
+    payload = [{"name": name, "data": base64.b64encode(data).decode()} for name, data in files]
+    transfer = page.evaluate_handle(
+        """files => {
+            const transfer = new DataTransfer();
+            for (const file of files) {
+                const bytes = Uint8Array.from(atob(file.data), c => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], file.name));
+            }
+            return transfer;
+        }""",
+        payload,
+    )
+    page.dispatch_event(selector, "dragover", {"dataTransfer": transfer})
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def label(detection: dict[str, Any]) -> str:
+    return f"{detection['name']} {detection['confidence']:.0%}"
+
+
+@pytest.mark.browser
+def test_upload_form_progress_then_boxes_match_the_json(
+    browser: Browser,
+    api: requests.Session,
+    api_url: str,
+    api_key: TestKey,
+    worker: ServiceProcess,
+    services_env: dict[str, str],
+) -> None:
+    from playwright.sync_api import expect
+
+    files = [("shapes-a.png", shapes_png(11)), ("shapes-b.png", shapes_png(12))]
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        polls: list[int] = []
+        page.on("response", lambda response: "/api/v1/jobs/" in response.url and polls.append(response.status))
+        page.goto("/")
+        expect(page.get_by_label("Model")).to_have_value("default")
+        drop_files(page, "#dropzone", files)
+        expect(page.locator("#chosen li")).to_have_count(2)
+        expect(page.locator("#chosen")).to_contain_text("shapes-a.png")
+
+        with inference_paused(services_env["CELERY_BROKER_URL"]):
+            page.get_by_role("button", name="Start detection").click()
+            page.wait_for_url(UUID_PATH)
+            expect(page.locator("#status")).to_have_text("Queued")
+            expect(page.locator("#progress")).to_have_attribute("value", "0")
+            expect(page.locator("#progress-text")).to_have_text("0 of 2 images done")
+        expect(page.locator("#status")).to_have_text("Succeeded", timeout=120_000)
+        assert polls and all(status == 200 for status in polls)
+        expect(page.locator("#progress-text")).to_have_text("2 of 2 images done")
+        assert page.locator("#progress").evaluate("bar => [bar.value, bar.max]") == [2, 2]
+
+        job_id = page.url.rsplit("/", 1)[1]
+        job = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
+        assert page.locator("#json-link").get_attribute("href") == f"/api/v1/jobs/{job_id}"
+        assert [r["filename"] for r in job["results"]] == ["shapes-a.png", "shapes-b.png"]
+        for result in job["results"]:
+            article = page.locator(f'article[data-file-id="{result["file_id"]}"]')
+            expect(article.locator("img")).to_be_visible()
+            assert (
+                article.locator("img").evaluate("img => img.decode().then(() => img.naturalWidth)") == result["width"]
+            )
+            drawn = article.locator("g.box")
+            expect(drawn).to_have_count(len(result["detections"]))
+            for index, detection in enumerate(result["detections"]):
+                box = drawn.nth(index)
+                assert box.get_attribute("data-class") == detection["name"]
+                for key in ("x1", "y1", "x2", "y2"):
+                    assert float(box.get_attribute(f"data-{key}")) == pytest.approx(detection["box"][key])
+                expect(box.locator("text")).to_have_text(label(detection))
+                expect(box.locator("text")).to_be_visible()
+                expect(box.locator("rect")).to_be_visible()
+            expect(article.locator("table.detections tbody tr")).to_have_count(len(result["detections"]))
+        if bundled_model_in_use(services_env):
+            assert all(result["detections"] for result in job["results"]), "the shapes model found nothing"
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
+        page.set_viewport_size({"width": 375, "height": 812})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.screenshot(path=str(ARTIFACTS / "job-page-phone.png"), full_page=True)
+        assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
+
+
+@pytest.mark.browser
+def test_filenames_are_shown_as_text_never_as_markup(browser: Browser, api_url: str, api_key: TestKey) -> None:
+    from playwright.sync_api import expect
+
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        page.goto("/")
+        page.get_by_label("Images").set_input_files(
+            files=[{"name": XSS_NAME, "mimeType": "image/jpeg", "buffer": image_bytes(seed=920, fmt="JPEG")}]
+        )
+        expect(page.locator("#chosen")).to_have_text(re.compile(re.escape(XSS_NAME)))
+        page.get_by_role("button", name="Start detection").click()
+        page.wait_for_url(UUID_PATH)
+        expect(page.locator("h3.filename")).to_have_text(XSS_NAME)
+        assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page.content()
+        assert page.locator('img[src="x"]').count() == 0
+
+        page.goto("/jobs")
+        expect(page.locator(".filenames").first).to_have_text(XSS_NAME)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jobs-page.png"))
+        assert page.locator('img[src="x"]').count() == 0
+        page.wait_for_timeout(300)  # a late onerror would have fired by now
+        assert watched.dialogs == [] and watched.errors == []
+
+
+def submit_text_file(page: Page) -> int:
+    """Post a text file through the form; return the status the server answered with."""
+    page.goto("/")
+    page.get_by_label("Images").set_input_files(
+        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}]
+    )
+    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+        page.get_by_role("button", name="Start detection").click()
+    return posted.value.status
+
+
+@pytest.mark.browser
+def test_errors_read_as_sentences_in_the_browser(browser: Browser, api_url: str, api_key: TestKey) -> None:
+    from playwright.sync_api import expect
+
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        assert submit_text_file(page) == 415
+        alert = page.get_by_role("alert")
+        expect(alert).to_have_text(
+            "The images were not accepted. notes.txt: the file is not a JPEG, PNG, WebP, BMP or TIFF image."
+        )
+        assert page.url == f"{api_url}/"
+
+        page.get_by_label("Images").set_input_files(
+            files=[{"name": "huge.png", "mimeType": "image/png", "buffer": png_claiming(30000, 30000)}]
+        )
+        page.get_by_role("button", name="Start detection").click()
+        expect(alert).to_contain_text("huge.png: the image has too many pixels (")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "upload-error.png"), full_page=True)
+        page.set_viewport_size({"width": 375, "height": 812})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.screenshot(path=str(ARTIFACTS / "upload-error-phone.png"), full_page=True)
+
+        response = page.goto(f"/jobs/{uuid.uuid4()}")
+        assert response.status == 404 and response.headers["content-type"].startswith("text/html")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Not Found")
+        expect(page.get_by_role("alert")).to_have_text("No job with this id.")
+        assert "{" not in page.locator("body").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "not-found.png"))
+
+
+@pytest.mark.browser
+def test_the_form_works_without_javascript(
+    browser: Browser, api_url: str, api_key: TestKey, worker: ServiceProcess, services_env: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    with watched_page(browser, api_url, api_key, javascript=False) as watched:
+        page = watched.page
+        assert submit_text_file(page) == 415
+        expect(page.get_by_role("alert")).to_contain_text("notes.txt: the file is not a JPEG")
+
+        page.get_by_label("Images").set_input_files(
+            files=[{"name": "plain.png", "mimeType": "image/png", "buffer": shapes_png(13)}]
+        )
+        with inference_paused(services_env["CELERY_BROKER_URL"]):
+            page.get_by_role("button", name="Start detection").click()
+            page.wait_for_url(UUID_PATH)
+            expect(page.locator("#status")).to_have_text("Queued")
+            expect(page.locator("noscript p")).to_contain_text("This page reloads every few seconds")
+        expect(page.locator("#status")).to_have_text("Succeeded", timeout=120_000)  # the <noscript> refresh
+        expect(page.locator("h3.filename")).to_have_text("plain.png")
+        assert watched.outside == []
+
+
+@pytest.mark.browser
+def test_sign_in_and_sign_out_in_the_browser(browser: Browser, api_url: str, api_key: TestKey) -> None:
+    from playwright.sync_api import expect
+
+    with watched_page(browser, api_url) as watched:
+        page = watched.page
+        page.goto("/jobs")
+        assert page.url == f"{api_url}/sign-in?next=/jobs", "a page needs a signed-in browser"
+        key_field = page.get_by_label("API key")
+        expect(key_field).to_have_attribute("type", "password")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "sign-in.png"), full_page=True)
+
+        key_field.fill(new_key())
+        with page.expect_response(lambda response: response.request.method == "POST") as posted:
+            page.get_by_role("button", name="Sign in").click()
+        assert posted.value.status == 401
+        expect(page.get_by_role("alert")).to_have_text("That API key is not valid, or was revoked.")
+        page.screenshot(path=str(ARTIFACTS / "sign-in-refused.png"), full_page=True)
+        assert all("status of 401" in error for error in watched.errors), watched.errors  # the console notes it
+        watched.errors.clear()
+
+        page.get_by_label("API key").fill(api_key.key)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{api_url}/jobs")  # back where the browser was sent from
+        expect(page.get_by_role("heading", level=1)).to_have_text("Recent jobs")
+        expect(page.locator("#tenant")).to_have_text(api_key.tenant)
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == "session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and api_key.key not in cookie["value"]
+        assert page.request.get("/api/v1/jobs").status == 200, "the cookie reads the API"
+        page.goto("/")
+        expect(page.get_by_role("button", name="Start detection")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "signed-in.png"))
+
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"{api_url}/sign-in")
+        expect(page.get_by_label("API key")).to_be_visible()
+        for path in ("/", "/jobs"):
+            page.goto(path)
+            assert page.url.startswith(f"{api_url}/sign-in?next="), f"{path} needs signing in again"
+        assert page.request.get("/api/v1/jobs").status == 401
+        assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
+
+
+@pytest.mark.browser
+def test_cancel_a_running_job_then_retry_it_in_the_browser(
+    browser: Browser, api: requests.Session, api_url: str, api_key: TestKey, worker: ServiceProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    images = [(f"slow-{i}.png", image_bytes(640, 480, seed=940 + i)) for i in range(10)]
+    job_id = post_job(api, api_url, images, imgsz="1280").json()["job_id"]  # about a second per image
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        page.goto(f"/jobs/{job_id}")
+        expect(page.locator("#status")).to_have_text("Running", timeout=60_000)
+        page.get_by_role("button", name="Cancel job").click()
+        page.wait_for_url(f"{api_url}/jobs/{job_id}")
+        expect(page.locator("#status")).to_have_text("Cancelled")
+        expect(page.locator("#cancelled-note")).to_be_visible()
+        expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "job-cancelled.png"), full_page=True)
+        cancelled = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
+        assert cancelled["status"] == "cancelled" and cancelled["progress"]["done"] < len(images)
+
+        page.get_by_role("button", name="Retry job").click()
+        page.wait_for_url(f"{api_url}/jobs/{job_id}")
+        expect(page.get_by_role("button", name="Retry job")).to_have_count(0)
+        expect(page.locator("#status")).to_have_text("Succeeded", timeout=180_000)  # polled, then reloaded
+        expect(page.locator("article.result")).to_have_count(len(images))
+        page.screenshot(path=str(ARTIFACTS / "job-retried.png"))
+        assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
+    job = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
+    assert job["status"] == "succeeded" and job["progress"] == {"done": len(images), "total": len(images)}
+    assert sorted(r["filename"] for r in job["results"]) == sorted(name for name, _ in images), "once per file"

@@ -1,0 +1,34 @@
+"""The model catalog: what the workers report loading, the latest load winning, and which weights exist."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from jobs.catalog import LoadedModel, record_loaded_model, reported_models, weights_present, weights_sha256
+from storage import Storage
+
+
+def test_the_latest_load_of_a_model_wins(store: Storage) -> None:
+    first = LoadedModel("default", "/m/a.pt", "a" * 64, "detect", {"0": "circle"})
+    second = LoadedModel("default", "/m/b.pt", None, "detect", {"0": "circle", "1": "square"})
+    other = LoadedModel("coco", "yolo11n.yaml", None, "detect", {"0": "person"})
+    with store.database.transaction() as session:
+        record_loaded_model(session, first)
+    with store.database.transaction() as session:
+        record_loaded_model(session, second)
+        record_loaded_model(session, other)
+    with store.database.transaction() as session:
+        models = reported_models(session)
+    assert set(models) == {"default", "coco"}
+    record = models["default"]
+    assert (record.weights, record.weights_sha256, record.classes) == ("/m/b.pt", None, second.classes)
+
+
+def test_weights_present_and_their_digest(tmp_path: Path) -> None:
+    weights = tmp_path / "model.pt"
+    assert not weights_present(str(weights)) and weights_sha256(str(weights)) is None
+    weights.write_bytes(b"weights")
+    assert weights_present(str(weights))
+    assert weights_sha256(str(weights)) == hashlib.sha256(b"weights").hexdigest()
+    assert weights_present("yolo11n.yaml"), "a model YAML is built from its name"

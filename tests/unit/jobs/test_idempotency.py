@@ -1,0 +1,65 @@
+"""Idempotency keys belong to a tenant: two tenants may use the same key, and neither sees the other's."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from accounts.keys import ensure_tenant
+from harness.images import image_bytes
+from jobs.idempotency import (
+    KeyInProgress,
+    KeyReused,
+    StoredResponse,
+    attach_job,
+    claim_key,
+    fingerprint,
+    release_key,
+    store_response,
+)
+from jobs.lifecycle import JobParams
+from storage import Storage
+from tests.helpers import create_queued_job
+
+REQUEST = fingerprint(JobParams(model="default"), ["ab" * 32])
+OTHER_REQUEST = fingerprint(JobParams(model="default", conf=0.5), ["ab" * 32])
+
+
+def tenant(store: Storage, name: str) -> uuid.UUID:
+    with store.database.transaction() as session:
+        return ensure_tenant(session, name).id
+
+
+def test_one_key_is_claimed_answered_and_replayed_per_tenant(store: Storage) -> None:
+    alice, bob = tenant(store, "alice"), tenant(store, "bob")
+    with store.database.transaction() as session:
+        assert claim_key(session, alice, "k", REQUEST) is None
+    with store.database.transaction() as session, pytest.raises(KeyInProgress):
+        claim_key(session, alice, "k", REQUEST)
+    with store.database.transaction() as session:
+        assert claim_key(session, bob, "k", OTHER_REQUEST) is None, "bob's key is his own"
+    with store.database.transaction() as session:
+        store_response(session, alice, "k", StoredResponse(202, {"job_id": "a"}))
+    with store.database.transaction() as session:
+        assert claim_key(session, alice, "k", REQUEST) == StoredResponse(202, {"job_id": "a"})
+        with pytest.raises(KeyReused):
+            claim_key(session, alice, "k", OTHER_REQUEST)
+    with store.database.transaction() as session, pytest.raises(KeyInProgress):  # alice's answer is not bob's
+        claim_key(session, bob, "k", OTHER_REQUEST)
+
+
+def test_release_and_attach_touch_only_the_tenants_key(store: Storage) -> None:
+    alice, bob = tenant(store, "alice"), tenant(store, "bob")
+    job_id = create_queued_job(store, image_bytes(seed=1), tenant_id=alice)
+    with store.database.transaction() as session:
+        assert claim_key(session, alice, "k", REQUEST) is None
+        assert claim_key(session, bob, "k", REQUEST) is None
+        attach_job(session, alice, "k", job_id)
+    with store.database.transaction() as session:
+        release_key(session, alice, "k")  # a key that made its job stays
+        release_key(session, bob, "k")
+    with store.database.transaction() as session:
+        assert claim_key(session, bob, "k", OTHER_REQUEST) is None, "bob's released key is free again"
+        with pytest.raises(KeyInProgress):
+            claim_key(session, alice, "k", REQUEST)
