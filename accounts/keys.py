@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -102,28 +102,29 @@ def find_principal(session: Session, presented: str) -> Principal | None:
     match = KEY_PATTERN.match(presented)
     if match is None:
         return None
-    row = session.execute(
-        select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.prefix == match.group(1))
-    ).first()
-    if row is None:
+    found = _key_and_principal(session, ApiKey.prefix == match.group(1))
+    if found is None or not hmac.compare_digest(found[0].secret_hash, key_hash(presented)):
         return None
-    key, tenant = row
-    if not hmac.compare_digest(key.secret_hash, key_hash(presented)) or key.revoked_at is not None:
-        return None
-    return Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
+    return found[1]
 
 
 def principal_of_key_id(session: Session, key_id: uuid.UUID) -> Principal | None:
     """The principal of a live key by its id (a signed-in browser session holds the id)."""
+    found = _key_and_principal(session, ApiKey.id == key_id)
+    return found[1] if found else None
+
+
+def _key_and_principal(session: Session, which: ColumnElement[bool]) -> tuple[ApiKey, Principal] | None:
+    """The live (not revoked) key matching ``which``, with the principal it stands for."""
     row = session.execute(
         select(ApiKey, Tenant.name)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .where(which, ApiKey.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
     key, tenant = row
-    return Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
+    return key, Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
 
 
 def note_used(session: Session, key_id: uuid.UUID) -> None:

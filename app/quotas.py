@@ -17,8 +17,6 @@ from app.auth import current_principal
 from app.extensions import get_settings
 from config import Settings
 
-RATE_LIMIT_RETRY_AFTER = 60
-
 
 def _tenant() -> str:
     return str(current_principal().tenant_id) if "principal" in g else "anonymous"

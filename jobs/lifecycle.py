@@ -176,7 +176,7 @@ def resendable_jobs(session: Session, lease: timedelta, limit: int) -> list[tupl
     lease period: its message was lost, purged, or is still waiting behind a backlog
     (then a second message costs one skipped delivery). Others skip locked rows.
     """
-    expired = and_(Job.status == "running", func.coalesce(Job.lease_expires_at, NEVER) < func.now())
+    expired = _running_with_expired_lease()
     unsent = and_(Job.status == "queued", func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - lease)
     query = (
         select(Job.id, Job.status, Job.task_id)
@@ -200,7 +200,7 @@ def begin_attempt(session: Session, job_id: uuid.UUID, lease: timedelta) -> JobR
             Job.id == job_id,
             or_(
                 Job.status == "queued",
-                and_(Job.status == "running", func.coalesce(Job.lease_expires_at, NEVER) < func.now()),
+                _running_with_expired_lease(),
             ),
         )
         .values(
@@ -226,6 +226,11 @@ def begin_attempt(session: Session, job_id: uuid.UUID, lease: timedelta) -> JobR
     pending = [WorkItem(upload_id, path) for upload_id, path in session.execute(query)]
     params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
     return JobRun(job_id, token, params, total, total - len(pending), attempts, pending)
+
+
+def _running_with_expired_lease() -> ColumnElement[bool]:
+    """A running job whose attempt's lease ran out (or was never set): nothing is working on it."""
+    return and_(Job.status == "running", func.coalesce(Job.lease_expires_at, NEVER) < func.now())
 
 
 def _holds_lease(job_id: uuid.UUID, token: uuid.UUID) -> ColumnElement[bool]:
