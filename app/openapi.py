@@ -44,11 +44,6 @@ def invalid_parameter(exc: ValidationError) -> NoReturn:
     raise ApiError(400, "invalid_parameter", f"{name}: {first['msg']}.")
 
 
-def operation_id(*, bp_name: str, name: str, path: str, method: str) -> str:
-    """An operation is named after its view (``submit_job``): the names the document's links use."""
-    return name
-
-
 def new_app(import_name: str) -> OpenAPI:
     """A Flask app that documents the routes of its :class:`flask_openapi3.APIBlueprint` blueprints."""
     return OpenAPI(
@@ -59,7 +54,6 @@ def new_app(import_name: str) -> OpenAPI:
         validation_error_status=400,
         validation_error_model=ErrorBody,
         validation_error_callback=invalid_parameter,
-        operation_id_callback=operation_id,
     )
 
 
