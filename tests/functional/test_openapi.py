@@ -1,12 +1,12 @@
 """The OpenAPI document against the live API: Schemathesis drives a real gunicorn with a real key.
 
-Every operation of the served document gets generated requests, valid and not; then a state machine follows the document's links from a
-submitted job (with a real PNG) to showing, cancelling and retrying it and to its
-file. Each answer must not be a 5xx and must match the document: its status code,
-content type, headers and body. The API here has a RabbitMQ vhost of its own (no
-worker: jobs stay queued or are cancelled), purged afterwards, and a tenant of its
-own. The totals (operations, cases, failures) go to the test's output and to
-``test-artifacts/schemathesis-totals.json``.
+Every operation of the served document gets generated requests, valid and not;
+then a state machine follows the document's links from a submitted job (with a
+real PNG) to showing, cancelling and retrying it and to its file. Each answer must
+not be a 5xx and must match the document: status code, content type, headers and
+body. The API here has a RabbitMQ vhost of its own (no worker: jobs stay queued or
+are cancelled), purged afterwards, and a tenant of its own. The totals (operations,
+cases, failures) go to the output and to ``test-artifacts/schemathesis-totals.json``.
 """
 
 from __future__ import annotations
