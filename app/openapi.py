@@ -8,7 +8,8 @@ header models (:mod:`app.api.schemas`, validated before the view runs), its
 public: they describe the API's shape and hold no tenant's data, and a developer
 needs them before having a key. The page runs Swagger UI from the files the
 ``flask-openapi3-swagger`` package ships (no CDN), started by ``static/docs.js``
-(no inline script), under the app's Content-Security-Policy.
+(no inline script), under the app's Content-Security-Policy (with ``data:`` images
+allowed on that page for the icons its stylesheet embeds).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import flask_openapi3_swagger
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, Response, make_response, render_template
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from app.api.schemas import SECURITY_SCHEMES, ErrorBody
 from app.errors import ApiError
+from app.web.security import CONTENT_SECURITY_POLICY
 
 INFO = Info(
     title="yolo-jobs",
@@ -33,6 +35,9 @@ INFO = Info(
     ),
 )
 SWAGGER_UI = Path(flask_openapi3_swagger.__file__).parent / "templates" / "swagger"
+
+# The site's policy, but for the icons swagger-ui.css embeds as data: SVG images (on this page only).
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace("img-src 'self'", "img-src 'self' data:")
 
 docs = Blueprint("docs", __name__, static_folder=SWAGGER_UI, static_url_path="/api/docs/assets")
 
@@ -58,8 +63,10 @@ def new_app(import_name: str) -> OpenAPI:
 
 
 @docs.get("/api/docs")
-def page() -> str:
-    return render_template("docs.html")
+def page() -> Response:
+    response = make_response(render_template("docs.html"))
+    response.headers["Content-Security-Policy"] = DOCS_CONTENT_SECURITY_POLICY
+    return response
 
 
 def init_app(app: Flask) -> None:
