@@ -17,8 +17,10 @@ from config.logs import configure_logging
 
 def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flask:
     """Build the app from ``settings`` (default: read from the environment) and Flask config overrides."""
+    from app import openapi
+
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = openapi.new_app(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.api.max_upload_bytes, **flask_overrides)
     app.json.sort_keys = False
     if not app.testing:
@@ -36,7 +38,8 @@ def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flas
     auth.init_app(app)
     quotas.init_app(app, settings)  # after auth: its limits are per tenant
     cli.init_app(app)
-    app.register_blueprint(api_bp)
+    app.register_api(api_bp)
+    openapi.init_app(app)
     app.register_blueprint(health_bp)
     web.init_app(app, settings.api.secret_key, csrf_exempt=[api_bp])
     return app

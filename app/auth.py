@@ -22,7 +22,19 @@ from app.errors import ApiError
 from app.extensions import db_session
 
 SESSION_KEY = "key_id"
-OPEN_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz", "web.sign_in", "web.sign_in_form"})
+# The API's description is public too (app/openapi.py says why).
+OPEN_ENDPOINTS = frozenset(
+    {
+        "static",
+        "health.healthz",
+        "health.readyz",
+        "web.sign_in",
+        "web.sign_in_form",
+        "api.openapi_document",
+        "docs.page",
+        "docs.static",
+    }
+)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -18,6 +18,10 @@ from storage.images import ImageTooLarge, NotAnImage, identify_image
 
 MAX_FILES_PER_JOB = 100
 MAX_FILENAME_LENGTH = 255
+# The bounds of the optional parameters (inclusive); the OpenAPI document states them from here.
+CONF_RANGE = (0.0, 1.0)
+IOU_RANGE = (0.0, 1.0)
+IMGSZ_RANGE = (32, 4096)
 
 
 def whole_number(raw: str, name: str, low: int, high: int) -> int:
@@ -46,11 +50,11 @@ def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_m
     if model not in known_models:
         raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
     raw_imgsz = form.get("imgsz", "").strip()
-    imgsz = whole_number(raw_imgsz, "imgsz", 32, 4096) if raw_imgsz else None
+    imgsz = whole_number(raw_imgsz, "imgsz", *IMGSZ_RANGE) if raw_imgsz else None
     return JobParams(
         model=model,
-        conf=_number(form, "conf", JobParams.conf, 0.0, 1.0),
-        iou=_number(form, "iou", JobParams.iou, 0.0, 1.0),
+        conf=_number(form, "conf", JobParams.conf, *CONF_RANGE),
+        iou=_number(form, "iou", JobParams.iou, *IOU_RANGE),
         imgsz=imgsz,
     )
 
@@ -84,8 +88,3 @@ def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
             raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
         uploads.append(NewUpload(incoming, name, info))
     return uploads
-
-
-def page_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    """A paging query argument (``limit``, ``offset``) as a bounded whole number."""
-    return whole_number(args.get(name, str(default)), name, low, high)

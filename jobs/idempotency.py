@@ -36,6 +36,7 @@ from storage.tables import IdempotencyKey
 
 KEY_LIFETIME = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
+# Keys are 1 to 255 printable ASCII characters: the API checks its header against this (app/api/schemas.py).
 MAX_KEY_LENGTH = 255
 EXPIRED_BATCH = 1000
 
@@ -54,11 +55,6 @@ class StoredResponse:
 
     status_code: int
     body: dict[str, Any]
-
-
-def is_valid_key(key: str) -> bool:
-    """Keys are 1 to 255 printable ASCII characters."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
 def fingerprint(params: JobParams, digests: Sequence[str]) -> str:

@@ -1,7 +1,35 @@
-"""The JSON API under /api/v1."""
+"""The JSON API under /api/v1, each route documented in ``/api/v1/openapi.json`` (:mod:`app.openapi`).
 
-from flask import Blueprint
+A route declares its path/query/header models by annotation and its answers in
+``responses`` (models from :mod:`app.api.schemas`); the answers every route can
+give (400, 401, 503) are declared once here.
+"""
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+from flask import Response, current_app, jsonify
+from flask_openapi3 import APIBlueprint
+
+from app.api.schemas import SECURITY, ErrorBody
+
+
+def operation_id(*, bp_name: str, name: str, path: str, method: str) -> str:
+    """An operation is named after its view (``submit_job``): the names the document's links use."""
+    return name
+
+
+bp = APIBlueprint(
+    "api",
+    __name__,
+    url_prefix="/api/v1",
+    abp_security=SECURITY,
+    abp_responses={400: ErrorBody, 401: ErrorBody, 503: ErrorBody},
+    operation_id_callback=operation_id,
+)
+
+
+@bp.get("/openapi.json", doc_ui=False)
+def openapi_document() -> Response:
+    """This API as an OpenAPI 3.1 document (public)."""
+    return jsonify(current_app.api_doc)
+
 
 from app.api import annotated, files, jobs, models  # noqa: E402,F401  (routes register on bp)

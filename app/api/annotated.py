@@ -27,6 +27,7 @@ from flask import Response
 from app.annotate import CannotAnnotate, ImageTooLargeToDraw, annotated_image, boxes
 from app.api import bp
 from app.api.files import download_name
+from app.api.schemas import ErrorBody, JobFilePath, binary, header
 from app.auth import tenant_scope
 from app.errors import RETRY_AFTER_SECONDS, ApiError
 from app.extensions import db_session, get_job_service, get_storage
@@ -52,9 +53,28 @@ def _upload_with_result(job: Job, file_id: uuid.UUID) -> tuple[Upload, Result]:
     return upload, upload.result
 
 
-@bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>/annotated")
-def annotated_file(job_id: uuid.UUID, file_id: uuid.UUID) -> Response:
-    upload, result = _upload_with_result(get_job_service().find(db_session(), job_id, tenant_scope()), file_id)
+ANNOTATED = binary(
+    "The image with its boxes drawn: JPEG stays JPEG, any other format comes back as PNG.",
+    "image/jpeg",
+    "image/png",
+    headers=header("Content-Disposition", "`inline`, named `<name>-annotated.<ext>`."),
+)
+
+
+@bp.get(
+    "/jobs/<uuid:job_id>/files/<uuid:file_id>/annotated",
+    responses={200: ANNOTATED, 404: ErrorBody, 409: ErrorBody, 410: ErrorBody, 413: ErrorBody, 422: ErrorBody},
+)
+def annotated_file(path: JobFilePath) -> Response:
+    """One of a job's images with its detections drawn.
+
+    An image over 3072 px on its longest side comes back reduced by 2, 4, 8…. 409
+    `not_ready` (with Retry-After) before its result exists, `no_result` when the job
+    ended without one; 410 `gone` after retention; 413 `image_too_large`; 422
+    `undecodable`; 503 `busy` (with Retry-After) while this process draws 2 images.
+    """
+    job = get_job_service().find(db_session(), path.job_id, tenant_scope())
+    upload, result = _upload_with_result(job, path.file_id)
     file = upload.file
     blobs = get_storage().blobs
     if file.deleted_at is not None or not blobs.exists(file.path):

@@ -9,6 +9,7 @@ from flask import Response, jsonify, send_file
 from werkzeug.utils import secure_filename
 
 from app.api import bp
+from app.api.schemas import IMAGE_TYPES, ErrorBody, FileInfo, FilePath, binary, header
 from app.auth import tenant_scope
 from app.errors import ApiError
 from app.extensions import db_session, get_storage
@@ -32,15 +33,24 @@ def download_name(filename: str | None, file: StoredFile) -> str:
     return f"{stem}{extension}"
 
 
-@bp.get("/files/<uuid:file_id>")
-def show_file(file_id: uuid.UUID) -> Response:
-    file, filename = _stored_file(file_id)
+@bp.get("/files/<uuid:file_id>", responses={200: FileInfo, 404: ErrorBody})
+def show_file(path: FilePath) -> Response:
+    """A stored file's metadata: SHA-256, size, sniffed type, width and height."""
+    file, filename = _stored_file(path.file_id)
     return jsonify({**file_json(file), "filename": filename})
 
 
-@bp.get("/files/<uuid:file_id>/content")
-def file_content(file_id: uuid.UUID) -> Response:
-    file, filename = _stored_file(file_id)
+CONTENT = binary(
+    "The bytes, as an attachment, typed by their sniffed type.",
+    *IMAGE_TYPES,
+    headers=header("Content-Disposition", "`attachment` with a sanitised file name."),
+)
+
+
+@bp.get("/files/<uuid:file_id>/content", responses={200: CONTENT, 404: ErrorBody, 410: ErrorBody})
+def file_content(path: FilePath) -> Response:
+    """A stored file's bytes (410 `gone` after retention deleted them)."""
+    file, filename = _stored_file(path.file_id)
     if file.deleted_at is not None:
         raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")
     blobs = get_storage().blobs

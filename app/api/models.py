@@ -8,13 +8,15 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from app.api import bp
+from app.api.schemas import ModelList
 from app.auth import current_principal
 from app.extensions import db_session, get_settings
 from jobs.catalog import reported_models, weights_present
 
 
-@bp.get("/models")
+@bp.get("/models", responses={200: ModelList})
 def list_models() -> Response:
+    """The configured models: whether their weights are present, and their classes as the workers report them."""
     settings = get_settings()
     admin = current_principal().admin
     reported = reported_models(db_session())

@@ -1,0 +1,267 @@
+"""The API's shapes as pydantic models: what ``/api/v1/openapi.json`` is generated from.
+
+flask-openapi3 reads them off the views (``path``, ``query`` and ``header``
+annotations, validated before the view runs) and off each route's ``responses``.
+Pydantic writes JSON Schema 2020-12, the dialect of OpenAPI 3.1, so nothing here is
+translated. The serializers (:mod:`app.serializers`) still build the bodies;
+Schemathesis checks every answer of a live API against these schemas, so the two
+cannot drift apart unseen.
+
+The submission form is described, not validated, here: its fields are checked by
+:mod:`app.forms`, which the web form shares, with the bounds declared there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.converters import CANONICAL_UUID
+from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_FILES_PER_JOB
+from jobs.idempotency import MAX_KEY_LENGTH
+from storage.images import ACCEPTED_FORMATS
+
+BEARER = "bearerAuth"
+SECURITY_SCHEMES = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`flask --app app keys create`), sent as `Authorization: Bearer <key>`.",
+    }
+}
+# Every /api/v1 operation needs a key, but the document itself.
+SECURITY = [{BEARER: []}]
+
+# What the API stores, and so serves back: decided from the bytes.
+IMAGE_TYPES = tuple(media_type for media_type, _magic in ACCEPTED_FORMATS.values())
+MAX_PAGE = 100
+MAX_OFFSET = 10**9
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response header as OpenAPI describes one (for a model's ``openapi_extra``)."""
+    return {name: {"description": description, "schema": schema or {"type": "string"}}}
+
+
+RETRY_AFTER = header("Retry-After", "Seconds to wait before trying again.", {"type": "integer"})
+LOCATION = header("Location", "The job's URL.")
+
+
+# Errors
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable, machine-readable code, e.g. `not_found` or `invalid_parameter`.")
+    message: str = Field(description="A sentence for people.")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the API."""
+
+    model_config = ConfigDict(openapi_extra={"headers": RETRY_AFTER})
+    error: ErrorDetail
+
+
+# Requests
+
+
+# Ids are routed in one spelling only (app/converters.py): any other is 404.
+ID_SCHEMA = {"type": "string", "format": "uuid", "pattern": f"^{CANONICAL_UUID}$"}
+
+
+class JobPath(BaseModel):
+    job_id: uuid.UUID = Field(description="The job's id.", json_schema_extra=ID_SCHEMA)
+
+
+class FilePath(BaseModel):
+    file_id: uuid.UUID = Field(description="The stored file's id.", json_schema_extra=ID_SCHEMA)
+
+
+class JobFilePath(JobPath, FilePath):
+    pass
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=MAX_PAGE, description="Jobs per page.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
+
+
+class SubmitHeaders(BaseModel):
+    idempotency_key: str | None = Field(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Makes a retried submission answer the first one's response instead of making a second job.",
+    )
+
+
+class SubmitForm(BaseModel):
+    """``multipart/form-data``: the images, each a part named ``image``, and the optional parameters."""
+
+    image: list[bytes] = Field(
+        min_length=1,
+        max_length=MAX_FILES_PER_JOB,
+        description="The images (JPEG, PNG, WebP, BMP or TIFF, decided from their bytes), one part each.",
+    )
+    model: str | None = Field(None, description="A model from `GET /api/v1/models`; default: the default model.")
+    conf: float | None = Field(None, ge=CONF_RANGE[0], le=CONF_RANGE[1], description="Confidence threshold (0.25).")
+    iou: float | None = Field(None, ge=IOU_RANGE[0], le=IOU_RANGE[1], description="NMS IoU threshold (0.7).")
+    imgsz: int | None = Field(None, ge=IMGSZ_RANGE[0], le=IMGSZ_RANGE[1], description="Inference size in pixels.")
+
+
+# Responses
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class UploadedFile(BaseModel):
+    file_id: uuid.UUID
+    filename: str
+    sha256: str
+    size: int
+    content_type: str
+    deduplicated: bool = Field(description="The bytes were already stored (same SHA-256).")
+
+
+def link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to ``operation_id`` with its parameters taken from this response's body (``/job_id``)."""
+    values = {name: f"$response.body#{pointer}" for name, pointer in parameters.items()}
+    return {"operationId": operation_id, "parameters": values}
+
+
+# Where a new job leads: what clients (and Schemathesis' stateful phase) do next with its ids.
+SUBMISSION_LINKS = {
+    "ShowJob": link("show_job", job_id="/job_id"),
+    "CancelJob": link("cancel_job", job_id="/job_id"),
+    "RetryJob": link("retry_job", job_id="/job_id"),
+    "ShowFile": link("show_file", file_id="/files/0/file_id"),
+    "FileContent": link("file_content", file_id="/files/0/file_id"),
+    "AnnotatedFile": link("annotated_file", job_id="/job_id", file_id="/files/0/file_id"),
+}
+
+
+class Submission(BaseModel):
+    """The accepted job."""
+
+    model_config = ConfigDict(
+        openapi_extra={
+            "headers": {
+                **LOCATION,
+                **header("Idempotent-Replayed", "`true` when this answer is a replay under an Idempotency-Key."),
+            },
+            "links": SUBMISSION_LINKS,
+        }
+    )
+    job_id: uuid.UUID
+    status: JobStatus
+    files: list[UploadedFile]
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Detection(BaseModel):
+    """One detection, as Ultralytics' ``Results.summary()`` gives it, in the original image's pixels."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    name: str
+    class_id: int = Field(alias="class")
+    confidence: float
+    box: Box
+
+
+class FileResult(BaseModel):
+    file_id: uuid.UUID
+    filename: str
+    width: int | None
+    height: int | None
+    detections: list[Detection]
+    error: str | None = Field(description="Why this file has no detections (it could not be decoded).")
+
+
+class JobSummary(BaseModel):
+    job_id: uuid.UUID
+    status: JobStatus
+    model: str
+    progress: Progress
+    created_at: datetime
+    finished_at: datetime | None
+    url: str
+
+
+class Parameters(BaseModel):
+    model: str
+    conf: float
+    iou: float
+    imgsz: int | None
+
+
+class Job(JobSummary):
+    """Everything about one job."""
+
+    model_config = ConfigDict(openapi_extra={"headers": LOCATION})
+    parameters: Parameters
+    started_at: datetime | None
+    enqueued_at: datetime | None
+    attempts: int
+    task_id: str = Field(description="Its latest Celery task.")
+    lease_expires_at: datetime | None
+    error: ErrorDetail | None
+    files: list[UploadedFile]
+    results: list[FileResult]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+    limit: int
+    offset: int
+    next: str | None = Field(None, description="The next page's URL; absent on the last page.")
+
+
+class FileInfo(BaseModel):
+    file_id: uuid.UUID
+    filename: str
+    sha256: str
+    size: int
+    content_type: str
+    width: int
+    height: int
+    created_at: datetime
+    deleted_at: datetime | None = Field(description="When retention deleted the bytes.")
+    content_url: str
+
+
+class Model(BaseModel):
+    name: str
+    default: bool
+    weights: str | None = Field(description="The weights path; admin keys only.")
+    weights_present: bool
+    task: str | None
+    classes: dict[str, str] | None = Field(description="Class names by id, as the workers reported them.")
+    weights_sha256: str | None
+    loaded_at: datetime | None
+
+
+class ModelList(BaseModel):
+    models: list[Model]
+
+
+def binary(description: str, *media_types: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response whose body is bytes of one of ``media_types``."""
+    content = {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in media_types}
+    return {"description": description, "content": content, "headers": headers or {}}
