@@ -163,7 +163,25 @@ def finish_gone(session: Session, claimed: Claimed) -> None:
 
 
 def record_attempt(session: Session, claimed: Claimed, outcome: Outcome, decision: Decision) -> bool:
-    """Store the attempt and the delivery's next state; False (writing nothing) when another attempt took it over."""
+    """Store the attempt and, while the claim still holds the delivery, its next state.
+
+    Returns False when the attempt was recorded before, or another attempt took the
+    delivery over meanwhile (its attempt is kept, the newer claim decides the state).
+    """
+    attempt = (
+        pg_insert(WebhookAttempt)
+        .values(
+            delivery_id=claimed.delivery_id,
+            number=claimed.attempt,
+            http_status=outcome.http_status,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+        )
+        .on_conflict_do_nothing()
+        .returning(WebhookAttempt.number)
+    )
+    if session.execute(attempt).first() is None:
+        return False
     pending = decision.status == PENDING
     updated = session.execute(
         update(WebhookDelivery)
@@ -181,15 +199,6 @@ def record_attempt(session: Session, claimed: Claimed, outcome: Outcome, decisio
     ).first()
     if updated is None:
         return False
-    session.execute(
-        insert(WebhookAttempt).values(
-            delivery_id=claimed.delivery_id,
-            number=claimed.attempt,
-            http_status=outcome.http_status,
-            error=outcome.error,
-            duration_ms=outcome.duration_ms,
-        )
-    )
     if decision.status == GONE:
         statement = pg_insert(WebhookGoneUrl).values(tenant_id=claimed.tenant_id, url=claimed.url)
         session.execute(
