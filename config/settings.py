@@ -262,7 +262,7 @@ def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
     defaults = WebhookSettings()
     proxy_bind = env.get("PROXY_BIND", ApiSettings.proxy_bind)
     settings = WebhookSettings(
-        public_url=env.get("PUBLIC_URL", f"http://{proxy_bind}").rstrip("/"),
+        public_url=(env.get("PUBLIC_URL") or f"http://{proxy_bind}").rstrip("/"),
         allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0").lower() in ("1", "true", "yes"),
         retry_schedule=_retry_schedule(env, "WEBHOOK_RETRY_SCHEDULE", defaults.retry_schedule),
         timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.timeout_seconds),
