@@ -104,7 +104,7 @@ class JobService:
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
-            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests))
+            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests, callback_url))
             if isinstance(claimed, StoredResponse):
                 return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
             if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job

@@ -179,12 +179,11 @@ def test_a_finished_job_posts_a_signed_event(stack: Stack, receiver: Receiver) -
 
 
 def test_two_failures_then_success_make_three_attempts_after_retry_after(stack: Stack, receiver: Receiver) -> None:
-    url = receiver.url(500, (500, {"Retry-After": "2"}), 204)  # 2 s: longer than the whole schedule
+    url = receiver.url(500, (500, {"Retry-After": "2"}), 204)  # 2 s: later than the schedule's 0.3 s
     job_id = submit(stack.app, [image_bytes(seed=2)], callback_url=url)
     requests = receiver.wait_for(url, 3)
     assert len({r.headers["webhook-id"] for r in requests}) == 1  # one message, retried
-    assert requests[1].at - requests[0].at < 2  # the schedule's 0.3 s
-    assert requests[2].at - requests[1].at >= 2  # Retry-After, later than the schedule
+    assert requests[2].at - requests[1].at >= 2  # Retry-After honoured
     secret = secret_of(stack.app)
     assert all(Webhook(secret).verify(r.body, r.headers)["data"]["job_id"] == job_id for r in requests)
     job = wait_until(lambda: webhook_settled(stack.app, job_id, "delivered"), 30, what="delivered")
