@@ -5,9 +5,9 @@
   or not at all. It notes the delivery on the session; :func:`publish_after_commit`
   (installed by each process on its session factory) sends the delivery task once
   that transaction has committed, never before.
-- The task :func:`claim`\\ s a due delivery by pushing ``next_attempt_at`` past the
-  attempt, so a duplicate message or the sweep leaves it alone meanwhile; then
-  :func:`record_attempt` stores the attempt and the delivery's next state.
+- The delivery task takes a due delivery with :func:`claim`, which pushes
+  ``next_attempt_at`` past the attempt, so a duplicate message or the sweep leaves it
+  alone meanwhile; then :func:`record_attempt` stores the attempt and the next state.
 - :func:`due_deliveries` is beat's sweep: pending rows whose ``next_attempt_at`` has
   passed by a grace period (their message was lost, or their back-off was too long to
   hold in the broker), sent again after commit the same way.
