@@ -17,7 +17,8 @@ NGINX := /usr/sbin/nginx
 # gunicorn on API_BIND (127.0.0.1:8001) behind nginx on PROXY_BIND (127.0.0.1:8000): proxy/nginx.conf.in says why.
 API_CMD := $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
 PROXY_CMD := $(BIN)/python -m proxy
-WORKER_CMD := $(BIN)/celery -A tasks worker -Q inference,maintenance -E --loglevel INFO
+# One local worker serves every queue; OpenShift runs webhooks (no GPU) in a worker of their own.
+WORKER_CMD := $(BIN)/celery -A tasks worker -Q inference,maintenance,webhooks -E --loglevel INFO
 BEAT_CMD := $(BIN)/celery -A tasks beat --loglevel INFO --schedule var/celerybeat-schedule
 # Flower can terminate tasks and shut workers down: local only, behind basic auth (var/flower_auth).
 FLOWER_CMD := FLOWER_BASIC_AUTH="$$(cat var/flower_auth)" $(BIN)/celery -A tasks flower --address=127.0.0.1 --port=5555

@@ -16,16 +16,20 @@ from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from config import Settings
-from jobs.messages import CLEANUP_TASK, REAP_TASK
+from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
 
 EXCHANGE = Exchange("yolo-jobs", type="direct", durable=True)
 QUEUES = (
     Queue("inference", EXCHANGE, routing_key="inference", durable=True),
     Queue("maintenance", EXCHANGE, routing_key="maintenance", durable=True),
+    # Webhook deliveries wait on other people's servers (up to 10 s each): a queue of their own,
+    # served by a worker that needs no GPU.
+    Queue("webhooks", EXCHANGE, routing_key="webhooks", durable=True),
 )
 ROUTES = {
     "tasks.inference.*": {"queue": "inference", "routing_key": "inference"},
     "tasks.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
+    "tasks.webhooks.*": {"queue": "webhooks", "routing_key": "webhooks"},
 }
 
 
@@ -71,7 +75,8 @@ def from_settings(settings: Settings) -> dict[str, Any]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Retention daily at RETENTION_CLEANUP_TIME (UTC), or every RETENTION_CLEANUP_INTERVAL_SECONDS when set;
-    the reaper every REAPER_INTERVAL_SECONDS. A message no worker took before the next one is due expires."""
+    the reaper every REAPER_INTERVAL_SECONDS, the webhook sweep every WEBHOOK_SWEEP_INTERVAL_SECONDS.
+    A message no worker took before the next one is due expires."""
     interval = settings.retention.cleanup_interval_seconds
     hour, minute = settings.retention.cleanup_time
     return {
@@ -84,5 +89,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": REAP_TASK,
             "schedule": timedelta(seconds=settings.jobs.reaper_interval_seconds),
             "options": {"expires": settings.jobs.reaper_interval_seconds},
+        },
+        "sweep-webhooks": {
+            "task": SWEEP_WEBHOOKS_TASK,
+            "schedule": timedelta(seconds=settings.webhooks.sweep_interval_seconds),
+            "options": {"expires": settings.webhooks.sweep_interval_seconds},
         },
     }

@@ -25,6 +25,12 @@ CREATE TABLE IF NOT EXISTS tenants (
     name       text        NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- The secret that signs the tenant's webhooks (Standard Webhooks: whsec_ and 32 base64 bytes; two
+-- gen_random_uuid(), a strong random source built in, give 244 random bits). A volatile default is
+-- evaluated per row, so adding the column gives every existing tenant a secret of its own;
+-- rotation sets it to DEFAULT again (accounts/tenants.py).
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS webhook_secret text NOT NULL
+    DEFAULT 'whsec_' || encode(decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'), 'base64');
 
 CREATE TABLE IF NOT EXISTS api_keys (
     id           uuid PRIMARY KEY,
@@ -68,6 +74,9 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_token uuid;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz;
 -- The tenant whose key made the job (null for jobs made before owners existed: admins see them).
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tenant_id uuid REFERENCES tenants (id);
+-- Where to POST the job.finished webhook when the job ends (app/forms.py checks it).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS callback_url text CONSTRAINT jobs_callback_url_check
+    CHECK (length(callback_url) <= 2048);
 -- 0.1.0 had no 'cancelled' status, and an unnamed finished check (jobs_check).
 DO $$
 BEGIN
@@ -142,3 +151,48 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);
+
+-- The webhook outbox: one row per end of a job that has a callback_url, inserted in the
+-- transaction that ends the job, so a delivery is never lost between the two. The
+-- delivery task claims a row by moving next_attempt_at past its attempt; beat's sweep
+-- re-sends the task of a pending row whose next_attempt_at has passed (a lost message,
+-- or a back-off too long to wait for in the broker). event_status and counts are the
+-- job as it ended; the body is built from them at each attempt, identically.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id              uuid PRIMARY KEY,
+    job_id          uuid        NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    tenant_id       uuid        NOT NULL REFERENCES tenants (id),
+    url             text        NOT NULL,
+    event_status    text        NOT NULL CHECK (event_status IN ('succeeded', 'failed', 'cancelled')),
+    counts          jsonb       NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+                    CONSTRAINT webhook_deliveries_status_check
+                    CHECK (status IN ('pending', 'delivered', 'failed', 'gone', 'refused')),
+    attempts        integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    CONSTRAINT webhook_deliveries_pending_check CHECK ((status = 'pending') = (next_attempt_at IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_job_id ON webhook_deliveries (job_id, created_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
+-- Every attempt of a delivery: when, the HTTP status or the error, and how long it took.
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id  uuid        NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    number       integer     NOT NULL CHECK (number > 0),
+    attempted_at timestamptz NOT NULL DEFAULT now(),
+    http_status  integer,
+    error        text,
+    duration_ms  integer     NOT NULL CHECK (duration_ms >= 0),
+    PRIMARY KEY (delivery_id, number)
+);
+
+-- A receiver answered 410 Gone: no delivery to this URL for a job of this tenant submitted
+-- before then is attempted any more. A job submitted later with the URL sends to it again.
+CREATE TABLE IF NOT EXISTS webhook_gone_urls (
+    tenant_id uuid        NOT NULL REFERENCES tenants (id),
+    url       text        NOT NULL,
+    gone_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, url)
+);

@@ -14,7 +14,7 @@ from celery import Celery
 
 import celery_config
 from config import Settings
-from jobs.messages import DETECT_TASK
+from jobs.messages import DELIVER_WEBHOOK_TASK, DETECT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ class TaskDispatcher:
             task_id=task_id,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        )
+
+    def send_webhook_delivery(self, delivery_id: uuid.UUID) -> None:
+        """Publish the delivery task of a webhook (after the commit that recorded it: ``webhooks.outbox``)."""
+        self.celery.send_task(
+            DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], retry=True, retry_policy={"max_retries": 1}
         )
 
     def revoke(self, task_id: str) -> None:

@@ -19,6 +19,7 @@ from app.job_service import JobService
 from config import Settings
 from storage import Storage
 from storage.schema import apply_schema
+from webhooks.outbox import publish_after_commit
 
 EXTENSION = "yolo_jobs"
 
@@ -82,6 +83,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     storage = Storage(settings.database_url, settings.storage_root)
     storage.blobs.ensure_layout()
     dispatcher = TaskDispatcher(settings)
+    publish_after_commit(storage.database.sessions, dispatcher.send_webhook_delivery)  # a cancel ends a job
     app.extensions[EXTENSION] = YoloJobs(settings, storage, dispatcher, JobService(settings, storage, dispatcher))
     app.teardown_appcontext(_close_session)
     app.cli.add_command(init_db_command)

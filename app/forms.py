@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage
 
@@ -22,6 +23,8 @@ MAX_FILENAME_LENGTH = 255
 CONF_RANGE = (0.0, 1.0)
 IOU_RANGE = (0.0, 1.0)
 IMGSZ_RANGE = (32, 4096)
+# The longest callback URL a job may carry (schema.sql's jobs_callback_url_check).
+MAX_CALLBACK_URL_LENGTH = 2048
 
 
 def whole_number(raw: str, name: str, low: int, high: int) -> int:
@@ -57,6 +60,31 @@ def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_m
         iou=_number(form, "iou", JobParams.iou, *IOU_RANGE),
         imgsz=imgsz,
     )
+
+
+def parse_callback_url(form: Mapping[str, str]) -> str | None:
+    """The optional ``callback_url``: an absolute http(s) URL with a host, no credentials, at most 2048 characters.
+
+    Where it may point (no private addresses) is decided at delivery time, when its name is resolved.
+    """
+    raw = form.get("callback_url", "").strip()
+    if not raw:
+        return None
+    problem = "callback_url must be an absolute http or https URL with a host"
+    if len(raw) > MAX_CALLBACK_URL_LENGTH:
+        raise ApiError(400, "invalid_parameter", f"callback_url must be at most {MAX_CALLBACK_URL_LENGTH} characters.")
+    if not raw.isascii() or any(not ch.isprintable() or ch.isspace() for ch in raw):
+        raise ApiError(400, "invalid_parameter", f"{problem}, in printable ASCII without spaces.")
+    try:
+        parts = urlsplit(raw)
+        host, _port = parts.hostname, parts.port  # the port raises ValueError when out of range or not a number
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{problem}.") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ApiError(400, "invalid_parameter", f"{problem}.")
+    if parts.username is not None or parts.password is not None:
+        raise ApiError(400, "invalid_parameter", "callback_url must not carry a user name or password.")
+    return raw
 
 
 def clean_filename(name: str | None, position: int) -> str:

@@ -23,7 +23,7 @@ from werkzeug.datastructures import FileStorage
 from accounts.keys import Principal
 from app.dispatcher import TaskDispatcher
 from app.errors import ApiError, service_unavailable, to_api_error
-from app.forms import identify_uploads, parse_params
+from app.forms import identify_uploads, parse_callback_url, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from config import Settings
 from config.logs import job_context
@@ -100,10 +100,11 @@ class JobService:
         key: str | None,
     ) -> Submission:
         params = parse_params(form, self.models, self.default_model)
+        callback_url = parse_callback_url(form)
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
-            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests))
+            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests, callback_url))
             if isinstance(claimed, StoredResponse):
                 return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
             if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
@@ -113,7 +114,7 @@ class JobService:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
                 raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
-            job = create_job(session, self.storage.blobs, params, uploads, tenant_id)
+            job = create_job(session, self.storage.blobs, params, uploads, tenant_id, callback_url)
             if key is not None:
                 attach_job(session, tenant_id, key, job.id)
             session.commit()

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import url_for
 
-from storage.tables import Job, StoredFile, Upload
+from storage.tables import Job, StoredFile, Upload, WebhookDelivery
+from webhooks.event import message_id
 
 
 def _time(value: datetime | None) -> str | None:
@@ -69,6 +70,31 @@ def submission_json(job: Job) -> dict[str, Any]:
     return {"job_id": str(job.id), "status": job.status, "files": [upload_json(u) for u in job.uploads]}
 
 
+def webhook_json(job: Job) -> dict[str, Any] | None:
+    """The job's ``job.finished`` webhook: its URL and its latest delivery (one per end of the job): ``status``
+    (null until the job ends, then pending, delivered, failed, gone or refused) and each attempt with its time,
+    HTTP status or error and duration; None without a callback URL."""
+    if job.callback_url is None:
+        return None
+    latest: WebhookDelivery | None = job.webhook_deliveries[-1] if job.webhook_deliveries else None
+    attempts = [
+        {
+            "attempted_at": _time(a.attempted_at),
+            "http_status": a.http_status,
+            "error": a.error,
+            "duration_ms": a.duration_ms,
+        }
+        for a in (latest.attempt_log if latest else [])
+    ]
+    return {
+        "url": job.callback_url,
+        "status": latest.status if latest else None,
+        "event_id": message_id(latest.id) if latest else None,
+        "next_attempt_at": _time(latest.next_attempt_at) if latest else None,
+        "attempts": attempts,
+    }
+
+
 def job_json(job: Job) -> dict[str, Any]:
     """Everything about one job: status, progress, parameters, files and results so far."""
     return {
@@ -82,4 +108,5 @@ def job_json(job: Job) -> dict[str, Any]:
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "files": [upload_json(u) for u in job.uploads],
         "results": [result_json(u) for u in job.uploads if u.result is not None],
+        "webhook": webhook_json(job),
     }

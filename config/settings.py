@@ -110,6 +110,26 @@ class JobSettings:
         return timedelta(seconds=self.lease_seconds)
 
 
+# The Standard Webhooks retry schedule: the delay before each retry of a failed attempt.
+WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Delivering ``job.finished`` webhooks: where links point, what may be reached, and when to retry."""
+
+    # The address clients reach the API at, for the links in a webhook's body (PUBLIC_URL).
+    public_url: str = "http://127.0.0.1:8000"
+    # Whether loopback, private, link-local and other non-global addresses may receive webhooks (development, tests).
+    allow_private: bool = False
+    # Seconds before each retry; its length is the number of retries (shortened in tests).
+    retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
+    # How long one attempt may take, connecting and answering together.
+    timeout_seconds: int = 10
+    # How often beat's sweep re-sends deliveries whose message was lost or whose back-off has passed.
+    sweep_interval_seconds: int = 60
+
+
 @dataclass(frozen=True)
 class RetentionSettings:
     """How long stored bytes are kept, and when beat runs the cleanup."""
@@ -136,6 +156,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +178,7 @@ class Settings:
             worker=_worker_settings(env),
             retention=_retention_settings(env),
             jobs=_job_settings(env),
+            webhooks=_webhook_settings(env),
         )
 
 
@@ -219,6 +241,35 @@ def _job_settings(env: Mapping[str, str]) -> JobSettings:
         raise SettingsError(
             "JOB_LEASE_SECONDS, REAPER_INTERVAL_SECONDS and JOB_DATABASE_RETRY_SECONDS must be positive"
         )
+    return settings
+
+
+def _retry_schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated seconds, each at least 0."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be comma-separated seconds") from exc
+    if not all(0 <= delay < float("inf") for delay in delays):
+        raise SettingsError(f"{name} must be comma-separated seconds, none negative")
+    return delays
+
+
+def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    defaults = WebhookSettings()
+    proxy_bind = env.get("PROXY_BIND", ApiSettings.proxy_bind)
+    settings = WebhookSettings(
+        public_url=(env.get("PUBLIC_URL") or f"http://{proxy_bind}").rstrip("/"),
+        allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0").lower() in ("1", "true", "yes"),
+        retry_schedule=_retry_schedule(env, "WEBHOOK_RETRY_SCHEDULE", defaults.retry_schedule),
+        timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.timeout_seconds),
+        sweep_interval_seconds=_int(env, "WEBHOOK_SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds),
+    )
+    if min(settings.timeout_seconds, settings.sweep_interval_seconds) < 1:
+        raise SettingsError("WEBHOOK_TIMEOUT_SECONDS and WEBHOOK_SWEEP_INTERVAL_SECONDS must be positive")
     return settings
 
 

@@ -57,10 +57,13 @@ class StoredResponse:
     body: dict[str, Any]
 
 
-def fingerprint(params: JobParams, digests: Sequence[str]) -> str:
-    """A digest of what makes two submissions the same request: parameters and files, in order."""
-    canonical = json.dumps({"params": asdict(params), "files": list(digests)}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def fingerprint(params: JobParams, digests: Sequence[str], callback_url: str | None = None) -> str:
+    """A digest of what makes two submissions the same request: parameters, files in order, and the callback URL
+    (left out when there is none, so a request without one keeps the digest it had before webhooks existed)."""
+    request: dict[str, Any] = {"params": asdict(params), "files": list(digests)}
+    if callback_url is not None:
+        request["callback_url"] = callback_url
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 def claim_key(

@@ -15,7 +15,9 @@ renewed with every batch and by a heartbeat. Every write of an attempt is fenced
 its token, so an attempt that was cancelled, or outlived its lease and was replaced,
 can never write again. ``begin_attempt`` refuses a job whose lease is still held, so
 no two live attempts run one job. The API and the workers call these functions,
-each inside a transaction of its own choosing; none of them commits.
+each inside a transaction of its own choosing; none of them commits. Every function
+that ends a job also records its ``job.finished`` webhook in that same transaction
+(``webhooks.outbox``), when the job has a callback URL.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, Text, Update, and_, cast, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
@@ -36,6 +38,7 @@ from storage.files import store_incoming
 from storage.images import ImageInfo
 from storage.locks import lock_digests
 from storage.tables import Job, Result, StoredFile, Upload
+from webhooks.outbox import record_job_finished
 
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
 TENANT_LOCK_NAMESPACE = 0x5954
@@ -95,9 +98,15 @@ class FileResult:
 
 
 def create_job(
-    session: Session, blobs: BlobStore, params: JobParams, uploads: Sequence[NewUpload], tenant_id: uuid.UUID | None
+    session: Session,
+    blobs: BlobStore,
+    params: JobParams,
+    uploads: Sequence[NewUpload],
+    tenant_id: uuid.UUID | None,
+    callback_url: str | None = None,
 ) -> Job:
-    """Insert a queued job of ``tenant_id`` and its uploads, storing each file's bytes once (deduplicated).
+    """Insert a queued job of ``tenant_id`` and its uploads, storing each file's bytes once (deduplicated);
+    ``callback_url`` receives its ``job.finished`` webhook.
 
     Storage is deduplicated across tenants, but an upload says ``deduplicated`` only
     when its own tenant sent the same bytes before, so no tenant learns what another
@@ -126,6 +135,7 @@ def create_job(
         total_files=len(uploads),
         task_id=str(job_id),
         tenant_id=tenant_id,
+        callback_url=callback_url,
         uploads=rows,
     )
     session.add(job)
@@ -282,6 +292,8 @@ def record_results(
         values |= {"status": "succeeded", "finished_at": func.now(), "error_code": None, "error_message": None}
         values |= {"lease_token": None, "lease_expires_at": None}
     session.execute(update(Job).where(Job.id == job_id).values(**values))
+    if finish:
+        record_job_finished(session, job_id)
     return done
 
 
@@ -304,7 +316,16 @@ def fail_job(session: Session, job_id: uuid.UUID, code: str, message: str, token
         )
         .returning(Job.id)
     )
-    return session.execute(statement).first() is not None
+    return _ended(session, statement)
+
+
+def _ended(session: Session, statement: Update) -> bool:
+    """Run an UPDATE that ends a job (``RETURNING`` its id); when it did, record the job's webhook."""
+    row = session.execute(statement).first()
+    if row is None:
+        return False
+    record_job_finished(session, row.id)
+    return True
 
 
 def cancel_job(session: Session, job_id: uuid.UUID, task_id: str | None = None) -> bool:
@@ -322,7 +343,7 @@ def cancel_job(session: Session, job_id: uuid.UUID, task_id: str | None = None) 
         .values(status="cancelled", finished_at=func.now(), lease_token=None, lease_expires_at=None)
         .returning(Job.id)
     )
-    return session.execute(statement).first() is not None
+    return _ended(session, statement)
 
 
 def retry_job(session: Session, job_id: uuid.UUID) -> bool:

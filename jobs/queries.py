@@ -11,7 +11,7 @@ import uuid
 from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from storage.tables import Job, StoredFile, Upload
+from storage.tables import Job, StoredFile, Upload, WebhookDelivery
 
 
 def _visible(tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
@@ -20,11 +20,16 @@ def _visible(tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
 
 
 def find_job(session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job | None:
-    """A job of ``tenant_id`` (any tenant's when None) with its uploads, their files and results loaded."""
+    """A job of ``tenant_id`` (any tenant's when None) with its uploads, their files and results, and its
+    webhook deliveries with their attempts loaded, fresh from the database even when the session holds it."""
     query = (
         select(Job)
         .where(Job.id == job_id, _visible(tenant_id))
-        .options(selectinload(Job.uploads).options(joinedload(Upload.file), selectinload(Upload.result)))
+        .options(
+            selectinload(Job.uploads).options(joinedload(Upload.file), selectinload(Upload.result)),
+            selectinload(Job.webhook_deliveries).selectinload(WebhookDelivery.attempt_log),
+        )
+        .execution_options(populate_existing=True)
     )
     return session.scalars(query).first()
 

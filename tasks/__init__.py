@@ -20,7 +20,7 @@ configure_ultralytics(settings.worker)
 # PROGRESS ranks as STARTED, so REVOKED, SUCCESS and FAILURE replace it.
 states.PRECEDENCE_LOOKUP["PROGRESS"] = states.PRECEDENCE_LOOKUP[states.STARTED]
 
-app = Celery("yolo_jobs", include=["tasks.inference", "tasks.maintenance"])
+app = Celery("yolo_jobs", include=["tasks.inference", "tasks.maintenance", "tasks.webhooks"])
 app.config_from_object(celery_config.from_settings(settings))
 
 from tasks import logs  # noqa: E402,F401  (connects Celery's setup_logging signal)

@@ -1,5 +1,8 @@
 """Per-process worker resources: settings, storage and the model pool.
 
+Every runtime's sessions send the webhook deliveries their transactions recorded once
+those commit (``webhooks.outbox.publish_after_commit``), whichever task ended the job.
+
 Created in each prefork child by ``worker_process_init``, which also loads the
 models there (after fork, never in the parent). The pool's parent only builds a
 runtime without models when it must mark a job failed after a hard time limit;
@@ -16,8 +19,10 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from config import Settings
 from jobs.catalog import record_loaded_model
+from jobs.messages import DELIVER_WEBHOOK_TASK
 from storage import Storage
 from tasks.model_pool import ModelPool
+from webhooks.outbox import publish_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,12 @@ def get_runtime() -> WorkerRuntime:
     """This process's runtime, created on first use; it loads no model by itself."""
     global _runtime
     if _runtime is None:
-        from tasks import settings
+        from tasks import app, settings
 
         storage = Storage(settings.database_url, settings.storage_root)
+        publish_after_commit(
+            storage.database.sessions, lambda delivery_id: app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
+        )
         _runtime = WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device))
     return _runtime
 

@@ -134,13 +134,18 @@ def new_upload(blobs: BlobStore, data: bytes, filename: str) -> NewUpload:
 
 
 def create_queued_job(
-    storage: Storage, *images: bytes, params: JobParams | None = None, tenant_id: uuid.UUID | None = None
+    storage: Storage,
+    *images: bytes,
+    params: JobParams | None = None,
+    tenant_id: uuid.UUID | None = None,
+    callback_url: str | None = None,
 ) -> uuid.UUID:
     """Create a queued job of ``tenant_id`` (default: none, as before owners) over ``images`` through the
-    lifecycle, the way the API does; return its id."""
+    lifecycle, the way the API does (its task is not sent); return its id."""
     uploads = [new_upload(storage.blobs, data, f"img-{position}.png") for position, data in enumerate(images)]
+    params = params or JobParams(model="default")
     with storage.database.transaction() as session:
-        return create_job(session, storage.blobs, params or JobParams(model="default"), uploads, tenant_id).id
+        return create_job(session, storage.blobs, params, uploads, tenant_id, callback_url).id
 
 
 def no_detections(upload: Upload) -> FileResult:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.converters import CANONICAL_UUID
-from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_FILES_PER_JOB
+from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGTH, MAX_FILES_PER_JOB
 from jobs.idempotency import MAX_KEY_LENGTH
 from storage.images import ACCEPTED_FORMATS
 
@@ -114,6 +114,11 @@ class SubmitForm(BaseModel):
     conf: float | None = Field(None, ge=CONF_RANGE[0], le=CONF_RANGE[1], description="Confidence threshold (0.25).")
     iou: float | None = Field(None, ge=IOU_RANGE[0], le=IOU_RANGE[1], description="NMS IoU threshold (0.7).")
     imgsz: int | None = Field(None, ge=IMGSZ_RANGE[0], le=IMGSZ_RANGE[1], description="Inference size in pixels.")
+    callback_url: str | None = Field(
+        None,
+        max_length=MAX_CALLBACK_URL_LENGTH,
+        description="An http(s) URL that gets a signed `job.finished` webhook when the job ends (see the README).",
+    )
 
 
 # Responses
@@ -210,6 +215,26 @@ class Parameters(BaseModel):
     imgsz: int | None
 
 
+WebhookStatus = Literal["pending", "delivered", "failed", "gone", "refused"]
+
+
+class WebhookAttempt(BaseModel):
+    attempted_at: datetime
+    http_status: int | None = Field(description="The receiver's answer; null when none came.")
+    error: str | None = Field(description="Why no answer came, or why the delivery was refused.")
+    duration_ms: int
+
+
+class Webhook(BaseModel):
+    """The job's ``job.finished`` webhook and its latest delivery."""
+
+    url: str
+    status: WebhookStatus | None = Field(description="Null until the job ends.")
+    event_id: str | None = Field(description="The `webhook-id` header, the same on every retry.")
+    next_attempt_at: datetime | None
+    attempts: list[WebhookAttempt]
+
+
 class Job(JobSummary):
     """Everything about one job."""
 
@@ -223,6 +248,7 @@ class Job(JobSummary):
     error: ErrorDetail | None
     files: list[UploadedFile]
     results: list[FileResult]
+    webhook: Webhook | None = Field(description="Null when the job has no `callback_url`.")
 
 
 class JobPage(BaseModel):
@@ -231,6 +257,11 @@ class JobPage(BaseModel):
     limit: int
     offset: int
     next: str | None = Field(None, description="The next page's URL; absent on the last page.")
+
+
+class Account(BaseModel):
+    tenant: str
+    webhook_secret: str = Field(description="`whsec_…`: the key that signs this tenant's webhooks.")
 
 
 class FileInfo(BaseModel):

@@ -326,6 +326,7 @@ def test_commands_are_exact() -> None:
             "1",
             "-E",
         ],
+        "yolo-jobs-worker-webhooks": ["celery", "-A", "tasks", "worker", "-Q", "webhooks", "--concurrency", "4", "-E"],
         "yolo-jobs-beat": ["celery", "-A", "tasks", "beat", "--schedule", "/tmp/celerybeat-schedule"],
         "yolo-jobs-flower": ["celery", "-A", "tasks", "flower", "--port=5555"],
     }

@@ -76,3 +76,22 @@ def test_cleanup_time_is_parsed(raw: str, expected: tuple[int, int]) -> None:
 def test_bad_values_raise_settings_error(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_webhook_settings() -> None:
+    defaults = Settings.from_env({}).webhooks
+    assert defaults.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)  # the Standard Webhooks schedule
+    assert (defaults.allow_private, defaults.timeout_seconds, defaults.public_url) == (
+        False,
+        10,
+        "http://127.0.0.1:8000",
+    )
+    hooks = Settings.from_env(
+        {"WEBHOOK_ALLOW_PRIVATE": "1", "WEBHOOK_RETRY_SCHEDULE": "0.2, 1", "PUBLIC_URL": "https://yolo.example/"}
+    ).webhooks
+    assert (hooks.allow_private, hooks.retry_schedule, hooks.public_url) == (True, (0.2, 1.0), "https://yolo.example")
+    for bad in ("soon", "1,-1", "inf"):
+        with pytest.raises(SettingsError, match="WEBHOOK_RETRY_SCHEDULE"):
+            Settings.from_env({"WEBHOOK_RETRY_SCHEDULE": bad})
+    with pytest.raises(SettingsError, match="WEBHOOK_TIMEOUT_SECONDS"):
+        Settings.from_env({"WEBHOOK_TIMEOUT_SECONDS": "0"})

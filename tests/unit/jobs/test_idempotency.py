@@ -63,3 +63,8 @@ def test_release_and_attach_touch_only_the_tenants_key(store: Storage) -> None:
         assert claim_key(session, bob, "k", OTHER_REQUEST) is None, "bob's released key is free again"
         with pytest.raises(KeyInProgress):
             claim_key(session, alice, "k", REQUEST)
+
+
+def test_the_callback_url_is_part_of_the_request_only_when_given() -> None:
+    assert fingerprint(JobParams(model="default"), ["ab" * 32], None) == REQUEST
+    assert fingerprint(JobParams(model="default"), ["ab" * 32], "https://hooks.example/in") != REQUEST

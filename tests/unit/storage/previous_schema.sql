@@ -18,11 +18,35 @@ CREATE TABLE IF NOT EXISTS stored_files (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS stored_files_live_sha256 ON stored_files (sha256) WHERE deleted_at IS NULL;
 
--- One detection request over one or more files.
+-- The owners of jobs, and their API keys (stored only as a SHA-256 of the key; the
+-- prefix names a key in lists). An admin key sees every tenant's jobs.
+CREATE TABLE IF NOT EXISTS tenants (
+    id         uuid PRIMARY KEY,
+    name       text        NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           uuid PRIMARY KEY,
+    tenant_id    uuid        NOT NULL REFERENCES tenants (id),
+    prefix       char(8)     NOT NULL UNIQUE,
+    secret_hash  char(64)    NOT NULL,
+    admin        boolean     NOT NULL DEFAULT false,
+    label        text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+
+-- One detection request over one or more files. A running attempt holds a lease
+-- (lease_token, lease_expires_at): its writes are fenced by the token, and beat's
+-- reaper re-sends the task of a job whose lease expired. task_id is the Celery task
+-- id of the job's latest message (the job id, until a re-send or a retry).
 CREATE TABLE IF NOT EXISTS jobs (
     id            uuid PRIMARY KEY,
     status        text        NOT NULL DEFAULT 'queued'
-                  CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+                  CONSTRAINT jobs_status_check
+                  CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
     model         text        NOT NULL,
     conf          real        NOT NULL CHECK (conf >= 0 AND conf <= 1),
     iou           real        NOT NULL CHECK (iou >= 0 AND iou <= 1),
@@ -36,10 +60,33 @@ CREATE TABLE IF NOT EXISTS jobs (
     enqueued_at   timestamptz,
     started_at    timestamptz,
     finished_at   timestamptz,
-    CHECK ((status IN ('succeeded', 'failed')) = (finished_at IS NOT NULL))
+    CONSTRAINT jobs_finished_check
+        CHECK ((status IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL))
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS task_id text;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_token uuid;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz;
+-- The tenant whose key made the job (null for jobs made before owners existed: admins see them).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tenant_id uuid REFERENCES tenants (id);
+-- 0.1.0 had no 'cancelled' status, and an unnamed finished check (jobs_check).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'jobs'::regclass AND conname = 'jobs_status_check'
+                   AND strpos(pg_get_constraintdef(oid), 'cancelled') > 0) THEN
+        ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_status_check;
+        ALTER TABLE jobs ADD CONSTRAINT jobs_status_check
+            CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled'));
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'jobs'::regclass AND conname = 'jobs_finished_check') THEN
+        ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_check;
+        ALTER TABLE jobs ADD CONSTRAINT jobs_finished_check
+            CHECK ((status IN ('succeeded', 'failed', 'cancelled')) = (finished_at IS NOT NULL));
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (status) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_tenant_created_at ON jobs (tenant_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_tenant_unfinished ON jobs (tenant_id) WHERE finished_at IS NULL;
 
 -- A file as uploaded to a job: its original name and order. Many uploads may point
 -- at one stored file (deduplication).
@@ -78,3 +125,20 @@ CREATE TABLE IF NOT EXISTS models (
     classes        jsonb       NOT NULL,
     loaded_at      timestamptz NOT NULL DEFAULT now()
 );
+
+-- Idempotency-Key of POST /api/v1/jobs, per tenant: the request's fingerprint, and once
+-- answered the job and the response, replayed for the same key and request for 24 hours.
+-- A claim (no response yet) whose locked_until passed was abandoned and may be taken over.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id    uuid        NOT NULL REFERENCES tenants (id),
+    key          text        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+    fingerprint  char(64)    NOT NULL,
+    job_id       uuid        REFERENCES jobs (id) ON DELETE CASCADE,
+    status_code  integer,
+    response     jsonb,
+    locked_until timestamptz NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);

@@ -2,7 +2,7 @@
 match it, and it upgrades a database made by the previous release to exactly what it makes from nothing.
 
 ``previous_schema.sql`` is the previous release's ``schema.sql`` as shipped
-(``git show 6d6cdb0:schema.sql``); replace it with the released file at each release.
+(``git show b8e693f:schema.sql``); replace it with the released file at each release.
 """
 
 from __future__ import annotations
@@ -160,6 +160,16 @@ def test_previous_release_upgrades_to_the_current_schema(new_database: Callable[
         assert actual[kind] == expected[kind], kind
     apply_schema(upgraded)  # and the current schema applies again on top of the upgrade
     assert catalog(upgraded) == expected
+
+
+def test_the_upgrade_gives_every_existing_tenant_a_secret_of_its_own(new_database: Callable[[], Engine]) -> None:
+    engine = new_database()
+    apply_sql(engine, PREVIOUS_SCHEMA.read_text())
+    apply_sql(engine, "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 'a'), (gen_random_uuid(), 'b');")
+    apply_schema(engine)
+    with engine.connect() as connection:
+        secrets = connection.scalars(text("SELECT webhook_secret FROM tenants")).all()
+    assert len(set(secrets)) == 2 and all(s.startswith("whsec_") and len(s) == 50 for s in secrets)
 
 
 # A toy table's previous release, and current ones written into CREATE TABLE alone, each forgetting
