@@ -183,8 +183,7 @@ def data_yaml(export: JobExport) -> str:
     lines = [
         f"# yolo-jobs: labels predicted by model {json.dumps(export.model)} for job {export.job_id}",
         "# labels/<image stem>.txt: class cx cy w h, normalised to 0-1 (then conf, when asked for)",
-        "# files.csv maps each label file to the image it belongs to",
-        "path: .",
+        "# files.csv maps each label file to the image it belongs to; put the images in images/ beside this file",
         "train: images",
         "val: images",
         f"nc: {count}",
