@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def submit(client: Client, args: argparse.Namespace) -> int:
     if bool(args.export) != bool(args.out):
         raise UsageError("--export and --out go together.")
     quiet = args.no_progress
+    started = time.monotonic()
     with tqdm(total=0, unit="B", unit_scale=True, desc="upload", disable=quiet or None) as bar:
 
         def uploaded(sent: int, total: int) -> None:
@@ -120,6 +122,8 @@ def submit(client: Client, args: argparse.Namespace) -> int:
     finished = wait_with_bar(client, jobs, quiet)
     for job in finished:
         print(job_line(job))
+    images, elapsed = sum(len(job.files) for job in jobs), time.monotonic() - started
+    print(f"{images} images in {len(jobs)} jobs: {elapsed:.1f} s, {images / elapsed:.2f} images/s", file=sys.stderr)
     failed = [job for job in finished if job["status"] != "succeeded"]
     if args.export:
         write_atomically(args.out, client.export_merged(finished, args.export, confidence=args.confidence))
@@ -167,3 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("yolo-jobs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout went to a reader that stopped early (``| head``): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
