@@ -93,9 +93,9 @@ def wait_with_bar(client: Client, jobs: Sequence[SubmittedJob], quiet: bool) -> 
     with tqdm(total=total, unit="img", desc="detect", disable=quiet or None) as bar:
 
         def progress(states: list[dict[str, Any]]) -> None:
-            bar.n = sum(state["progress"]["done"] for state in states)
             finished = sum(state["status"] in FINISHED_STATUSES for state in states)
-            bar.set_postfix_str(f"{finished}/{len(states)} jobs")
+            bar.set_postfix_str(f"{finished}/{len(states)} jobs", refresh=False)
+            bar.update(sum(state["progress"]["done"] for state in states) - bar.n)
 
         return client.wait([job.job_id for job in jobs], on_progress=progress)
 
@@ -109,8 +109,7 @@ def submit(client: Client, args: argparse.Namespace) -> int:
 
         def uploaded(sent: int, total: int) -> None:
             bar.total = total
-            bar.n = sent
-            bar.refresh()
+            bar.update(sent - bar.n)  # redraws at most ten times a second
 
         def made(job: SubmittedJob) -> None:
             bar.write(f"{job.job_id}\tqueued\t{len(job.files)} files", file=sys.stdout)

@@ -150,10 +150,10 @@ class Client:
                     on_upload(before + count, total)
 
             answer = self.submit_images(group, form, key, sent)
+            sent_before += sum(image.size for image in group)
+            sent(0, sent_before)  # the whole group, whatever the last progress report said
             job = SubmittedJob(answer["job_id"], [str(image.path) for image in group], key)
             jobs.append(job)
-            sent_before += sum(image.size for image in group)
-            sent(0)
             if on_job is not None:
                 on_job(job)
         return jobs

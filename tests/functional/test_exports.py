@@ -38,10 +38,13 @@ def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def finished_job(api_url: str, api_key: TestKey, worker: ServiceProcess, shapes_dir: Path) -> dict[str, Any]:
     """A succeeded job over the shapes, submitted and awaited with the Python client."""
+    uploaded: list[int] = []
     with Client(api_url, api_key.key) as client:
-        (job,) = client.submit([shapes_dir])
+        (job,) = client.submit([shapes_dir], on_upload=lambda sent, total: uploaded.append(sent))
         (finished,) = client.wait([job.job_id])
     assert finished["status"] == "succeeded", finished
+    total = sum(path.stat().st_size for path in shapes_dir.rglob("*.*"))
+    assert uploaded == sorted(uploaded) and uploaded[-1] == total, "upload progress only grows, to the total"
     assert sum(len(r["detections"]) for r in finished["results"]) >= 4, "the shapes model finds the shapes"
     return finished
 
