@@ -45,9 +45,8 @@ class SubmittedJob:
 class Client:
     """The API at ``url`` with ``api_key``; transient failures are retried (see :mod:`yolo_jobs_client.transport`)."""
 
-    def __init__(self, url: str, api_key: str, attempts: int = 8, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.transport = Transport(url, api_key, attempts=attempts, sleep=sleep)
-        self.sleep = sleep
+    def __init__(self, url: str, api_key: str, attempts: int = 8) -> None:
+        self.transport = Transport(url, api_key, attempts=attempts)
 
     def close(self) -> None:
         self.transport.close()
@@ -178,7 +177,7 @@ class Client:
                 return [latest[job_id] for job_id in job_ids]
             if deadline is not None and time.monotonic() > deadline:
                 raise Unavailable(f"The jobs did not finish within {timeout} s.")
-            self.sleep(interval)
+            time.sleep(interval)
 
     def export_merged(self, jobs: Iterable[Mapping[str, Any]], export_format: str, confidence: bool = False) -> bytes:
         """One file for finished ``jobs`` (their JSON): a job that did not succeed adds the images it analysed."""

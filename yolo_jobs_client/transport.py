@@ -71,12 +71,10 @@ class Transport:
         api_key: str,
         attempts: int = 8,
         timeout: tuple[float, float] = (10.0, 300.0),
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = url.rstrip("/")
         self.attempts = max(attempts, 1)
         self.timeout = timeout
-        self.sleep = sleep
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.headers["User-Agent"] = "yolo-jobs-client"
@@ -98,8 +96,10 @@ class Transport:
         ``body`` returns a fresh ``(data, content type)`` per attempt.
         """
         repeatable = method == "GET" or bool(headers and "Idempotency-Key" in headers)
-        for attempt in range(1, self.attempts + 1):
-            last = attempt == self.attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.attempts
             send_headers = dict(headers or {})
             data = None
             if body is not None:
@@ -111,7 +111,7 @@ class Transport:
             except requests.RequestException as exc:
                 if last or not (repeatable or never_sent(exc)):
                     raise Unavailable(f"Cannot reach {self.base_url}: {exc}") from exc
-                self.sleep(backoff(attempt))
+                time.sleep(backoff(attempt))
                 continue
             if response.ok:
                 return response
@@ -121,5 +121,4 @@ class Transport:
             if last or not transient:
                 raise error_for(response)
             wait = retry_after(response)
-            self.sleep(backoff(attempt) if wait is None else wait)
-        raise AssertionError("unreachable")  # the last attempt returns or raises
+            time.sleep(backoff(attempt) if wait is None else wait)
