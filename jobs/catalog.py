@@ -57,3 +57,9 @@ def record_loaded_model(session: Session, model: LoadedModel) -> None:
 def reported_models(session: Session) -> dict[str, ModelRecord]:
     """Every model a worker recorded, by name."""
     return {record.name: record for record in session.scalars(select(ModelRecord))}
+
+
+def model_classes(session: Session, name: str) -> dict[int, str]:
+    """The classes of model ``name`` by index, as a worker last reported them (empty before any did)."""
+    record = session.get(ModelRecord, name)
+    return {int(index): label for index, label in record.classes.items()} if record else {}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.converters import CANONICAL_UUID
 from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGTH, MAX_FILES_PER_JOB
+from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
 from storage.images import ACCEPTED_FORMATS
 
@@ -89,6 +90,12 @@ class JobFilePath(JobPath, FilePath):
 class PageQuery(BaseModel):
     limit: int = Field(20, ge=1, le=MAX_PAGE, description="Jobs per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
+
+
+class ExportQuery(BaseModel):
+    format: Literal[tuple(FORMATS)] = Field(description="The file format (see the README).")  # type: ignore[valid-type]
+    partial: bool = Field(False, description="Export a failed or cancelled job's analysed images too.")
+    confidence: bool = Field(False, description="Add the confidence as a sixth column of YOLO labels.")
 
 
 class SubmitHeaders(BaseModel):
@@ -257,6 +264,12 @@ class JobPage(BaseModel):
     limit: int
     offset: int
     next: str | None = Field(None, description="The next page's URL; absent on the last page.")
+
+
+class Limits(BaseModel):
+    max_files_per_job: int
+    max_upload_bytes: int = Field(description="The largest request body, all images together.")
+    content_types: list[str] = Field(description="The image types a submission may hold.")
 
 
 class Account(BaseModel):

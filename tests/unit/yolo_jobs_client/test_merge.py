@@ -1,0 +1,67 @@
+"""Merging per-job exports (as the server builds them) into one file for a submission."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from pycocotools.coco import COCO
+
+from jobs.exports import Detection, ExportImage, JobExport, build
+from yolo_jobs_client.merge import merge
+
+CLASSES = {0: "circle", 1: "square"}
+
+
+def job(job_id: str, *filenames: str) -> JobExport:
+    shown = [
+        ExportImage(f"{job_id}-{n}", name, 100, 100, [Detection(n % 2, CLASSES[n % 2], 0.5, 0, 0, 10, 10)], "u")
+        for n, name in enumerate(filenames)
+    ]
+    return JobExport(job_id, "default", "succeeded", CLASSES, shown)
+
+
+JOBS = [job("j1", "a.png", "b.png"), job("j2", "a.png", "c.png")]
+
+
+def parts(export_format: str) -> list[bytes]:
+    return [build(j, export_format).content for j in JOBS]
+
+
+def test_coco_ids_are_renumbered_across_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "merged.json"
+    path.write_bytes(merge("coco", parts("coco")))
+    coco = COCO(str(path))
+    assert coco.getImgIds() == [1, 2, 3, 4] and len(coco.getAnnIds()) == 4
+    assert [coco.imgs[i]["file_id"] for i in coco.getImgIds()] == ["j1-0", "j1-1", "j2-0", "j2-1"]
+    assert [coco.anns[a]["image_id"] for a in coco.getAnnIds()] == [1, 2, 3, 4]
+    assert coco.dataset["info"]["job_ids"] == ["j1", "j2"]
+
+
+def test_yolo_labels_of_two_jobs_never_overwrite_each_other() -> None:
+    archive = zipfile.ZipFile(io.BytesIO(merge("yolo", parts("yolo"))))
+    labels = sorted(n for n in archive.namelist() if n.startswith("labels/"))
+    assert labels == ["labels/a-2.txt", "labels/a.txt", "labels/b.txt", "labels/c.txt"]
+    manifest = list(csv.DictReader(io.StringIO(archive.read("files.csv").decode())))
+    assert [(row["label"], row["file_id"]) for row in manifest] == [
+        ("labels/a.txt", "j1-0"),
+        ("labels/b.txt", "j1-1"),
+        ("labels/a-2.txt", "j2-0"),
+        ("labels/c.txt", "j2-1"),
+    ]
+    assert archive.read("labels/a-2.txt").startswith(b"0 0.05")
+
+
+def test_csv_and_label_studio_concatenate() -> None:
+    rows = list(csv.DictReader(io.StringIO(merge("csv", parts("csv")).decode())))
+    assert [row["job"] for row in rows] == ["j1", "j1", "j2", "j2"]
+    tasks = json.loads(merge("labelstudio", parts("labelstudio")))
+    assert [task["data"]["file_id"] for task in tasks] == ["j1-0", "j1-1", "j2-0", "j2-1"]
+
+
+def test_one_part_is_returned_as_it_is() -> None:
+    single = build(JOBS[0], "coco").content
+    assert merge("coco", [single]) is single

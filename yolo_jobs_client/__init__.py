@@ -1,0 +1,27 @@
+"""A Python client of the yolo-jobs API and the ``yolo-jobs`` command.
+
+Its own small package: it needs requests, requests-toolbelt (streamed multipart
+uploads) and tqdm (progress bars), never Flask, torch or the server's packages.
+"""
+
+from yolo_jobs_client.client import FINISHED_STATUSES, Client, SubmittedJob
+from yolo_jobs_client.errors import (
+    AuthError,
+    ClientError,
+    Conflict,
+    NotFound,
+    Unavailable,
+    UsageError,
+)
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "AuthError",
+    "Client",
+    "ClientError",
+    "Conflict",
+    "NotFound",
+    "SubmittedJob",
+    "Unavailable",
+    "UsageError",
+]
