@@ -170,10 +170,14 @@ class JobService:
         A job that cannot be withdrawn (the database went down too), or whose send
         was not recorded, stays queued: beat's reaper sends it again.
         """
-        try:
-            # enqueued_at is one UPDATE: in autocommit, without a BEGIN and a COMMIT around it.
+
+        def send(job_id: uuid.UUID, task_id: str) -> None:
+            self.dispatcher.send_detect(job_id, task_id)
+            # Then enqueued_at is one UPDATE in autocommit, without a BEGIN and a COMMIT around it.
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            send_then_mark(session, job_id, self.dispatcher.send_detect, task_id)
+
+        try:
+            send_then_mark(session, job_id, send, task_id)
             session.commit()
         except SQLAlchemyError:  # the task is on its way; enqueued_at is only bookkeeping
             session.rollback()
@@ -233,4 +237,5 @@ class JobService:
         with job_context(str(job_id)):
             self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)
             log.info("job queued again by request")
+        session.expire_all()  # changed by statements, not through the objects: read it again
         return self.find(session, job_id, tenant_id)
