@@ -14,12 +14,13 @@ No worker runs: the jobs stay queued, which costs the API the same.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
 import requests
 
-from app import create_app
+from app import create_app, extensions
 from bench.environment import BenchStack, bench_stack
 from config import Settings
 from harness.costs import RedisMonitor, counting_statements
@@ -32,8 +33,9 @@ GENEROUS_QUOTAS = {"QUOTA_JOBS_PER_MINUTE": "1000000", "QUOTA_ACTIVE_JOBS": "100
 
 def statements_per_post(stack: BenchStack, posts: int = 20) -> dict[str, float]:
     app = create_app(Settings.from_env({**stack.env, **GENEROUS_QUOTAS}))
-    engine = app.extensions["yolo_jobs"].storage.database.engine
+    engine = app.extensions[extensions.EXTENSION].storage.database.engine
     client = app.test_client()
+    logging.disable(logging.INFO)  # the app's line per request would bury the figures
     try:
         client.post("/api/v1/jobs", headers=stack.auth, data={"image": (io.BytesIO(image_bytes(seed=0)), "a.png")})
         with counting_statements(engine) as counts:
@@ -42,7 +44,8 @@ def statements_per_post(stack: BenchStack, posts: int = 20) -> dict[str, float]:
                 response = client.post("/api/v1/jobs", headers=stack.auth, data=data)
                 assert response.status_code == 202, response.text
     finally:
-        app.extensions["yolo_jobs"].storage.dispose()
+        logging.disable(logging.NOTSET)
+        extensions.dispose(app)
     figures = {f"  {kind} per POST": n / posts for kind, n in sorted(counts.items())}
     return {"SQL statements per POST (in all)": sum(counts.values()) / posts, **figures}
 
