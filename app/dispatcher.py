@@ -1,8 +1,13 @@
 """Sending tasks to the workers by name (``jobs.messages``), without importing any worker code.
 
 The API's Celery client is configured from the same settings as the workers'
-(``celery_config.py``), but has no result backend: job state lives in PostgreSQL,
-and a Redis result consumer here would only hold subscriptions open.
+(``celery_config.py``), but has no result backend: job state lives in PostgreSQL.
+With Redis as its backend, ``send_task`` SUBSCRIBEs to the task's result channel
+(and later UNSUBSCRIBEs) for every message it publishes, whatever
+``task_ignore_result`` says; and a ``result_backend`` in the configuration does not
+help, since Celery prefers ``CELERY_RESULT_BACKEND`` from the environment to it
+(the workers' setting, in the same environment). An app's ``backend_cls`` comes
+before both, so the API's app sets it.
 """
 
 from __future__ import annotations
@@ -19,14 +24,19 @@ from jobs.messages import DELIVER_WEBHOOK_TASK, DETECT_TASK
 log = logging.getLogger(__name__)
 
 
+class PublishingCelery(Celery):
+    """A Celery app that only publishes: its result backend is Celery's ``disabled`` one, whatever the
+    environment says."""
+
+    backend_cls = "disabled"
+
+
 class TaskDispatcher:
     """Publishes ID-only task messages with RabbitMQ publisher confirms."""
 
     def __init__(self, settings: Settings) -> None:
-        self.celery = Celery("yolo_jobs_api", set_as_current=False)
-        self.celery.config_from_object(
-            {**celery_config.from_settings(settings), "result_backend": None, "task_ignore_result": True}
-        )
+        self.celery = PublishingCelery("yolo_jobs_api", set_as_current=False)
+        self.celery.config_from_object(celery_config.from_settings(settings))
 
     def send_detect(self, job_id: uuid.UUID, task_id: str) -> None:
         """Publish the job's task as ``task_id``, retrying the connection briefly; raise when the broker refuses."""

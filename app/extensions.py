@@ -80,7 +80,9 @@ def init_db_command() -> None:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    storage = Storage(settings.database_url, settings.storage_root)
+    # No SELECT 1 per checkout: a request opens two or three transactions (storage.db says how a
+    # closed connection is still replaced).
+    storage = Storage(settings.database_url, settings.storage_root, pre_ping=False)
     storage.blobs.ensure_layout()
     dispatcher = TaskDispatcher(settings)
     publish_after_commit(storage.database.sessions, dispatcher.send_webhook_delivery)  # a cancel ends a job

@@ -109,12 +109,13 @@ class JobService:
                 return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
             if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
                 job = self.find(session, claimed, tenant_id)
-                return self._answer(session, tenant_id, key, job, render, replayed=True)
+                return self._answer(session, tenant_id, key, Submission(job.id, 202, render(job), replayed=True))
         try:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
                 raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
             job = create_job(session, self.storage.blobs, params, uploads, tenant_id, callback_url)
+            submission = Submission(job.id, 202, render(job))  # from the rows just written: nothing is read back
             if key is not None:
                 attach_job(session, tenant_id, key, job.id)
             session.commit()
@@ -127,7 +128,7 @@ class JobService:
             self._enqueue(session, job.id, str(job.id), withdraw=True)
             log.info("job created files=%d model=%s", job.total_files, job.model)
         count_submission(202, sum(u.file.size for u in job.uploads if not u.deduplicated))
-        return self._answer(session, tenant_id, key, job, render)
+        return self._answer(session, tenant_id, key, submission)
 
     def _claim(
         self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str
@@ -145,10 +146,8 @@ class JobService:
             raise ApiError(409, "idempotency_key_in_progress", message, CLAIM_RETRY_AFTER) from None
         return claimed
 
-    def _answer(
-        self, session: Session, tenant_id: uuid.UUID, key: str | None, job: Job, render: Render, replayed: bool = False
-    ) -> Submission:
-        submission = Submission(job.id, 202, render(job), replayed)
+    def _answer(self, session: Session, tenant_id: uuid.UUID, key: str | None, submission: Submission) -> Submission:
+        """Store the answer under the request's idempotency key, if it has one, for its replays."""
         if key is not None:
             try:
                 store_response(session, tenant_id, key, StoredResponse(submission.status_code, submission.body))
@@ -172,8 +171,14 @@ class JobService:
         A job that cannot be withdrawn (the database went down too), or whose send
         was not recorded, stays queued: beat's reaper sends it again.
         """
+
+        def send(job_id: uuid.UUID, task_id: str) -> None:
+            self.dispatcher.send_detect(job_id, task_id)
+            # Then enqueued_at is one UPDATE in autocommit, without a BEGIN and a COMMIT around it.
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
         try:
-            send_then_mark(session, job_id, self.dispatcher.send_detect, task_id)
+            send_then_mark(session, job_id, send, task_id)
             session.commit()
         except SQLAlchemyError:  # the task is on its way; enqueued_at is only bookkeeping
             session.rollback()
@@ -233,4 +238,5 @@ class JobService:
         with job_context(str(job_id)):
             self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)
             log.info("job queued again by request")
+        session.expire_all()  # changed by statements, not through the objects: read it again
         return self.find(session, job_id, tenant_id)

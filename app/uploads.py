@@ -18,6 +18,8 @@ headers; a plain field may be that long too.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from typing import IO, cast
 
@@ -33,6 +35,16 @@ PARSER_READ_BYTES = 64 * 1024
 # The largest plain (non-file) form field read into memory, and Werkzeug's buffer limit: a
 # read, plus a part's headers (a long filename) left over from the previous one.
 MAX_FORM_MEMORY_SIZE = PARSER_READ_BYTES + 16 * 1024
+# How much of the body is read from the WSGI server at once (gunicorn's largest recv()).
+READ_AHEAD_BYTES = 1024 * 1024
+
+
+class _ReadAhead(io.BufferedReader):
+    """Reads the request body ahead in large pieces; closing it leaves the request's own stream open."""
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):  # already detached
+            self.detach()
 
 
 class UploadRequest(Request):
@@ -41,6 +53,12 @@ class UploadRequest(Request):
     @property
     def incoming_files(self) -> list[IncomingFile]:
         return self.environ.setdefault("yolo_jobs.incoming", [])
+
+    def _get_stream_for_parsing(self) -> IO[bytes]:
+        stream = super()._get_stream_for_parsing()
+        if not isinstance(stream, io.RawIOBase):  # a body Flask already read whole (get_data)
+            return stream
+        return _ReadAhead(stream, READ_AHEAD_BYTES)
 
     def _get_file_stream(
         self,

@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("bench.upload", "bench.pipeline", "bench.cleanup_bench", "bench.cli")
+SUITES = ("bench.upload", "bench.api_post", "bench.pipeline", "bench.cleanup_bench", "bench.cli")
 
 
 def main(names: list[str]) -> None:

@@ -42,6 +42,7 @@ from webhooks.outbox import record_job_finished
 
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
 TENANT_LOCK_NAMESPACE = 0x5954
+JOBS = Job.__table__
 # A timestamp before any other: a lease that was never set counts as expired.
 NEVER = literal("-infinity").cast(DateTime(timezone=True))
 
@@ -169,8 +170,13 @@ def active_jobs(session: Session, tenant_id: uuid.UUID | None) -> int:
 
 
 def mark_enqueued(session: Session, job_id: uuid.UUID, task_id: str) -> None:
-    """Record that the job's task was sent under ``task_id`` (see :func:`jobs.dispatch.send_then_mark`)."""
-    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=func.now(), task_id=task_id))
+    """Record that the job's task was sent under ``task_id`` (see :func:`jobs.dispatch.send_then_mark`).
+
+    A plain UPDATE of the table, not of the ORM's ``Job``: it skips the ORM's
+    bookkeeping on every submission, and so leaves a ``Job`` already in the session
+    as it was; a caller that shows the job afterwards reads it again.
+    """
+    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(enqueued_at=func.now(), task_id=task_id))
 
 
 def withdraw_job(session: Session, job_id: uuid.UUID) -> None:

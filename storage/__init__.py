@@ -15,10 +15,10 @@ from storage.db import Database
 
 
 class Storage:
-    """The database and the blob store of one deployment."""
+    """The database and the blob store of one deployment (``pre_ping``: see :mod:`storage.db`)."""
 
-    def __init__(self, database_url: str, storage_root: Path) -> None:
-        self.database = Database(database_url)
+    def __init__(self, database_url: str, storage_root: Path, pre_ping: bool = True) -> None:
+        self.database = Database(database_url, pre_ping=pre_ping)
         self.blobs = BlobStore(storage_root)
 
     def dispose(self, close: bool = True) -> None:

@@ -122,10 +122,15 @@ class BlobStore:
         return self.root / relpath
 
     def install(self, incoming: IncomingFile) -> str:
-        """fsync the temp file, move it atomically to its content address, return that relative path."""
+        """fsync the temp file, move it atomically to its content address, return that relative path.
+
+        The file is on the same volume (``tmp/``), so this is a rename, not a copy. When
+        this returns, the bytes and the name are on disk (the file, its directory, and
+        any directory made for it, each fsynced), before the caller commits the row.
+        """
         relpath = blob_relpath(incoming.sha256)
         target = self.path_of(relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs_durably(target.parent)
         incoming.sync()
         incoming.close()
         os.replace(incoming.path, target)
@@ -161,6 +166,16 @@ class BlobStore:
             # Should even this fail, the cleanup removes stale probe files (storage.maintenance.reclaim).
             with contextlib.suppress(OSError):
                 probe.unlink(missing_ok=True)
+
+
+def _make_dirs_durably(directory: Path) -> None:
+    """Make ``directory`` and any missing parent, fsyncing the parent of each one made."""
+    if directory.is_dir():
+        return
+    _make_dirs_durably(directory.parent)
+    with contextlib.suppress(FileExistsError):  # made by another request meanwhile: fsynced all the same
+        directory.mkdir()
+    _fsync_dir(directory.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

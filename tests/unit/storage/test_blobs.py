@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import blobs as blobs_module
 from storage.blobs import BlobStore, blob_relpath, file_sha256, is_sha256
 
 
@@ -49,3 +50,17 @@ def test_discarded_incoming_file_leaves_nothing(tmp_path: Path) -> None:
     incoming.discard()
     assert incoming.closed and list(blobs.tmp_dir.iterdir()) == []
     assert blobs.is_writable() and list(blobs.tmp_dir.iterdir()) == []
+
+
+def test_installing_makes_the_digest_directories_and_fsyncs_each_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = BlobStore(tmp_path)
+    blobs.ensure_layout()
+    synced: list[Path] = []
+    fsync_dir = blobs_module._fsync_dir
+    monkeypatch.setattr(blobs_module, "_fsync_dir", lambda directory: synced.append(directory) or fsync_dir(directory))
+    incoming = blobs.new_incoming()
+    incoming.write(b"durable")
+    target = blobs.path_of(blobs.install(incoming))
+    assert synced == [blobs.blobs_dir, target.parent.parent, target.parent]

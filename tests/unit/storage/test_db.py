@@ -1,13 +1,15 @@
-"""The database: URLs in libpq's form, transactions that commit or roll back whole, and reachability."""
+"""The database: URLs in libpq's form, transactions that commit or roll back whole, reachability, and
+closed connections replaced without a ping."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from harness.processes import free_port
+from harness.costs import counting_statements
+from harness.processes import free_port, wait_until
 from storage import Storage
-from storage.db import Database, normalize_database_url
+from storage.db import Database, make_engine, normalize_database_url
 from storage.tables import ModelRecord
 
 
@@ -62,3 +64,23 @@ def test_reachability(store: Storage) -> None:
         assert not dead.is_reachable()
     finally:
         dead.dispose()
+
+
+def test_without_pre_ping_a_connection_the_server_closed_is_replaced_without_a_round_trip(
+    module_database_url: str,
+) -> None:
+    database = Database(module_database_url, pre_ping=False)
+    admin = make_engine(module_database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with database.engine.connect() as connection:
+            backend = connection.scalar(select(func.pg_backend_pid()))
+        with admin.connect() as connection:
+            connection.execute(select(func.pg_terminate_backend(backend)))
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            wait_until(lambda: connection.scalar(gone, {"pid": backend}) == 0, 10, what="the backend to exit")
+        with counting_statements(database.engine) as counts, database.engine.connect() as connection:
+            assert connection.scalar(select(func.pg_backend_pid())) != backend
+        assert counts["ping"] == 0 and counts["SELECT"] == 1
+    finally:
+        database.dispose()
+        admin.dispose()

@@ -1,0 +1,49 @@
+"""What a job submission costs the API: its SQL statements, and no Redis subscription per POST.
+
+The figures ``bench/api_post.py`` reports, held down here with the same counters
+(``harness.costs``).
+"""
+
+from __future__ import annotations
+
+import requests
+
+from app import extensions
+from harness.costs import RedisMonitor, counting_statements
+from harness.images import image_bytes
+from tests.conftest import MakeApp
+from tests.helpers import post_images, post_job
+
+# Authentication 4 (its key's SELECT, the last_used_at UPDATE, BEGIN, COMMIT), the create
+# transaction 9 (BEGIN, the tenant's lock and active jobs, the digest's lock and stored file,
+# three INSERTs, COMMIT), enqueued_at 1 (an UPDATE in autocommit).
+STATEMENTS_PER_POST = 14
+
+
+def test_a_submission_is_two_transactions_and_one_update_without_pings_or_read_back(
+    make_app: MakeApp, isolated_env: dict[str, str]
+) -> None:
+    app = make_app(isolated_env)
+    engine = app.extensions[extensions.EXTENSION].storage.database.engine
+    client = app.test_client()
+    assert post_images(client, ("a.png", image_bytes(seed=9100))).status_code == 202  # connects first
+    with counting_statements(engine) as counts:
+        response = post_images(client, ("b.png", image_bytes(seed=9101)))
+    assert response.status_code == 202 and response.get_json()["status"] == "queued"
+    assert counts["ping"] == 0, "no SELECT 1 on checkout"
+    assert (counts["BEGIN"], counts["COMMIT"]) == (2, 2), counts
+    assert counts["SELECT"] == 5 and counts["INSERT"] == 3 and counts["UPDATE"] == 2, counts
+    assert sum(counts.values()) == STATEMENTS_PER_POST, counts
+
+
+def test_posts_make_no_redis_subscription(api_url: str, api: requests.Session, services_env: dict[str, str]) -> None:
+    """The API's Celery client has no result backend, though CELERY_RESULT_BACKEND names Redis."""
+    post_job(api, api_url, [("warm.png", image_bytes(seed=9110))]).raise_for_status()
+    monitor = RedisMonitor(services_env["CELERY_RESULT_BACKEND"])
+    try:
+        for seed in range(9111, 9116):
+            assert post_job(api, api_url, [("a.png", image_bytes(seed=seed))]).status_code == 202
+    finally:
+        commands = monitor.stop()
+    subscriptions = {name: n for name, n in commands.items() if name.endswith("SUBSCRIBE")}
+    assert subscriptions == {}, commands
