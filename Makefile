@@ -49,7 +49,8 @@ run: db var/flower_auth $(NGINX)
 	@echo "        admin API key (var/admin_key): $$($(BIN)/flask --app app keys local-admin)"
 	@echo "Flower  http://127.0.0.1:5555/  user:password $$(cat var/flower_auth)"
 	@echo "Ctrl-C stops everything."
-	$(BIN)/honcho -f var/Procfile -d $(CURDIR) start
+	@# honcho exits 130 after Ctrl-C (143 after SIGTERM) once it has stopped everything: that is a clean stop, not an error.
+	$(BIN)/honcho -f var/Procfile -d $(CURDIR) start || { status=$$?; [ $$status -eq 130 ] || [ $$status -eq 143 ] || exit $$status; }
 
 api: db
 	$(API_CMD)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from harness.images import image_bytes
-from harness.processes import VENV_BIN, ServiceProcess, free_port, start_worker, wait_until
+from harness.processes import VENV_BIN, ServiceProcess, free_port, start_api, start_worker, wait_until
 from jobs.lifecycle import withdraw_job
 from jobs.messages import CLEANUP_TASK, REAP_TASK
 from storage import Storage
@@ -229,3 +231,32 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).ok
     except requests.ConnectionError:
         return False
+
+
+def test_a_taken_metrics_port_is_said_clearly_and_the_worker_still_runs(
+    services_env: dict[str, str], logs_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**services_env, "WORKER_METRICS_PORT": str(port)}
+        worker = start_worker(env, logs_dir / f"worker-port-taken-{port}.log", queues="maintenance", concurrency=1)
+        try:
+            text = worker.log_text()
+            assert worker.running()
+        finally:
+            worker.stop()
+    sentence = f"worker metrics are NOT served: listening on 127.0.0.1:{port} is already in use"
+    assert text.count(sentence) == 2, text[-3000:]  # at start-up, and again as the worker becomes ready
+    assert "set WORKER_METRICS_PORT to a free port, or 0" in text
+
+
+def test_gunicorn_leaves_no_metrics_folder_behind(services_env: dict[str, str], logs_dir: Path) -> None:
+    server, base_url = start_api(services_env, logs_dir / "gunicorn-metrics-folder.log")
+    folder = Path(tempfile.gettempdir()) / f"yolo-jobs-api-metrics-{server.pid}"
+    try:
+        assert folder.is_dir(), "gunicorn's workers record their metrics here"
+    finally:
+        server.stop()
+    assert not server.running() and not folder.exists()
