@@ -253,7 +253,7 @@ def test_a_taken_metrics_port_is_said_clearly_and_the_worker_still_runs(
 
 
 def test_gunicorn_leaves_no_metrics_folder_behind(services_env: dict[str, str], logs_dir: Path) -> None:
-    server, base_url = start_api(services_env, logs_dir / "gunicorn-metrics-folder.log")
+    server, _base_url = start_api(services_env, logs_dir / "gunicorn-metrics-folder.log")
     folder = Path(tempfile.gettempdir()) / f"yolo-jobs-api-metrics-{server.pid}"
     try:
         assert folder.is_dir(), "gunicorn's workers record their metrics here"
