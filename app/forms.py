@@ -15,6 +15,7 @@ from app.errors import ApiError
 from jobs.lifecycle import JobParams, NewUpload
 from storage.blobs import IncomingFile
 from storage.images import ImageTooLarge, NotAnImage, identify_image
+from storage.tables import JOB_STATUSES
 
 MAX_FILES_PER_JOB = 100
 MAX_FILENAME_LENGTH = 255
@@ -84,6 +85,17 @@ def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
             raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
         uploads.append(NewUpload(incoming, name, info))
     return uploads
+
+
+def status_filter(values: Sequence[str]) -> tuple[str, ...]:
+    """The job statuses asked for in ``status`` arguments, repeated or comma-separated (none: every status);
+    400 ``invalid_parameter`` for one that is not a status."""
+    statuses = tuple(dict.fromkeys(s.strip() for value in values for s in value.split(",") if s.strip()))
+    unknown = [s for s in statuses if s not in JOB_STATUSES]
+    if unknown:
+        message = f"Unknown status {unknown[0][:40]!r}; a status is one of {', '.join(JOB_STATUSES)}."
+        raise ApiError(400, "invalid_parameter", message)
+    return statuses
 
 
 def page_arg(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -201,8 +201,11 @@ class JobService:
             raise ApiError(404, "not_found", "No job with this id.")
         return job
 
-    def page(self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None) -> tuple[list[Job], int]:
-        return page_of_jobs(session, limit, offset, tenant_id)
+    def page(
+        self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None, statuses: Sequence[str] = ()
+    ) -> tuple[list[Job], int]:
+        """A page of the tenant's jobs in ``statuses`` (any when empty), newest first, and their total."""
+        return page_of_jobs(session, limit, offset, tenant_id, statuses)
 
     def cancel(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
         """Cancel a queued or running job now, and revoke its task; 409 ``already_finished`` for a finished one.

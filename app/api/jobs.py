@@ -10,7 +10,7 @@ from app.api import bp
 from app.auth import current_principal, tenant_scope
 from app.errors import ApiError
 from app.extensions import db_session, get_job_service
-from app.forms import page_arg
+from app.forms import page_arg, status_filter
 from app.quotas import limit_submissions
 from app.serializers import job_json, job_summary_json, submission_json
 from jobs.idempotency import is_valid_key
@@ -47,10 +47,14 @@ def show_job(job_id: uuid.UUID) -> Response:
 def index_jobs() -> Response:
     limit = page_arg(request.args, "limit", 20, 1, 100)
     offset = page_arg(request.args, "offset", 0, 0, 10**9)
-    jobs, total = get_job_service().page(db_session(), limit, offset, tenant_scope())
+    statuses = status_filter(request.args.getlist("status"))
+    jobs, total = get_job_service().page(db_session(), limit, offset, tenant_scope(), statuses)
     body = {"jobs": [job_summary_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
+    if statuses:
+        body["status"] = list(statuses)
     if offset + limit < total:
-        body["next"] = url_for("api.index_jobs", limit=limit, offset=offset + limit)
+        filtered = {"status": ",".join(statuses)} if statuses else {}
+        body["next"] = url_for("api.index_jobs", limit=limit, offset=offset + limit, **filtered)
     return jsonify(body)
 
 

@@ -1,5 +1,6 @@
-"""``/jobs``: the recent jobs; ``/jobs/<job_id>``: a job's progress, then its images with boxes and detections,
-with Cancel and Retry buttons (plain form posts with CSRF tokens, so they work without JavaScript)."""
+"""``/jobs``: the recent jobs (``?status=`` one or several, as in the API); ``/jobs/<job_id>``: a job's
+progress, then its images with boxes and detections, with Cancel and Retry buttons (plain form posts with
+CSRF tokens, so they work without JavaScript)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from app.annotate import Box, boxes
 from app.auth import tenant_scope
 from app.errors import ApiError
 from app.extensions import db_session, get_job_service
+from app.forms import status_filter
 from app.web import bp
-from storage.tables import Upload
+from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
 MAX_PAGE = 100_000
@@ -92,7 +94,9 @@ def retry_job(job_id: uuid.UUID) -> JobAction:
 @bp.get("/jobs")
 def jobs_page() -> str:
     page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
-    jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, (page - 1) * JOBS_PER_PAGE, tenant_scope())
+    statuses = status_filter(request.args.getlist("status"))
+    offset = (page - 1) * JOBS_PER_PAGE
+    jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, offset, tenant_scope(), statuses)
     return render_template(
         "jobs.html",
         jobs=jobs,
@@ -100,4 +104,7 @@ def jobs_page() -> str:
         page=page,
         has_next=page * JOBS_PER_PAGE < total,
         total=total,
+        statuses=JOB_STATUSES,
+        chosen=statuses,
+        filter_args={"status": ",".join(statuses)} if statuses else {},
     )

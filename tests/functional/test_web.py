@@ -181,6 +181,23 @@ def test_jobs_page_lists_recent_jobs_newest_first(client: FlaskClient) -> None:
     assert client.get("/jobs?page=999999").status_code == 200
 
 
+def test_jobs_page_filters_by_status(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
+    app = make_app(isolated_env, tenant=f"filter-{uuid.uuid4().hex[:8]}")  # no worker: jobs stay queued
+    client = app.test_client()
+    queued, cancelled = submit(app, [image_bytes(seed=962)]), submit(app, [image_bytes(seed=963)])
+    assert client.post(f"/api/v1/jobs/{cancelled}/cancel").status_code == 202
+    only_cancelled = client.get("/jobs?status=cancelled").get_data(as_text=True)
+    assert cancelled in only_cancelled and queued not in only_cancelled
+    assert "1 cancelled job, newest first" in only_cancelled
+    assert '<a href="/jobs?status=cancelled" class="status-filter"\n      aria-current="page">' in only_cancelled
+    both = client.get("/jobs?status=queued&status=cancelled").get_data(as_text=True)
+    assert cancelled in both and queued in both and "2 queued or cancelled jobs" in both
+    assert "No succeeded jobs." in client.get("/jobs?status=succeeded").get_data(as_text=True)
+    refused = client.get("/jobs?status=bogus")
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert "Unknown status &#39;bogus&#39;; a status is one of queued" in refused.get_data(as_text=True)
+
+
 def test_cancel_and_retry_are_plain_form_posts(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
     """The job page's buttons are forms with CSRF tokens: they work without JavaScript."""
     app = make_app(isolated_env)  # no worker: the job stays queued until the test moves it
