@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from werkzeug.datastructures import FileStorage
 
 from app.errors import ApiError
+from config import Settings
 from jobs.lifecycle import JobParams, NewUpload
 from storage.blobs import IncomingFile
 from storage.images import ImageTooLarge, NotAnImage, identify_image
@@ -41,11 +42,14 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
-def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_model: str) -> JobParams:
-    """Validate the optional ``model``, ``conf``, ``iou`` and ``imgsz`` fields."""
-    model = form.get("model", "").strip() or default_model
-    if model not in known_models:
-        raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
+def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:
+    """Validate the optional ``model`` (a registry name or an alias; the job records the registry name),
+    ``conf``, ``iou`` and ``imgsz`` fields."""
+    named = form.get("model", "").strip() or settings.default_model
+    model = settings.registry_name(named)
+    if model is None:
+        known = ", ".join(settings.models)
+        raise ApiError(400, "unknown_model", f"Unknown model {named[:100]!r}; known models: {known}.")
     raw_imgsz = form.get("imgsz", "").strip()
     imgsz = whole_number(raw_imgsz, "imgsz", 32, 4096) if raw_imgsz else None
     return JobParams(

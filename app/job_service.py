@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import g
@@ -27,6 +27,8 @@ from app.forms import identify_uploads, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from config import Settings
 from config.logs import job_context
+from config.paths import BUNDLED_MODEL
+from jobs.catalog import ModelInfo, configured_models
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import (
     KeyInProgress,
@@ -38,7 +40,7 @@ from jobs.idempotency import (
     release_key,
     store_response,
 )
-from jobs.lifecycle import active_jobs, cancel_job, create_job, retry_job, withdraw_job
+from jobs.lifecycle import JobParams, active_jobs, cancel_job, create_job, retry_job, withdraw_job
 from jobs.queries import find_job, page_of_jobs
 from storage import Storage
 from storage.tables import Job
@@ -65,6 +67,7 @@ class JobService:
     """Stores the uploads, commits the job, then enqueues its ID-only task."""
 
     def __init__(self, settings: Settings, storage: Storage, dispatcher: TaskDispatcher) -> None:
+        self.settings = settings
         self.models = list(settings.models)
         self.default_model = settings.default_model
         self.max_active_jobs = settings.api.max_active_jobs
@@ -99,7 +102,7 @@ class JobService:
         render: Render,
         key: str | None,
     ) -> Submission:
-        params = parse_params(form, self.models, self.default_model)
+        params = self.sized(session, parse_params(form, self.settings))
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
@@ -127,6 +130,16 @@ class JobService:
             log.info("job created files=%d model=%s", job.total_files, job.model)
         count_submission(202, sum(u.file.size for u in job.uploads if not u.deduplicated))
         return self._answer(session, tenant_id, key, job, render)
+
+    def models_of(self, session: Session) -> list[ModelInfo]:
+        """The configured models with what the workers reported of them."""
+        return configured_models(session, self.settings.models, str(BUNDLED_MODEL))
+
+    def sized(self, session: Session, params: JobParams) -> JobParams:
+        """``params`` with the inference size the job will run at (the model's default when none is asked for,
+        rounded to its stride), so the job records it; as asked while no worker has reported the model."""
+        info = next(m for m in self.models_of(session) if m.name == params.model)
+        return replace(params, imgsz=info.size_for(params.imgsz))
 
     def _claim(
         self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str

@@ -142,7 +142,7 @@ class Attempt:
         if run.attempts > MAX_ATTEMPTS:
             return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
         try:
-            model = self.runtime.models.get(run.params.model)
+            model = self.runtime.models.get(self.runtime.settings.registry_name(run.params.model) or run.params.model)
         except ModelUnavailable as exc:
             return self._fail(run, "model_unavailable", str(exc))
         log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)

@@ -155,6 +155,6 @@ def test_annotated_image_of_a_finished_job(
     assert drawn.size == image.size
     changed = ImageChops.difference(drawn, image.convert("RGB")).getbbox() is not None
     assert changed == bool(job["results"][0]["detections"])
-    weights = Settings.from_env(services_env).models["default"]
+    weights = Settings.from_env(services_env).models["shapes"]
     if weights == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file():
         assert job["results"][0]["detections"], "the shapes model found nothing in a shapes image"

@@ -105,9 +105,9 @@ def test_worker_metrics_logs_and_progress(ops_stack: OpsStack) -> None:
     assert job.status == "succeeded"
     text = requests.get(metrics_url, timeout=5).text
     assert metric(text, "yolo_worker_jobs_finished_total", status="succeeded") == 1
-    assert metric(text, "yolo_worker_model_load_seconds_count", model="default") == 1
-    assert metric(text, "yolo_worker_inference_seconds_count", model="default") == 2  # 4 images in batches of 2
-    assert metric(text, "yolo_worker_images_total", model="default") == 4
+    assert metric(text, "yolo_worker_model_load_seconds_count", model="shapes") == 1
+    assert metric(text, "yolo_worker_inference_seconds_count", model="shapes") == 2  # 4 images in batches of 2
+    assert metric(text, "yolo_worker_images_total", model="shapes") == 4
 
     lines = worker.json_log_lines()
     about_job = [line for line in lines if job_id in json.dumps(line)]

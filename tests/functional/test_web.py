@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 from celery import Celery
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
@@ -25,6 +26,7 @@ from config import Settings
 from config.paths import BUNDLED_MODEL
 from harness.images import image_bytes, png_claiming
 from harness.processes import ServiceProcess
+from jobs.catalog import LoadedModel, record_loaded_model
 from storage import Storage
 from storage.tables import Job
 from tests.conftest import ARTIFACTS, MakeApp
@@ -45,6 +47,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+SHAPE_CLASSES = {"0": "circle", "1": "square", "2": "triangle"}
 UUID_PATH = re.compile(r"/jobs/[0-9a-f-]{36}$")
 
 
@@ -57,7 +60,7 @@ def shapes_png(seed: int) -> bytes:
 
 def bundled_model_in_use(env: dict[str, str]) -> bool:
     """Whether jobs run the trained shapes model (then a shapes image must show boxes)."""
-    return Settings.from_env(env).models["default"] == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file()
+    return Settings.from_env(env).models["shapes"] == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file()
 
 
 # In-process: the form, its errors and the headers.
@@ -86,12 +89,53 @@ def test_form_page_offers_models_with_csrf_and_strict_headers(client: FlaskClien
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert '<input id="images" name="image" type="file" multiple required' in page
-    assert '<option value="default" selected>default</option>' in page
+    assert '<option value="shapes" selected>shapes</option>' in page
     assert csrf_token(client)
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script>" not in page and " style=" not in page
+
+
+@pytest.fixture()
+def reported_app(make_app: MakeApp, isolated_env: dict[str, str], module_database_url: str) -> Flask:
+    """An app on this module's own database, where a worker has reported the bundled model (stride 32,
+    trained at 320), and no worker runs its jobs."""
+    app = make_app({**isolated_env, "DATABASE_URL": module_database_url}, tenant=f"web-{uuid.uuid4().hex[:8]}")
+    storage = app.extensions["yolo_jobs"].storage
+    shapes = LoadedModel("shapes", str(BUNDLED_MODEL), None, "detect", SHAPE_CLASSES, stride=32, imgsz=320)
+    with storage.database.transaction() as session:
+        record_loaded_model(session, shapes)
+    return app
+
+
+def test_form_says_what_the_model_finds_and_its_size(reported_app: Flask) -> None:
+    page = reported_app.test_client().get("/").get_data(as_text=True)
+    assert 'Finds 3 kinds of object:\n          <span class="class-name">circle</span>, ' in page
+    assert "trained on drawn circles, squares and triangles only" in page
+    assert 'id="imgsz" name="imgsz" type="number"' in page and 'placeholder="320"' in page
+    assert "default is 320; a size that is not a multiple of 32 is rounded up (e.g. 97 runs at 128)" in page
+
+
+@pytest.mark.parametrize(
+    ("fields", "model", "imgsz"),
+    [({}, "shapes", 320), ({"model": "default"}, "shapes", 320), ({"imgsz": "100"}, "shapes", 128)],
+)
+def test_jobs_record_the_model_and_the_size_they_run_at(
+    reported_app: Flask, fields: dict[str, str], model: str, imgsz: int
+) -> None:
+    client = reported_app.test_client()
+    job_id = submit(reported_app, [image_bytes(seed=970)], **fields)
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert (job["model"], job["parameters"]["model"], job["parameters"]["imgsz"]) == (model, model, imgsz)
+    assert f'<dd id="imgsz">{imgsz} px</dd>' in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    form = post_form(client, ("a.png", image_bytes(seed=971)), token=csrf_token(client), **fields)
+    assert client.get(form.headers["Location"].replace("/jobs/", "/api/v1/jobs/")).get_json()["parameters"] == {
+        "model": model,
+        "conf": 0.25,
+        "iou": 0.7,
+        "imgsz": imgsz,
+    }
 
 
 def test_form_post_creates_the_job_and_redirects_to_its_page(client: FlaskClient) -> None:
@@ -342,7 +386,7 @@ def test_upload_form_progress_then_boxes_match_the_json(
         polls: list[int] = []
         page.on("response", lambda response: "/api/v1/jobs/" in response.url and polls.append(response.status))
         page.goto("/")
-        expect(page.get_by_label("Model")).to_have_value("default")
+        expect(page.get_by_label("Model")).to_have_value("shapes")
         drop_files(page, "#dropzone", files)
         expect(page.locator("#chosen li")).to_have_count(2)
         expect(page.locator("#chosen")).to_contain_text("shapes-a.png")
