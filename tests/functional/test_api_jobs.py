@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 
 from harness.images import image_bytes
-from harness.processes import ServiceProcess
+from harness.processes import ServiceProcess, wait_until
 from tests.conftest import MakeApp
 from tests.helpers import post_job, submit, wait_for_job
 
@@ -92,3 +92,22 @@ def test_listing_filters_by_status_and_refuses_an_unknown_one(make_app: MakeApp,
         assert refused.status_code == 400
         assert refused.get_json()["error"]["code"] == "invalid_parameter"
         assert "queued, running, succeeded, failed, cancelled" in refused.get_json()["error"]["message"]
+
+
+def test_progress_moves_image_by_image_on_a_slow_job(
+    api: requests.Session, api_url: str, worker: ServiceProcess
+) -> None:
+    """The session worker predicts up to 8 images at once, but a job slower than 2 s a batch shows each image."""
+    images = [(f"slow-{i}.png", image_bytes(640, 480, seed=990 + i)) for i in range(4)]
+    job_id = post_job(api, api_url, images, imgsz="1280").json()["job_id"]  # about a second per image
+    seen: list[int] = []
+
+    def finished() -> bool:
+        body = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
+        seen.append(body["progress"]["done"])
+        return body["status"] == "succeeded"
+
+    wait_until(finished, 120, interval=0.1, what="the slow job")
+    print(f"\nprogress seen on a 4-image job at imgsz 1280: {sorted(set(seen))}")
+    assert {1, 2, 3} & set(seen), f"progress jumped from 0 to 4: {sorted(set(seen))}"
+    assert seen == sorted(seen) and seen[-1] == 4

@@ -106,7 +106,8 @@ def test_worker_metrics_logs_and_progress(ops_stack: OpsStack) -> None:
     text = requests.get(metrics_url, timeout=5).text
     assert metric(text, "yolo_worker_jobs_finished_total", status="succeeded") == 1
     assert metric(text, "yolo_worker_model_load_seconds_count", model="shapes") == 1
-    assert metric(text, "yolo_worker_inference_seconds_count", model="shapes") == 2  # 4 images in batches of 2
+    # 4 images: one alone to measure the pace (tasks/pacing.py), then a batch of 2, then the last one
+    assert metric(text, "yolo_worker_inference_seconds_count", model="shapes") == 3
     assert metric(text, "yolo_worker_images_total", model="shapes") == 4
 
     lines = worker.json_log_lines()
