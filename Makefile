@@ -11,6 +11,9 @@ export YOLO_OFFLINE ?= 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/var/ultralytics
 export LOG_FORMAT ?= text
 CHROMIUM := /usr/bin/chromium
+# Empty: torch comes from PyPI with its CUDA wheels (about 5 GB). PyTorch's CPU index
+# (https://download.pytorch.org/whl/cpu) installs a CPU-only torch first instead (README: What the install costs).
+TORCH_INDEX_URL ?=
 NGINX := /usr/sbin/nginx
 
 # Each process's command, written once: its make target runs it, and `make run` starts them all.
@@ -29,6 +32,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(BIN)/pip install --quiet -e ".[worker,ops,test]"
 	mkdir -p var/ultralytics
 	touch $(STAMP)
