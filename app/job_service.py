@@ -102,11 +102,11 @@ class JobService:
         render: Render,
         key: str | None,
     ) -> Submission:
-        params = self.sized(session, parse_params(form, self.settings))
+        requested = parse_params(form, self.settings)  # what identifies the request under an Idempotency-Key
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
-            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests))
+            claimed = self._claim(session, tenant_id, key, fingerprint(requested, digests))
             if isinstance(claimed, StoredResponse):
                 return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
             if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
@@ -116,7 +116,7 @@ class JobService:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
                 raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
-            job = create_job(session, self.storage.blobs, params, uploads, tenant_id)
+            job = create_job(session, self.storage.blobs, self.sized(session, requested), uploads, tenant_id)
             if key is not None:
                 attach_job(session, tenant_id, key, job.id)
             session.commit()
