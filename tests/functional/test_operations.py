@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from harness.images import image_bytes
 from harness.processes import VENV_BIN, ServiceProcess, free_port, start_api, start_worker, wait_until
+from harness.services import rabbitmqctl
 from jobs.lifecycle import withdraw_job
 from jobs.messages import CLEANUP_TASK, REAP_TASK
 from storage import Storage
@@ -261,3 +262,19 @@ def test_gunicorn_leaves_no_metrics_folder_behind(services_env: dict[str, str], 
     finally:
         server.stop()
     assert not server.running() and not folder.exists()
+
+
+def test_a_lost_broker_connection_brings_no_deprecation_warning(isolated_env: dict[str, str], logs_dir: Path) -> None:
+    """celery_config sets worker_cancel_long_running_tasks_on_connection_loss, so a connection loss
+    (RabbitMQ restarted, a network blip) is met without Celery's pending-deprecation warning."""
+    vhost = isolated_env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
+    worker = start_worker(isolated_env, logs_dir / f"worker-{vhost}.log", queues="maintenance", concurrency=1)
+    try:
+        rabbitmqctl("close_all_connections", "-p", vhost, "a test drops the worker's connection")
+        wait_until(lambda: "Connection to broker lost" in worker.log_text(), 30, what="the worker to notice")
+        wait_until(lambda: worker.log_text().count("Connected to amqp://") >= 2, 60, what="the worker to reconnect")
+        text = worker.log_text()
+        assert worker.running()
+    finally:
+        worker.stop()
+    assert "CPendingDeprecationWarning" not in text and "worker_cancel_long_running_tasks" not in text, text[-3000:]
