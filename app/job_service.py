@@ -27,7 +27,6 @@ from app.forms import identify_uploads, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from config import Settings
 from config.logs import job_context
-from config.paths import BUNDLED_MODEL
 from jobs.catalog import ModelInfo, configured_models
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import (
@@ -68,8 +67,6 @@ class JobService:
 
     def __init__(self, settings: Settings, storage: Storage, dispatcher: TaskDispatcher) -> None:
         self.settings = settings
-        self.models = list(settings.models)
-        self.default_model = settings.default_model
         self.max_active_jobs = settings.api.max_active_jobs
         self.storage = storage
         self.dispatcher = dispatcher
@@ -133,7 +130,7 @@ class JobService:
 
     def models_of(self, session: Session) -> list[ModelInfo]:
         """The configured models with what the workers reported of them."""
-        return configured_models(session, self.settings.models, str(BUNDLED_MODEL))
+        return configured_models(session, self.settings)
 
     def sized(self, session: Session, params: JobParams) -> JobParams:
         """``params`` with the inference size the job will run at (the model's default when none is asked for,

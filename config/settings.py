@@ -169,6 +169,10 @@ class Settings:
         name = MODEL_ALIASES.get(name, name)
         return name if name in self.models else None
 
+    def runs_bundled_weights(self, name: str) -> bool:
+        """Whether the model ``name`` is the bundled shapes model (then pages say what it cannot find)."""
+        return self.models.get(name) == str(BUNDLED_MODEL)
+
     def aliases_of(self, name: str) -> list[str]:
         """The other names ``name`` is accepted under."""
         return [alias for alias, target in MODEL_ALIASES.items() if target == name]

@@ -8,7 +8,6 @@ weights (or import torch) itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from config import Settings
 from storage.blobs import file_sha256
 from storage.tables import ModelRecord
 
@@ -65,14 +65,14 @@ def inference_size(requested: int | None, trained: int | None, stride: int) -> i
     return max(math.ceil(size / stride) * stride, stride)
 
 
-def configured_models(session: Session, registry: Mapping[str, str], bundled_weights: str) -> list[ModelInfo]:
+def configured_models(session: Session, settings: Settings) -> list[ModelInfo]:
     """Every configured model in registry order, with its worker's report when it is of the same weights."""
     reported = reported_models(session)
     infos = []
-    for name, weights in registry.items():
+    for name, weights in settings.models.items():
         record = reported.get(name)
         same = record if record is not None and record.weights == weights else None
-        infos.append(ModelInfo(name, weights, weights == bundled_weights, same))
+        infos.append(ModelInfo(name, weights, settings.runs_bundled_weights(name), same))
     return infos
 
 

@@ -10,7 +10,6 @@ from flask import Response, jsonify
 from app.api import bp
 from app.auth import current_principal
 from app.extensions import db_session, get_settings
-from config.paths import BUNDLED_MODEL
 from jobs.catalog import configured_models
 
 
@@ -19,7 +18,7 @@ def list_models() -> Response:
     settings = get_settings()
     admin = current_principal().admin
     models = []
-    for info in configured_models(db_session(), settings.models, str(BUNDLED_MODEL)):
+    for info in configured_models(db_session(), settings):
         record = info.record
         models.append(
             {

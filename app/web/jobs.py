@@ -20,7 +20,6 @@ from app.errors import ApiError
 from app.extensions import db_session, get_job_service, get_settings
 from app.forms import status_filter
 from app.web import bp
-from config.paths import BUNDLED_MODEL
 from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
@@ -85,11 +84,6 @@ def no_such_job(anything: str) -> str:
     raise ApiError(404, "not_found", "No job with this id.")
 
 
-def _bundled(model: str) -> bool:
-    """Whether ``model`` runs the bundled shapes weights (then the page says what they cannot find)."""
-    return get_settings().models.get(model) == str(BUNDLED_MODEL)
-
-
 def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
     job = get_job_service().find(db_session(), job_id, tenant_scope())
     files = [FileView.of(u) for u in job.uploads]
@@ -101,7 +95,7 @@ def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
         summary=class_counts(files),
         empty=sum(1 for f in done if not f.boxes),
         failed=sum(1 for f in files if f.upload.result is not None and f.upload.result.error),
-        bundled=_bundled(job.model),
+        bundled=get_settings().runs_bundled_weights(job.model),
         error=error,
     )
 
@@ -121,7 +115,7 @@ def file_page(job_id: uuid.UUID, file_id: uuid.UUID) -> str:
         position=position,
         previous=uploads[position - 1] if position > 0 else None,
         next_upload=uploads[position + 1] if position + 1 < len(uploads) else None,
-        bundled=_bundled(job.model),
+        bundled=get_settings().runs_bundled_weights(job.model),
     )
 
 

@@ -47,8 +47,9 @@ def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None 
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
     service = get_job_service()
     max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
-    chosen = {"model": service.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
-    chosen["model"] = service.settings.registry_name(str(chosen["model"])) or service.default_model
+    settings = service.settings
+    chosen = {"model": settings.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
+    chosen["model"] = settings.registry_name(str(chosen["model"])) or settings.default_model
     page = render_template(
         "upload.html",
         models=service.models_of(db_session()),
