@@ -11,6 +11,9 @@ export YOLO_OFFLINE ?= 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/var/ultralytics
 export LOG_FORMAT ?= text
 CHROMIUM := /usr/bin/chromium
+# Empty: torch comes from PyPI with its CUDA wheels (about 5 GB). PyTorch's CPU index
+# (https://download.pytorch.org/whl/cpu) installs a CPU-only torch first instead (README: What the install costs).
+TORCH_INDEX_URL ?=
 NGINX := /usr/sbin/nginx
 
 # Each process's command, written once: its make target runs it, and `make run` starts them all.
@@ -30,6 +33,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(BIN)/pip install --quiet -e ".[worker,ops,test]"
 	mkdir -p var/ultralytics
 	touch $(STAMP)
@@ -50,7 +54,8 @@ run: db var/flower_auth $(NGINX)
 	@echo "        admin API key (var/admin_key): $$($(BIN)/flask --app app keys local-admin)"
 	@echo "Flower  http://127.0.0.1:5555/  user:password $$(cat var/flower_auth)"
 	@echo "Ctrl-C stops everything."
-	$(BIN)/honcho -f var/Procfile -d $(CURDIR) start
+	@# honcho exits 130 after Ctrl-C (143 after SIGTERM) once it has stopped everything: that is a clean stop, not an error.
+	$(BIN)/honcho -f var/Procfile -d $(CURDIR) start || { status=$$?; [ $$status -eq 130 ] || [ $$status -eq 143 ] || exit $$status; }
 
 api: db
 	$(API_CMD)

@@ -59,6 +59,12 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # When the broker connection drops, a running task's late ack can never be sent and its
+        # message comes back: cancel the task rather than let it finish as a duplicate (Celery 6's
+        # default; left unset or False, Celery warns on every connection loss). The job's lease
+        # outlives the cancelled attempt, so the redelivery is skipped and the reaper re-sends the job
+        # once the lease expires; it resumes after the batches already recorded, as after a killed worker.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Below RabbitMQ's default consumer_timeout (30 min), so the broker never drops us first.
         "task_soft_time_limit": 1200,
         "task_time_limit": 1500,

@@ -62,6 +62,11 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     os.makedirs(metrics_dir)
 
 
+def on_exit(server):  # type: ignore[no-untyped-def]
+    """The folder is this server's alone (on_starting empties it): nothing of it outlives the server."""
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

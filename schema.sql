@@ -134,6 +134,10 @@ CREATE TABLE IF NOT EXISTS models (
     classes        jsonb       NOT NULL,
     loaded_at      timestamptz NOT NULL DEFAULT now()
 );
+-- What the API needs to say which inference size a job runs at: the model's largest stride
+-- and the size its weights were trained at (NULL: Ultralytics' 640).
+ALTER TABLE models ADD COLUMN IF NOT EXISTS stride integer;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS imgsz integer;
 
 -- Idempotency-Key of POST /api/v1/jobs, per tenant: the request's fingerprint, and once
 -- answered the job and the response, replayed for the same key and request for 24 hours.

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from app.reduced_decode import TooLargeToDraw, decode_reduced
+from app.reduced_decode import MAX_SIDE, Reduced, TooLargeToDraw, decode_reduced
 
 # Dark enough for white label text; class k gets colour k % len(PALETTE).
 PALETTE = (
@@ -109,18 +109,34 @@ def draw_boxes(canvas: Image.Image, found: Sequence[Box], scale_x: float = 1.0, 
     return canvas
 
 
+def _decoded(path: Path, max_side: int = MAX_SIDE) -> Reduced:
+    try:
+        return decode_reduced(path, max_side)
+    except TooLargeToDraw as exc:
+        raise ImageTooLargeToDraw("the image has too many pixels to draw on here") from exc
+    except Exception as exc:  # Pillow raises many types for undecodable data
+        raise CannotAnnotate("the image could not be decoded") from exc
+
+
+def thumbnail_image(path: Path, side: int, quality: int) -> bytes:
+    """The image at ``path`` reduced to at most ``side`` pixels on its longest side, as JPEG bytes.
+
+    Raises :class:`CannotAnnotate` (:class:`ImageTooLargeToDraw` for an image too large to decode here).
+    """
+    image = _decoded(path, 2 * side).image  # reduced by a power of two while decoded, then resampled smoothly
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def annotated_image(path: Path, found: Sequence[Box]) -> tuple[bytes, str]:
     """The image at ``path`` with ``found`` drawn on it: JPEG stays JPEG, anything else becomes PNG.
 
     Returns the encoded bytes and their content type; raises :class:`CannotAnnotate`
     (:class:`ImageTooLargeToDraw` for an image too large to decode here).
     """
-    try:
-        reduced = decode_reduced(path)
-    except TooLargeToDraw as exc:
-        raise ImageTooLargeToDraw("the image has too many pixels to draw on here") from exc
-    except Exception as exc:  # Pillow raises many types for undecodable data
-        raise CannotAnnotate("the image could not be decoded") from exc
+    reduced = _decoded(path)
     canvas = draw_boxes(reduced.image, found, reduced.scale_x, reduced.scale_y)
     buffer = io.BytesIO()
     if reduced.format == "JPEG":

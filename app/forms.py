@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 from werkzeug.datastructures import FileStorage
 
 from app.errors import ApiError
+from config import Settings
 from jobs.lifecycle import JobParams, NewUpload
 from storage.blobs import IncomingFile
 from storage.images import ImageTooLarge, NotAnImage, identify_image
+from storage.tables import JOB_STATUSES
 
 MAX_FILES_PER_JOB = 100
 MAX_FILENAME_LENGTH = 255
@@ -47,11 +49,14 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
-def parse_params(form: Mapping[str, str], known_models: Sequence[str], default_model: str) -> JobParams:
-    """Validate the optional ``model``, ``conf``, ``iou`` and ``imgsz`` fields."""
-    model = form.get("model", "").strip() or default_model
-    if model not in known_models:
-        raise ApiError(400, "unknown_model", f"Unknown model {model!r}; known models: {', '.join(known_models)}.")
+def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:
+    """Validate the optional ``model`` (a registry name or an alias; the job records the registry name),
+    ``conf``, ``iou`` and ``imgsz`` fields."""
+    named = form.get("model", "").strip() or settings.default_model
+    model = settings.registry_name(named)
+    if model is None:
+        known = ", ".join(settings.models)
+        raise ApiError(400, "unknown_model", f"Unknown model {named[:100]!r}; known models: {known}.")
     raw_imgsz = form.get("imgsz", "").strip()
     imgsz = whole_number(raw_imgsz, "imgsz", *IMGSZ_RANGE) if raw_imgsz else None
     return JobParams(
@@ -116,3 +121,14 @@ def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
             raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
         uploads.append(NewUpload(incoming, name, info))
     return uploads
+
+
+def status_filter(values: Sequence[str]) -> tuple[str, ...]:
+    """The job statuses asked for in ``status`` arguments, repeated or comma-separated (none: every status);
+    400 ``invalid_parameter`` for one that is not a status."""
+    statuses = tuple(dict.fromkeys(s.strip() for value in values for s in value.split(",") if s.strip()))
+    unknown = [s for s in statuses if s not in JOB_STATUSES]
+    if unknown:
+        message = f"Unknown status {unknown[0][:40]!r}; a status is one of {', '.join(JOB_STATUSES)}."
+        raise ApiError(400, "invalid_parameter", message)
+    return statuses

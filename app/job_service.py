@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import g
@@ -27,6 +27,7 @@ from app.forms import identify_uploads, parse_callback_url, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from config import Settings
 from config.logs import job_context
+from jobs.catalog import ModelInfo, configured_models
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import (
     KeyInProgress,
@@ -38,7 +39,7 @@ from jobs.idempotency import (
     release_key,
     store_response,
 )
-from jobs.lifecycle import active_jobs, cancel_job, create_job, retry_job, withdraw_job
+from jobs.lifecycle import JobParams, active_jobs, cancel_job, create_job, retry_job, withdraw_job
 from jobs.queries import find_job, page_of_jobs
 from storage import Storage
 from storage.tables import Job
@@ -65,8 +66,7 @@ class JobService:
     """Stores the uploads, commits the job, then enqueues its ID-only task."""
 
     def __init__(self, settings: Settings, storage: Storage, dispatcher: TaskDispatcher) -> None:
-        self.models = list(settings.models)
-        self.default_model = settings.default_model
+        self.settings = settings
         self.max_active_jobs = settings.api.max_active_jobs
         self.storage = storage
         self.dispatcher = dispatcher
@@ -99,12 +99,12 @@ class JobService:
         render: Render,
         key: str | None,
     ) -> Submission:
-        params = parse_params(form, self.models, self.default_model)
+        requested = parse_params(form, self.settings)  # what identifies the request under an Idempotency-Key
         callback_url = parse_callback_url(form)
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
-            claimed = self._claim(session, tenant_id, key, fingerprint(params, digests, callback_url))
+            claimed = self._claim(session, tenant_id, key, fingerprint(requested, digests, callback_url))
             if isinstance(claimed, StoredResponse):
                 return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
             if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
@@ -114,6 +114,7 @@ class JobService:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
                 raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
+            params = self.sized(session, requested)
             job = create_job(session, self.storage.blobs, params, uploads, tenant_id, callback_url)
             submission = Submission(job.id, 202, render(job))  # from the rows just written: nothing is read back
             if key is not None:
@@ -129,6 +130,16 @@ class JobService:
             log.info("job created files=%d model=%s", job.total_files, job.model)
         count_submission(202, sum(u.file.size for u in job.uploads if not u.deduplicated))
         return self._answer(session, tenant_id, key, submission)
+
+    def models_of(self, session: Session) -> list[ModelInfo]:
+        """The configured models with what the workers reported of them."""
+        return configured_models(session, self.settings)
+
+    def sized(self, session: Session, params: JobParams) -> JobParams:
+        """``params`` with the inference size the job will run at (the model's default when none is asked for,
+        rounded to its stride), so the job records it; as asked while no worker has reported the model."""
+        info = next(m for m in self.models_of(session) if m.name == params.model)
+        return replace(params, imgsz=info.size_for(params.imgsz))
 
     def _claim(
         self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str
@@ -207,8 +218,11 @@ class JobService:
             raise ApiError(404, "not_found", "No job with this id.")
         return job
 
-    def page(self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None) -> tuple[list[Job], int]:
-        return page_of_jobs(session, limit, offset, tenant_id)
+    def page(
+        self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None, statuses: Sequence[str] = ()
+    ) -> tuple[list[Job], int]:
+        """A page of the tenant's jobs in ``statuses`` (any when empty), newest first, and their total."""
+        return page_of_jobs(session, limit, offset, tenant_id, statuses)
 
     def cancel(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
         """Cancel a queued or running job now, and revoke its task; 409 ``already_finished`` for a finished one.

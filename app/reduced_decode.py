@@ -74,16 +74,16 @@ class Reduced:
     scale_y: float
 
 
-def reduction(width: int, height: int) -> int:
-    """The smallest power of two that brings the longest side to :data:`MAX_SIDE` or under."""
+def reduction(width: int, height: int, max_side: int = MAX_SIDE) -> int:
+    """The smallest power of two that brings the longest side to ``max_side`` or under."""
     factor = 1
-    while max(width, height) > MAX_SIDE * factor:
+    while max(width, height) > max_side * factor:
         factor *= 2
     return factor
 
 
-def decode_reduced(path: Path) -> Reduced:
-    """Decode ``path`` to at most :data:`MAX_SIDE` on its longest side.
+def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
+    """Decode ``path`` to at most ``max_side`` (:data:`MAX_SIDE`, or a thumbnail's) on its longest side.
 
     Raises :class:`TooLargeToDraw`, or whatever Pillow raises for undecodable data.
     """
@@ -91,9 +91,9 @@ def decode_reduced(path: Path) -> Reduced:
         source_format = image.format or ""
         width, height = image.size
         orientation = _orientation(image)
-        factor = reduction(width, height)
+        factor = reduction(width, height, max_side)
         if source_format == "JPEG" and factor > 1:
-            drawn = _jpeg(image, factor)
+            drawn = _jpeg(image, factor, max_side)
         elif width * height <= MAX_FULL_DECODE_PIXELS:
             drawn = _whole(image, factor)
         elif source_format == "PNG":
@@ -133,11 +133,11 @@ def _whole(image: Image.Image, factor: int) -> Image.Image:
     return _shrink(image, factor)
 
 
-def _jpeg(image: Image.Image, factor: int) -> Image.Image:
+def _jpeg(image: Image.Image, factor: int, max_side: int) -> Image.Image:
     width, height = image.size
     image.draft("RGB", (width // factor, height // factor))  # libjpeg scales by at most 8
     image.load()
-    return _shrink(image, reduction(*image.size))
+    return _shrink(image, reduction(*image.size, max_side))
 
 
 # --- PNG in bands -----------------------------------------------------------------------------

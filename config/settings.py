@@ -18,7 +18,11 @@ from pathlib import Path
 
 from config.paths import BUNDLED_MODEL, VAR_DIR
 
-DEFAULT_MODEL_NAME = "default"
+# The bundled model's name in the registry, and the older names still accepted wherever a model is
+# named (the API, the form, YOLO_MODELS, YOLO_DEFAULT_MODEL, jobs queued before the rename): jobs
+# record the registry name.
+BUNDLED_MODEL_NAME = "shapes"
+MODEL_ALIASES = {"default": BUNDLED_MODEL_NAME}
 
 
 class SettingsError(ValueError):
@@ -149,9 +153,9 @@ class Settings:
     result_backend: str = "redis://127.0.0.1:6379/0"
     storage_root: Path = VAR_DIR / "storage"
     log_format: str = "json"
-    models: dict[str, str] = field(default_factory=lambda: {DEFAULT_MODEL_NAME: str(BUNDLED_MODEL)})
+    models: dict[str, str] = field(default_factory=lambda: {BUNDLED_MODEL_NAME: str(BUNDLED_MODEL)})
     # The model a job runs when it names none (YOLO_DEFAULT_MODEL): one of ``models``.
-    default_model: str = DEFAULT_MODEL_NAME
+    default_model: str = BUNDLED_MODEL_NAME
     api: ApiSettings = field(default_factory=ApiSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
@@ -163,7 +167,8 @@ class Settings:
         """Build settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on a bad value."""
         env = os.environ if env is None else env
         models = _model_registry(env)
-        default_model = env.get("YOLO_DEFAULT_MODEL", DEFAULT_MODEL_NAME)
+        named = env.get("YOLO_DEFAULT_MODEL", BUNDLED_MODEL_NAME)
+        default_model = MODEL_ALIASES.get(named, named)
         if default_model not in models:
             raise SettingsError(f"YOLO_DEFAULT_MODEL {default_model!r} is not in YOLO_MODELS")
         return cls(
@@ -181,6 +186,19 @@ class Settings:
             webhooks=_webhook_settings(env),
         )
 
+    def registry_name(self, name: str) -> str | None:
+        """The registry name of the model ``name`` stands for (itself, or an alias's model); None if unknown."""
+        name = MODEL_ALIASES.get(name, name)
+        return name if name in self.models else None
+
+    def runs_bundled_weights(self, name: str) -> bool:
+        """Whether the model ``name`` is the bundled shapes model (then pages say what it cannot find)."""
+        return self.models.get(name) == str(BUNDLED_MODEL)
+
+    def aliases_of(self, name: str) -> list[str]:
+        """The other names ``name`` is accepted under."""
+        return [alias for alias, target in MODEL_ALIASES.items() if target == name]
+
 
 def inherited_environment() -> dict[str, str]:
     """A copy of this process's environment, for a child process it starts (the test harness's)."""
@@ -188,10 +206,19 @@ def inherited_environment() -> dict[str, str]:
 
 
 def _model_registry(env: Mapping[str, str]) -> dict[str, str]:
-    """``YOLO_MODELS``, with ``default`` first: YOLO_MODEL's weights, else the bundled model."""
-    models = parse_model_registry(env.get("YOLO_MODELS", ""))
-    default_weights = env.get("YOLO_MODEL") or models.get(DEFAULT_MODEL_NAME) or str(BUNDLED_MODEL)
-    return {DEFAULT_MODEL_NAME: default_weights, **{k: v for k, v in models.items() if k != DEFAULT_MODEL_NAME}}
+    """``YOLO_MODELS``, with ``shapes`` first: YOLO_MODEL's weights, else the bundled model.
+
+    An entry under an alias (``default=…``, from before the rename) is the model it stands for.
+    """
+    models: dict[str, str] = {}
+    for name, weights in parse_model_registry(env.get("YOLO_MODELS", "")).items():
+        name = MODEL_ALIASES.get(name, name)
+        if name in models:
+            raise SettingsError(f"YOLO_MODELS names the model {name!r} twice (once under an old name)")
+        models[name] = weights
+    listed = models.pop(BUNDLED_MODEL_NAME, None)
+    bundled_weights = env.get("YOLO_MODEL") or listed or str(BUNDLED_MODEL)
+    return {BUNDLED_MODEL_NAME: bundled_weights, **models}
 
 
 def _api_settings(env: Mapping[str, str]) -> ApiSettings:

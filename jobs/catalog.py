@@ -1,11 +1,13 @@
 """The models jobs can ask for: the configured weights, and what each detects as the workers report it.
 
-Workers record every model they load here; the API lists models with their
-classes from here, so it never has to load weights (or import torch) itself.
+Workers record every model they load here (classes, stride, trained size); the API
+lists models from here and works out the size a job runs at, so it never has to load
+weights (or import torch) itself.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from config import Settings
 from storage.blobs import file_sha256
 from storage.tables import ModelRecord
 
@@ -26,6 +29,51 @@ class LoadedModel:
     weights_sha256: str | None
     task: str
     classes: dict[str, str]
+    stride: int | None = None
+    imgsz: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A configured model, with what a worker reported of these very weights (None before any did)."""
+
+    name: str
+    weights: str
+    bundled: bool
+    record: ModelRecord | None
+
+    @property
+    def present(self) -> bool:
+        return weights_present(self.weights)
+
+    def size_for(self, requested: int | None) -> int | None:
+        """The size a job asking for ``requested`` (None: the default) runs at; None while the stride is unknown."""
+        if self.record is None or not self.record.stride:
+            return requested
+        return inference_size(requested, self.record.imgsz, self.record.stride)
+
+
+# Ultralytics' own default when neither the job nor the weights name an inference size.
+DEFAULT_INFERENCE_SIZE = 640
+
+
+def inference_size(requested: int | None, trained: int | None, stride: int) -> int:
+    """The size Ultralytics predicts at: the job's size, else the weights' own, else 640, rounded up to a
+    multiple of the model's largest ``stride`` and at least one stride, as ``ultralytics.utils.checks.check_imgsz``
+    does (reproduced here: the API never imports Ultralytics)."""
+    size = requested or trained or DEFAULT_INFERENCE_SIZE
+    return max(math.ceil(size / stride) * stride, stride)
+
+
+def configured_models(session: Session, settings: Settings) -> list[ModelInfo]:
+    """Every configured model in registry order, with its worker's report when it is of the same weights."""
+    reported = reported_models(session)
+    infos = []
+    for name, weights in settings.models.items():
+        record = reported.get(name)
+        same = record if record is not None and record.weights == weights else None
+        infos.append(ModelInfo(name, weights, settings.runs_bundled_weights(name), same))
+    return infos
 
 
 def weights_present(weights: str) -> bool:
@@ -46,9 +94,11 @@ def record_loaded_model(session: Session, model: LoadedModel) -> None:
         "weights_sha256": model.weights_sha256,
         "task": model.task,
         "classes": model.classes,
+        "stride": model.stride,
+        "imgsz": model.imgsz,
     }
     statement = insert(ModelRecord).values(**values)
-    updates = {k: statement.excluded[k] for k in ("weights", "weights_sha256", "task", "classes")}
+    updates = {k: statement.excluded[k] for k in ("weights", "weights_sha256", "task", "classes", "stride", "imgsz")}
     session.execute(
         statement.on_conflict_do_update(index_elements=[ModelRecord.name], set_={**updates, "loaded_at": func.now()})
     )

@@ -7,8 +7,9 @@ and loads exactly what its readers use (relationships are ``lazy="raise"``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from storage.tables import Job, StoredFile, Upload, WebhookDelivery
@@ -34,12 +35,16 @@ def find_job(session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -
     return session.scalars(query).first()
 
 
-def page_of_jobs(session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None) -> tuple[list[Job], int]:
-    """The tenant's jobs (everyone's when None), newest first with their uploads (names only): a page, and the total."""
-    total = session.scalar(select(func.count()).select_from(Job).where(_visible(tenant_id))) or 0
+def page_of_jobs(
+    session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None, statuses: Sequence[str] = ()
+) -> tuple[list[Job], int]:
+    """The tenant's jobs (everyone's when None) in ``statuses`` (any when empty), newest first with their
+    uploads (names only): a page, and the total."""
+    chosen = and_(_visible(tenant_id), Job.status.in_(statuses) if statuses else true())
+    total = session.scalar(select(func.count()).select_from(Job).where(chosen)) or 0
     query = (
         select(Job)
-        .where(_visible(tenant_id))
+        .where(chosen)
         .options(selectinload(Job.uploads))
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(limit)

@@ -170,6 +170,8 @@ class ModelRecord(Base):
     task: Mapped[str] = mapped_column(Text, nullable=False)
     classes: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)
     loaded_at: Mapped[datetime] = _now_column()
+    stride: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    imgsz: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IdempotencyKey(Base):

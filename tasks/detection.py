@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from jobs.catalog import inference_size as rounded_size
 from jobs.lifecycle import FileResult, JobParams, WorkItem
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 DECODE_ERROR = "the file could not be decoded as an image"
 MISSING_ERROR = "the file is no longer on the storage volume"
-# Ultralytics' own default when neither the job nor the weights name an inference size.
-DEFAULT_INFERENCE_SIZE = 640
 REDUCTIONS = (8, 4, 2)
 RESULT_DECIMALS = 3
 
@@ -65,9 +64,12 @@ class Decoded:
 
 
 def inference_size(model: YOLO, params: JobParams) -> int:
-    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, else 640."""
-    size = params.imgsz or model.overrides.get("imgsz") or DEFAULT_INFERENCE_SIZE
-    return max(size) if isinstance(size, list | tuple) else int(size)
+    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, else 640, rounded
+    to the model's stride as Ultralytics rounds it."""
+    from tasks.model_pool import model_geometry
+
+    stride, trained = model_geometry(model)
+    return rounded_size(params.imgsz, trained, stride)
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
@@ -178,7 +180,7 @@ def predict_batch(
     if decoded:
         options: dict[str, Any] = {"conf": params.conf, "iou": params.iou, "device": device, "verbose": False}
         if params.imgsz:
-            options["imgsz"] = params.imgsz
+            options["imgsz"] = size
         predictions = model.predict([image.pixels for image in decoded], **options)
         for position, image, prediction in zip(positions, decoded, predictions, strict=True):
             sx, sy = image.scale

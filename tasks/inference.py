@@ -2,10 +2,12 @@
 
 The message carries only the job id. An attempt begins by taking the job's lease
 (``jobs.lifecycle.begin_attempt``); a job that is finished, cancelled, or held by
-another live attempt is left alone. Results are written batch by batch, each write
-fenced by the attempt's lease token and renewing the lease; a heartbeat renews it
-between writes. When a write or a heartbeat finds the lease gone, the attempt stops
-at the next batch boundary: the job was cancelled (Celery then shows REVOKED), or
+another live attempt is left alone. Results are written a few batches at a time, each
+write fenced by the attempt's lease token and renewing the lease; a heartbeat renews it
+between writes. Writes (and progress) follow a time budget (:mod:`tasks.pacing`): at
+least every 2 s while images finish, per image when one takes longer. When a write or a
+heartbeat finds the lease gone, the attempt stops at the next batch boundary: the job
+was cancelled (Celery then shows REVOKED), or
 another attempt took over after this one outlived its lease.
 
 Database (and storage) outages are retried in place with capped exponential
@@ -25,16 +27,25 @@ from typing import Any, TypeVar
 from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_revoked
-from more_itertools import chunked
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from config.logs import job_context
-from jobs.lifecycle import JobRun, begin_attempt, cancel_job, fail_job, job_status, record_results, renew_lease
+from jobs.lifecycle import (
+    FileResult,
+    JobRun,
+    begin_attempt,
+    cancel_job,
+    fail_job,
+    job_status,
+    record_results,
+    renew_lease,
+)
 from jobs.messages import DETECT_TASK
 from tasks import app, metrics
 from tasks.detection import predict_batch
 from tasks.model_pool import ModelUnavailable
+from tasks.pacing import Pace
 from tasks.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -142,7 +153,7 @@ class Attempt:
         if run.attempts > MAX_ATTEMPTS:
             return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
         try:
-            model = self.runtime.models.get(run.params.model)
+            model = self.runtime.models.get(self.runtime.settings.registry_name(run.params.model) or run.params.model)
         except ModelUnavailable as exc:
             return self._fail(run, "model_unavailable", str(exc))
         log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
@@ -156,30 +167,43 @@ class Attempt:
         return {"job_id": str(self.job_id), "status": "succeeded", "done": done, "total": run.total}
 
     def _predict_all(self, run: JobRun, model: Any, heartbeat: Heartbeat) -> int:
+        """Predict the pending images, writing results and progress on the time budget of :mod:`tasks.pacing`."""
         report_progress(self.task, self.job_id, run.done, run.total)
         done = run.done
-        batches = list(chunked(run.pending, self.runtime.settings.worker.inference_batch_size)) or [[]]
+        pending = run.pending
         root, device = self.runtime.storage.blobs.root, self.runtime.models.device
-        for index, batch in enumerate(batches):
+        pace = Pace(self.runtime.settings.worker.inference_batch_size)
+        held: list[FileResult] = []
+        position = 0
+        while True:
             if heartbeat.lost.is_set():
                 raise LeaseLost
-            started = time.perf_counter()
-            results = ride_out_outages(
-                lambda batch=batch: predict_batch(model, device, root, batch, run.params),
-                self.jobs.database_retry_seconds,
-            )
-            metrics.batch_predicted(run.params.model, len(batch), time.perf_counter() - started)
-            last = index == len(batches) - 1
-            recorded = self.database(
-                lambda s, results=results, last=last: record_results(
-                    s, self.job_id, run.lease_token, results, last, self.jobs.lease
+            batch = pending[position : position + pace.next_size()]
+            position += len(batch)
+            if batch:
+                started = time.perf_counter()
+                held += ride_out_outages(
+                    lambda batch=batch: predict_batch(model, device, root, batch, run.params),
+                    self.jobs.database_retry_seconds,
                 )
-            )
-            if recorded is None:
-                raise LeaseLost
-            done = recorded
-            report_progress(self.task, self.job_id, done, run.total)
-        return done
+                seconds = time.perf_counter() - started
+                pace.predicted(len(batch), seconds)
+                metrics.batch_predicted(run.params.model, len(batch), seconds)
+            remaining = len(pending) - position
+            if pace.write_now(remaining):
+                last = remaining == 0
+                recorded = self.database(
+                    lambda s, results=held, last=last: record_results(
+                        s, self.job_id, run.lease_token, results, last, self.jobs.lease
+                    )
+                )
+                if recorded is None:
+                    raise LeaseLost
+                done, held = recorded, []
+                pace.wrote()
+                report_progress(self.task, self.job_id, done, run.total)
+                if last:
+                    return done
 
     def _revoked_while_queued(self) -> bool:
         """Whether this message was revoked while no worker that knew of it was running (best effort).

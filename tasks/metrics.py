@@ -3,11 +3,14 @@
 The worker's main process serves them; prefork children record into
 prometheus_client's multiprocess files. The multiprocess mode is switched
 on at ``worker_init`` (in the parent, before the pool forks), so Flower and the
-other ``celery -A tasks`` commands that import this package are unaffected.
+other ``celery -A tasks`` commands that import this package are unaffected. When the
+port is taken the worker still runs jobs, and says so as an error at start-up and again
+once it is ready, so the missing endpoint is not lost in the banner.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -16,12 +19,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # This worker's metrics folder, set in the parent at worker_init.
 _directory: Path | None = None
+# Why the metrics endpoint could not be served, when it could not.
+_not_served: str | None = None
 
 
 @cache
@@ -82,9 +87,27 @@ def _serve_metrics(**_: object) -> None:
     try:
         start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
-        log.warning("worker metrics not served on port %d: %s", port, exc)
+        global _not_served
+        _not_served = not_served_message(addr, port, exc)
+        log.error(_not_served)
         return
     log.info("worker metrics on http://%s:%d/metrics", addr, port)
+
+
+def not_served_message(addr: str, port: int, exc: OSError) -> str:
+    """What an operator needs to know when the metrics port cannot be bound, and what to do about it."""
+    reason = "is already in use (another worker on this host?)" if exc.errno == errno.EADDRINUSE else f"failed: {exc}"
+    return (
+        f"worker metrics are NOT served: listening on {addr}:{port} {reason}. This worker runs jobs, but "
+        "Prometheus cannot scrape it; set WORKER_METRICS_PORT to a free port, or 0 to turn the metrics off."
+    )
+
+
+@worker_ready.connect
+def _repeat_when_not_served(**_: object) -> None:
+    """Say it again once the worker is ready: the start-up banner has scrolled the first message away."""
+    if _not_served is not None:
+        log.error(_not_served)
 
 
 @worker_shutdown.connect

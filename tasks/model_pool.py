@@ -41,6 +41,16 @@ def resolve_device(setting: str) -> str:
     return f"cuda:{index % count}"
 
 
+def model_geometry(model: YOLO) -> tuple[int, int | None]:
+    """The model's largest stride (what inference sizes are rounded to) and the size its weights were trained at."""
+    strides = getattr(model.model, "stride", None)
+    stride = int(strides.max()) if strides is not None else 32  # Ultralytics' own fallback
+    trained = model.overrides.get("imgsz")
+    if isinstance(trained, list | tuple):
+        trained = max(trained)
+    return stride, int(trained) if trained else None
+
+
 class ModelPool:
     """Named models loaded into this process."""
 
@@ -80,7 +90,8 @@ class ModelPool:
         self._models[name] = model
         metrics.model_loaded(name, seconds)
         classes = {str(index): str(label) for index, label in model.names.items()}
-        self.loaded.append(LoadedModel(name, weights, weights_sha256(weights), model.task, classes))
+        stride, imgsz = model_geometry(model)
+        self.loaded.append(LoadedModel(name, weights, weights_sha256(weights), model.task, classes, stride, imgsz))
         log.info(
             "model loaded name=%s weights=%s device=%s seconds=%.3f pid=%d",
             name,

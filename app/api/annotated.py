@@ -1,4 +1,5 @@
-"""/api/v1/jobs/<job_id>/files/<file_id>/annotated: one of a job's images with its detections drawn.
+"""/api/v1/jobs/<job_id>/files/<file_id>/annotated: one of a job's images with its detections drawn;
+``…/thumbnail``: the image reduced to at most :data:`THUMBNAIL_SIDE` pixels (JPEG), for the job page's grid.
 
 Drawn with Pillow in the API process (no torch). A JPEG comes back as JPEG, any
 other format as PNG; an image over ``MAX_SIDE`` (3072) pixels on its longest side
@@ -12,7 +13,9 @@ decoded; 503 ``busy`` (with Retry-After) while this process already draws
 
 Memory: one render holds tens of megabytes (a reduced image, a band of a PNG, or a
 whole decode of at most ``MAX_FULL_DECODE_PIXELS``), so the renders a process runs at
-once bound what the annotated view can take from the API.
+once, annotated views and thumbnails together, bound what they can take from the API.
+A thumbnail needs no result (it shows the image as uploaded), and is cached by the
+browser for a day: a file's bytes never change.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from __future__ import annotations
 import mimetypes
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Response
 
-from app.annotate import CannotAnnotate, ImageTooLargeToDraw, annotated_image, boxes
+from app.annotate import CannotAnnotate, ImageTooLargeToDraw, annotated_image, boxes, thumbnail_image
 from app.api import bp
 from app.api.files import download_name
 from app.api.schemas import ErrorBody, JobFilePath, binary, header
@@ -34,15 +39,43 @@ from app.extensions import db_session, get_job_service, get_storage
 from storage.tables import Job, Result, Upload
 
 CACHE_SECONDS = 300
+THUMBNAIL_CACHE_SECONDS = 24 * 3600
+THUMBNAIL_SIDE = 320
+THUMBNAIL_QUALITY = 80
 RENDERS_PER_PROCESS = 2
 RENDER_WAIT_SECONDS = 3
 _renders = threading.BoundedSemaphore(RENDERS_PER_PROCESS)
 
 
-def _upload_with_result(job: Job, file_id: uuid.UUID) -> tuple[Upload, Result]:
+@contextmanager
+def render_slot() -> Iterator[None]:
+    """One of this process's :data:`RENDERS_PER_PROCESS` renders; 503 ``busy`` when none frees up in time."""
+    if not _renders.acquire(timeout=RENDER_WAIT_SECONDS):
+        message = "Too many images are being drawn right now; try again shortly."
+        raise ApiError(503, "busy", message, RETRY_AFTER_SECONDS)
+    try:
+        yield
+    finally:
+        _renders.release()
+
+
+def _stored_path(upload: Upload) -> Path:
+    """Where the upload's bytes are; 410 once retention deleted them."""
+    blobs = get_storage().blobs
+    if upload.file.deleted_at is not None or not blobs.exists(upload.file.path):
+        raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")
+    return blobs.path_of(upload.file.path)
+
+
+def _job_upload(job: Job, file_id: uuid.UUID) -> Upload:
     upload = next((u for u in job.uploads if u.file_id == file_id), None)
     if upload is None:
         raise ApiError(404, "not_found", "This job has no file with this id.")
+    return upload
+
+
+def _upload_with_result(job: Job, file_id: uuid.UUID) -> tuple[Upload, Result]:
+    upload = _job_upload(job, file_id)
     if upload.result is None and job.is_finished:
         raise ApiError(409, "no_result", "The job ended without a result for this file.")
     if upload.result is None:
@@ -59,6 +92,7 @@ ANNOTATED = binary(
     "image/png",
     headers=header("Content-Disposition", "`inline`, named `<name>-annotated.<ext>`."),
 )
+THUMBNAIL = binary(f"The image reduced to fit {THUMBNAIL_SIDE} px, as JPEG.", "image/jpeg")
 
 
 @bp.get(
@@ -75,27 +109,42 @@ def annotated_file(path: JobFilePath) -> Response:
     """
     job = get_job_service().find(db_session(), path.job_id, tenant_scope())
     upload, result = _upload_with_result(job, path.file_id)
-    file = upload.file
-    blobs = get_storage().blobs
-    if file.deleted_at is not None or not blobs.exists(file.path):
-        raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")
-    if not _renders.acquire(timeout=RENDER_WAIT_SECONDS):
-        message = "Too many images are being drawn right now; try again shortly."
-        raise ApiError(503, "busy", message, RETRY_AFTER_SECONDS)
+    stored = _stored_path(upload)
     try:
-        data, mimetype = annotated_image(blobs.path_of(file.path), boxes(result.detections))
+        with render_slot():
+            data, mimetype = annotated_image(stored, boxes(result.detections))
     except ImageTooLargeToDraw:
         message = f"{upload.filename} has too many pixels to draw on here; draw the boxes from the job's JSON instead."
         raise ApiError(413, "image_too_large", message) from None
     except CannotAnnotate as exc:
         raise ApiError(422, "undecodable", f"{upload.filename}: {exc}.") from None
-    finally:
-        _renders.release()
     response = Response(data, mimetype=mimetype)
-    stem = Path(download_name(upload.filename, file)).stem
+    stem = Path(download_name(upload.filename, upload.file)).stem
     response.headers.set(
         "Content-Disposition", "inline", filename=f"{stem}-annotated{mimetypes.guess_extension(mimetype)}"
     )
     response.cache_control.private = True
     response.cache_control.max_age = CACHE_SECONDS
+    return response
+
+
+@bp.get(
+    "/jobs/<uuid:job_id>/files/<uuid:file_id>/thumbnail",
+    responses={200: THUMBNAIL, 404: ErrorBody, 410: ErrorBody, 413: ErrorBody, 422: ErrorBody},
+)
+def thumbnail(path: JobFilePath) -> Response:
+    """One of a job's images reduced for a grid (no result needed): 410 `gone` after retention; 413
+    `image_too_large`; 422 `undecodable`; 503 `busy` (with Retry-After) while this process draws 2 images."""
+    upload = _job_upload(get_job_service().find(db_session(), path.job_id, tenant_scope()), path.file_id)
+    stored = _stored_path(upload)
+    try:
+        with render_slot():
+            data = thumbnail_image(stored, THUMBNAIL_SIDE, THUMBNAIL_QUALITY)
+    except ImageTooLargeToDraw:
+        raise ApiError(413, "image_too_large", f"{upload.filename} has too many pixels to reduce here.") from None
+    except CannotAnnotate as exc:
+        raise ApiError(422, "undecodable", f"{upload.filename}: {exc}.") from None
+    response = Response(data, mimetype="image/jpeg")
+    response.cache_control.private = True
+    response.cache_control.max_age = THUMBNAIL_CACHE_SECONDS
     return response

@@ -8,6 +8,7 @@ from app.api import bp
 from app.api.schemas import ErrorBody, Job, JobPage, JobPath, PageQuery, Submission, SubmitForm, SubmitHeaders
 from app.auth import current_principal, tenant_scope
 from app.extensions import db_session, get_job_service
+from app.forms import status_filter
 from app.quotas import limit_submissions
 from app.serializers import job_json, job_summary_json, submission_json
 
@@ -66,12 +67,16 @@ def show_job(path: JobPath) -> Response:
 
 @bp.get("/jobs", responses={200: JobPage})
 def index_jobs(query: PageQuery) -> Response:
-    """The jobs this key's tenant can see, newest first."""
+    """The jobs this key's tenant can see, newest first; ``status`` keeps only jobs in those statuses."""
     limit, offset = query.limit, query.offset
-    jobs, total = get_job_service().page(db_session(), limit, offset, tenant_scope())
+    statuses = status_filter(query.status)
+    jobs, total = get_job_service().page(db_session(), limit, offset, tenant_scope(), statuses)
     body = {"jobs": [job_summary_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
+    if statuses:
+        body["status"] = list(statuses)
     if offset + limit < total:
-        body["next"] = url_for("api.index_jobs", limit=limit, offset=offset + limit)
+        filtered = {"status": ",".join(statuses)} if statuses else {}
+        body["next"] = url_for("api.index_jobs", limit=limit, offset=offset + limit, **filtered)
     return jsonify(body)
 
 

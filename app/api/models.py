@@ -1,4 +1,4 @@
-"""/api/v1/models: the configured models, their classes and whether their weights are present.
+"""/api/v1/models: the configured models, their classes, sizes and aliases, and whether their weights are present.
 
 Weights paths are server details: only admin keys see them.
 """
@@ -11,7 +11,7 @@ from app.api import bp
 from app.api.schemas import ModelList
 from app.auth import current_principal
 from app.extensions import db_session, get_settings
-from jobs.catalog import reported_models, weights_present
+from jobs.catalog import configured_models
 
 
 @bp.get("/models", responses={200: ModelList})
@@ -19,21 +19,22 @@ def list_models() -> Response:
     """The configured models: whether their weights are present, and their classes as the workers report them."""
     settings = get_settings()
     admin = current_principal().admin
-    reported = reported_models(db_session())
     models = []
-    for name, weights in settings.models.items():
-        record = reported.get(name)
-        same_weights = record is not None and record.weights == weights
+    for info in configured_models(db_session(), settings):
+        record = info.record
         models.append(
             {
-                "name": name,
-                "default": name == settings.default_model,
-                "weights": weights if admin else None,
-                "weights_present": weights_present(weights),
-                "task": record.task if same_weights else None,
-                "classes": record.classes if same_weights else None,
-                "weights_sha256": record.weights_sha256 if same_weights else None,
-                "loaded_at": record.loaded_at.isoformat() if same_weights else None,
+                "name": info.name,
+                "aliases": settings.aliases_of(info.name),
+                "default": info.name == settings.default_model,
+                "weights": info.weights if admin else None,
+                "weights_present": info.present,
+                "task": record.task if record else None,
+                "classes": record.classes if record else None,
+                "stride": record.stride if record else None,
+                "imgsz": info.size_for(None),
+                "weights_sha256": record.weights_sha256 if record else None,
+                "loaded_at": record.loaded_at.isoformat() if record else None,
             }
         )
     return jsonify({"models": models})

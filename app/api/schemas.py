@@ -24,6 +24,7 @@ from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGT
 from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
 from storage.images import ACCEPTED_FORMATS
+from storage.tables import JOB_STATUSES
 
 BEARER = "bearerAuth"
 SECURITY_SCHEMES = {
@@ -41,7 +42,9 @@ IMAGE_TYPES = tuple(media_type for media_type, _magic in ACCEPTED_FORMATS.values
 MAX_PAGE = 100
 MAX_OFFSET = 10**9
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# One status or several, comma-separated.
+STATUS_LIST = "^({0})(,({0}))*$".format("|".join(JOB_STATUSES))
 
 
 def header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,6 +93,11 @@ class JobFilePath(JobPath, FilePath):
 class PageQuery(BaseModel):
     limit: int = Field(20, ge=1, le=MAX_PAGE, description="Jobs per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
+    status: list[str] = Field(
+        default_factory=list,
+        description="Only jobs in these statuses: repeated, or comma-separated (`queued,running`).",
+        json_schema_extra={"items": {"type": "string", "pattern": STATUS_LIST}},
+    )
 
 
 class ExportQuery(BaseModel):
@@ -159,6 +167,8 @@ SUBMISSION_LINKS = {
     "ShowFile": link("show_file", file_id="/files/0/file_id"),
     "FileContent": link("file_content", file_id="/files/0/file_id"),
     "AnnotatedFile": link("annotated_file", job_id="/job_id", file_id="/files/0/file_id"),
+    "Thumbnail": link("thumbnail", job_id="/job_id", file_id="/files/0/file_id"),
+    "ExportJob": link("export_job", job_id="/job_id"),
 }
 
 
@@ -292,11 +302,14 @@ class FileInfo(BaseModel):
 
 class Model(BaseModel):
     name: str
+    aliases: list[str] = Field(description="Other names a job may ask for this model by (`default` for `shapes`).")
     default: bool
     weights: str | None = Field(description="The weights path; admin keys only.")
     weights_present: bool
     task: str | None
     classes: dict[str, str] | None = Field(description="Class names by id, as the workers reported them.")
+    stride: int | None = Field(description="The model's largest stride: `imgsz` is rounded up to a multiple of it.")
+    imgsz: int | None = Field(description="The size a job runs at when it asks for none.")
     weights_sha256: str | None
     loaded_at: datetime | None
 

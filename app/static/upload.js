@@ -105,4 +105,18 @@
     });
     request.send(new FormData(form));
   });
+
+  // What the chosen model finds, and its default size, follow the model picker.
+  const model = document.getElementById("model");
+  const imgsz = document.getElementById("imgsz");
+  const sizeRule = document.getElementById("imgsz-rule");
+  model.addEventListener("change", () => {
+    for (const about of document.querySelectorAll(".model-about")) {
+      about.hidden = about.dataset.model !== model.value;
+      if (!about.hidden) {
+        imgsz.placeholder = about.dataset.size;
+        sizeRule.textContent = about.dataset.sizeRule;
+      }
+    }
+  });
 })();

@@ -1,10 +1,12 @@
-"""``/jobs``: the recent jobs; ``/jobs/<job_id>``: a job's progress, then its images with boxes and detections,
-with Cancel and Retry buttons (plain form posts with CSRF tokens, so they work without JavaScript)."""
+"""``/jobs``: the recent jobs (``?status=`` one or several, as in the API); ``/jobs/<job_id>``: a job's
+progress, then its images with boxes and detections, with Cancel and Retry buttons (plain form posts with
+CSRF tokens, so they work without JavaScript)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,11 +14,13 @@ from flask import Response, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 
 from app.annotate import Box, boxes
+from app.api.annotated import THUMBNAIL_SIDE
 from app.auth import tenant_scope
 from app.errors import ApiError
-from app.extensions import db_session, get_job_service
+from app.extensions import db_session, get_job_service, get_settings
+from app.forms import status_filter
 from app.web import bp
-from storage.tables import Upload
+from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
 MAX_PAGE = 100_000
@@ -46,6 +50,23 @@ class FileView:
         """Label size in image pixels, so labels keep their share of the picture at any display size."""
         return round(max(14.0, max(self.width, self.height) / 28), 1)
 
+    @property
+    def thumbnail_size(self) -> tuple[int, int]:
+        """The thumbnail's size, so the grid keeps its layout while thumbnails load."""
+        scale = min(1.0, THUMBNAIL_SIDE / max(self.width or 1, self.height or 1))
+        return max(1, round((self.width or 1) * scale)), max(1, round((self.height or 1) * scale))
+
+    @property
+    def counts(self) -> list[tuple[str, int]]:
+        """How many objects of each class were found, in class order."""
+        return class_counts([self])
+
+
+def class_counts(files: Sequence[FileView]) -> list[tuple[str, int]]:
+    """Objects found per class over ``files``, in class order."""
+    counts = Counter((box.cls, box.name) for file in files for box in file.boxes)
+    return [(name, count) for (_cls, name), count in sorted(counts.items())]
+
 
 @bp.app_template_filter("when")
 def when(value: datetime | None) -> str:
@@ -65,7 +86,37 @@ def no_such_job(anything: str) -> str:
 
 def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
     job = get_job_service().find(db_session(), job_id, tenant_scope())
-    return render_template("job.html", job=job, files=[FileView.of(u) for u in job.uploads], error=error)
+    files = [FileView.of(u) for u in job.uploads]
+    done = [f for f in files if f.upload.result is not None and not f.upload.result.error]
+    return render_template(
+        "job.html",
+        job=job,
+        files=files,
+        summary=class_counts(files),
+        empty=sum(1 for f in done if not f.boxes),
+        failed=sum(1 for f in files if f.upload.result is not None and f.upload.result.error),
+        bundled=get_settings().runs_bundled_weights(job.model),
+        error=error,
+    )
+
+
+@bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>")
+def file_page(job_id: uuid.UUID, file_id: uuid.UUID) -> str:
+    """One image of a job at full size, its boxes drawn over it and listed, with links to its neighbours."""
+    job = get_job_service().find(db_session(), job_id, tenant_scope())
+    position = next((i for i, u in enumerate(job.uploads) if u.file_id == file_id), None)
+    if position is None:
+        raise ApiError(404, "not_found", "This job has no file with this id.")
+    uploads = job.uploads
+    return render_template(
+        "file.html",
+        job=job,
+        file=FileView.of(uploads[position]),
+        position=position,
+        previous=uploads[position - 1] if position > 0 else None,
+        next_upload=uploads[position + 1] if position + 1 < len(uploads) else None,
+        bundled=get_settings().runs_bundled_weights(job.model),
+    )
 
 
 def _act(job_id: uuid.UUID, action: Callable[[Session, uuid.UUID, uuid.UUID | None], object]) -> JobAction:
@@ -92,7 +143,9 @@ def retry_job(job_id: uuid.UUID) -> JobAction:
 @bp.get("/jobs")
 def jobs_page() -> str:
     page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
-    jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, (page - 1) * JOBS_PER_PAGE, tenant_scope())
+    statuses = status_filter(request.args.getlist("status"))
+    offset = (page - 1) * JOBS_PER_PAGE
+    jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, offset, tenant_scope(), statuses)
     return render_template(
         "jobs.html",
         jobs=jobs,
@@ -100,4 +153,7 @@ def jobs_page() -> str:
         page=page,
         has_next=page * JOBS_PER_PAGE < total,
         total=total,
+        statuses=JOB_STATUSES,
+        chosen=statuses,
+        filter_args={"status": ",".join(statuses)} if statuses else {},
     )

@@ -1,4 +1,8 @@
-"""``/``: the upload form. A plain form post creates the job and redirects to its page."""
+"""``/``: the upload form. A plain form post creates the job and redirects to its page.
+
+The form says what the chosen model finds (its classes, as the workers reported them,
+and a note on the bundled model) and which inference size it runs at by default.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from app.extensions import db_session, get_job_service
 from app.quotas import limit_submissions
 from app.serializers import submission_json
 from app.web import bp
+from jobs.catalog import ModelInfo
 from jobs.lifecycle import JobParams
 
 # Sentences for the form where the API's wording speaks of fields.
@@ -26,14 +31,30 @@ def readable_size(size: int) -> str:
     return f"{size / 2**20:.3g} MiB" if size >= 2**20 else f"{size / 2**10:.3g} KiB"
 
 
+def size_rule(model: ModelInfo) -> str:
+    """The form's sentence on a model's inference size: its default, and the stride sizes are rounded to."""
+    if model.record is None or not model.record.stride:
+        return ""
+    stride = model.record.stride
+    example = model.size_for(stride * 3 + 1)
+    return (
+        f"This model’s default is {model.size_for(None)}; a size that is not a multiple of {stride} is rounded up "
+        f"(e.g. {stride * 3 + 1} runs at {example})."
+    )
+
+
 def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
     service = get_job_service()
     max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
+    settings = service.settings
+    chosen = {"model": settings.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
+    chosen["model"] = settings.registry_name(str(chosen["model"])) or settings.default_model
     page = render_template(
         "upload.html",
-        models=service.models,
-        fields={"model": service.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})},
+        models=service.models_of(db_session()),
+        size_rule=size_rule,
+        fields=chosen,
         max_bytes=max_bytes,
         max_size=readable_size(max_bytes),
         error=FORM_MESSAGES.get(error.code, error.message) if error else None,

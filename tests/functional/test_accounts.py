@@ -323,7 +323,7 @@ def test_weights_paths_are_shown_to_admins_only(make_app: MakeApp) -> None:
     assert models and all(m["weights"] is None for m in models)
     assert all(isinstance(m["weights_present"], bool) for m in models)
     admin = app.test_client(key=app_key(app, "operators", admin=True)).get("/api/v1/models").get_json()
-    assert next(m for m in admin["models"] if m["name"] == "default")["weights"] == str(BUNDLED_MODEL)
+    assert next(m for m in admin["models"] if m["name"] == "shapes")["weights"] == str(BUNDLED_MODEL)
 
 
 # Browsers: the session cookie

@@ -155,6 +155,32 @@ def test_annotated_image_of_a_finished_job(
     assert drawn.size == image.size
     changed = ImageChops.difference(drawn, image.convert("RGB")).getbbox() is not None
     assert changed == bool(job["results"][0]["detections"])
-    weights = Settings.from_env(services_env).models["default"]
+    weights = Settings.from_env(services_env).models["shapes"]
     if weights == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file():
         assert job["results"][0]["detections"], "the shapes model found nothing in a shapes image"
+
+
+def test_thumbnails_are_small_jpegs_before_and_after_the_result(quiet_client: FlaskClient, storage: Storage) -> None:
+    for name, data, size in [
+        ("wide.png", image_bytes(1000, 400, seed=980), (320, 128)),
+        ("tall.jpg", image_bytes(300, 3000, seed=981, fmt="JPEG"), (32, 320)),
+        ("small.bmp", image_bytes(200, 100, seed=982, fmt="BMP"), (200, 100)),
+    ]:
+        job_id, file_id = upload(quiet_client, name, data)
+        url = f"/api/v1/jobs/{job_id}/files/{file_id}/thumbnail"
+        for finished in (False, True):  # a thumbnail needs no result
+            if finished:
+                record(storage, job_id, [SQUARE])
+            response = quiet_client.get(url)
+            assert response.status_code == 200 and response.mimetype == "image/jpeg", name
+            assert response.cache_control.private and response.cache_control.max_age == 86400
+            assert Image.open(io.BytesIO(response.data)).size == size, name
+
+
+def test_thumbnail_errors_are_json(quiet_client: FlaskClient, storage: Storage) -> None:
+    job_id, file_id = upload(quiet_client, "a.png", image_bytes(seed=983))
+    other_job, _ = upload(quiet_client, "b.png", image_bytes(seed=984))
+    assert error_code(quiet_client.get(f"/api/v1/jobs/{other_job}/files/{file_id}/thumbnail"), 404) == "not_found"
+    with storage.database.transaction() as session:
+        session.execute(update(StoredFile).where(StoredFile.id == uuid.UUID(file_id)).values(deleted_at=func.now()))
+    assert error_code(quiet_client.get(f"/api/v1/jobs/{job_id}/files/{file_id}/thumbnail"), 410) == "gone"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import requests
 
 from harness.images import image_bytes
-from harness.processes import ServiceProcess
-from tests.helpers import post_job, wait_for_job
+from harness.processes import ServiceProcess, wait_until
+from tests.conftest import MakeApp
+from tests.helpers import post_job, submit, wait_for_job
 
 
 def test_upload_runs_to_succeeded_with_results(api: requests.Session, api_url: str, worker: ServiceProcess) -> None:
@@ -65,3 +67,47 @@ def test_file_metadata_and_content(api: requests.Session, api_url: str) -> None:
     disposition = content.headers["Content-Disposition"]
     assert disposition.startswith("attachment;") and ".." not in disposition and "/" not in disposition
     assert api.get(f"{api_url}/api/v1/files/not-a-uuid/content", timeout=5).status_code == 404
+
+
+def test_listing_filters_by_status_and_refuses_an_unknown_one(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
+    app = make_app(isolated_env, tenant=f"filter-{uuid.uuid4().hex[:8]}")  # no worker: jobs stay queued
+    client = app.test_client()
+    queued, cancelled = submit(app, [image_bytes(seed=960)]), submit(app, [image_bytes(seed=961)])
+    assert client.post(f"/api/v1/jobs/{cancelled}/cancel").status_code == 202
+
+    def listed(query: str) -> list[str]:
+        response = client.get(f"/api/v1/jobs?{query}")
+        assert response.status_code == 200, response.get_json()
+        return [job["job_id"] for job in response.get_json()["jobs"]]
+
+    assert listed("status=queued") == [queued]
+    assert listed("status=cancelled") == [cancelled]
+    assert listed("status=succeeded") == []
+    assert listed("status=queued,cancelled") == listed("status=queued&status=cancelled") == [cancelled, queued]
+    paged = client.get("/api/v1/jobs?status=queued,cancelled&limit=1").get_json()
+    assert paged["total"] == 2 and paged["status"] == ["queued", "cancelled"]
+    assert client.get(paged["next"]).get_json()["jobs"][0]["job_id"] == queued, "the next page keeps the filter"
+    for bad in ("bogus", "queued,bogus", "Queued"):
+        refused = client.get(f"/api/v1/jobs?status={bad}")
+        assert refused.status_code == 400
+        assert refused.get_json()["error"]["code"] == "invalid_parameter"
+        assert "queued, running, succeeded, failed, cancelled" in refused.get_json()["error"]["message"]
+
+
+def test_progress_moves_image_by_image_on_a_slow_job(
+    api: requests.Session, api_url: str, worker: ServiceProcess
+) -> None:
+    """The session worker predicts up to 8 images at once, but a job slower than 2 s a batch shows each image."""
+    images = [(f"slow-{i}.png", image_bytes(640, 480, seed=990 + i)) for i in range(4)]
+    job_id = post_job(api, api_url, images, imgsz="1280").json()["job_id"]  # about a second per image
+    seen: list[int] = []
+
+    def finished() -> bool:
+        body = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
+        seen.append(body["progress"]["done"])
+        return body["status"] == "succeeded"
+
+    wait_until(finished, 120, interval=0.1, what="the slow job")
+    print(f"\nprogress seen on a 4-image job at imgsz 1280: {sorted(set(seen))}")
+    assert {1, 2, 3} & set(seen), f"progress jumped from 0 to 4: {sorted(set(seen))}"
+    assert seen == sorted(seen) and seen[-1] == 4

@@ -66,7 +66,7 @@ def test_same_key_while_the_first_is_in_progress_is_409(
     key, image = f"busy-{uuid.uuid4()}", image_bytes(seed=7004)
     digest = hashlib.sha256(image).hexdigest()
     with storage.database.transaction() as session:  # a first request holds the claim
-        assert claim_key(session, key_of(app).tenant_id, key, fingerprint(JobParams(model="default"), [digest])) is None
+        assert claim_key(session, key_of(app).tenant_id, key, fingerprint(JobParams(model="shapes"), [digest])) is None
     response = post(app, key, ("a.png", image))
     assert response.status_code == 409 and response.get_json()["error"]["code"] == "idempotency_key_in_progress"
     assert int(response.headers["Retry-After"]) > 0

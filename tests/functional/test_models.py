@@ -19,7 +19,7 @@ SHAPE_CLASSES = {"0": "circle", "1": "square", "2": "triangle"}
 
 def default_model(api_url: str, key: TestKey) -> dict[str, Any]:
     models = requests.get(f"{api_url}/api/v1/models", headers=key.headers, timeout=5).json()["models"]
-    return next(m for m in models if m["name"] == "default")
+    return next(m for m in models if m["name"] == "shapes")
 
 
 def test_models_lists_the_bundled_model_with_its_classes(
@@ -30,7 +30,8 @@ def test_models_lists_the_bundled_model_with_its_classes(
         60,
         what="the worker to report the default model",
     )
-    assert default["default"] is True and default["weights_present"] is True
+    assert default["default"] is True and default["weights_present"] is True and default["aliases"] == ["default"]
+    assert default["stride"] == 32 and default["imgsz"] % 32 == 0, "what the API rounds a job's imgsz with"
     assert default["weights"] == str(BUNDLED_MODEL), "an admin sees where the weights are"
     assert default["classes"] == SHAPE_CLASSES and default["task"] == "detect"
     assert len(default["weights_sha256"]) == 64
@@ -46,7 +47,7 @@ def test_missing_weights_fail_jobs_with_model_unavailable(
     app = make_app(env)
     listing = {m["name"]: m for m in app.test_client().get("/api/v1/models").get_json()["models"]}
     assert listing["coco"]["weights_present"] is False and listing["coco"]["classes"] is None
-    assert listing["default"]["weights_present"] is True
+    assert listing["shapes"]["weights_present"] is True, "YOLO_MODELS' old name 'default' is the shapes model"
 
     worker = start_worker(env, logs_dir / "worker-missing-weights.log", queues="inference", concurrency=1)
     try:
@@ -57,6 +58,7 @@ def test_missing_weights_fail_jobs_with_model_unavailable(
         default_job = submit(app, [image_bytes(seed=612)], model="default")
         ok = wait_until(lambda: finished_job(storage, default_job), 60, what="default job")
         assert ok.status == "succeeded", "the worker must keep serving the other models"
+        assert ok.model == "shapes", "an old client's 'default' runs, and is recorded as, the shapes model"
         assert worker.running()
         assert worker.log_text().count("model loaded") == 1
     finally:

@@ -368,7 +368,7 @@ def test_config_map_sets_only_settings_the_code_reads() -> None:
         assert f'"{key}"' in settings_source, f"{key} is not read by config/settings.py"
     assert data["STORAGE_ROOT"] == SHARED_MOUNT
     assert data["YOLO_OFFLINE"] == "1"
-    assert data["YOLO_MODELS"] == "default=/opt/app-root/src/models/shapes-yolov8n.pt"
+    assert data["YOLO_MODELS"] == "shapes=/opt/app-root/src/models/shapes-yolov8n.pt"
 
 
 def test_connection_urls_default_to_own_services() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from harness.images import image_bytes
-from harness.processes import VENV_BIN, ServiceProcess, free_port, start_worker, wait_until
+from harness.processes import VENV_BIN, ServiceProcess, free_port, start_api, start_worker, wait_until
+from harness.services import rabbitmqctl
 from jobs.lifecycle import withdraw_job
 from jobs.messages import CLEANUP_TASK, REAP_TASK
 from storage import Storage
@@ -103,9 +106,10 @@ def test_worker_metrics_logs_and_progress(ops_stack: OpsStack) -> None:
     assert job.status == "succeeded"
     text = requests.get(metrics_url, timeout=5).text
     assert metric(text, "yolo_worker_jobs_finished_total", status="succeeded") == 1
-    assert metric(text, "yolo_worker_model_load_seconds_count", model="default") == 1
-    assert metric(text, "yolo_worker_inference_seconds_count", model="default") == 2  # 4 images in batches of 2
-    assert metric(text, "yolo_worker_images_total", model="default") == 4
+    assert metric(text, "yolo_worker_model_load_seconds_count", model="shapes") == 1
+    # 4 images: one alone to measure the pace (tasks/pacing.py), then a batch of 2, then the last one
+    assert metric(text, "yolo_worker_inference_seconds_count", model="shapes") == 3
+    assert metric(text, "yolo_worker_images_total", model="shapes") == 4
 
     lines = worker.json_log_lines()
     about_job = [line for line in lines if job_id in json.dumps(line)]
@@ -229,3 +233,48 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).ok
     except requests.ConnectionError:
         return False
+
+
+def test_a_taken_metrics_port_is_said_clearly_and_the_worker_still_runs(
+    services_env: dict[str, str], logs_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**services_env, "WORKER_METRICS_PORT": str(port)}
+        worker = start_worker(env, logs_dir / f"worker-port-taken-{port}.log", queues="maintenance", concurrency=1)
+        try:
+            text = worker.log_text()
+            assert worker.running()
+        finally:
+            worker.stop()
+    sentence = f"worker metrics are NOT served: listening on 127.0.0.1:{port} is already in use"
+    assert text.count(sentence) == 2, text[-3000:]  # at start-up, and again as the worker becomes ready
+    assert "set WORKER_METRICS_PORT to a free port, or 0" in text
+
+
+def test_gunicorn_leaves_no_metrics_folder_behind(services_env: dict[str, str], logs_dir: Path) -> None:
+    server, _base_url = start_api(services_env, logs_dir / "gunicorn-metrics-folder.log")
+    folder = Path(tempfile.gettempdir()) / f"yolo-jobs-api-metrics-{server.pid}"
+    try:
+        assert folder.is_dir(), "gunicorn's workers record their metrics here"
+    finally:
+        server.stop()
+    assert not server.running() and not folder.exists()
+
+
+def test_a_lost_broker_connection_brings_no_deprecation_warning(isolated_env: dict[str, str], logs_dir: Path) -> None:
+    """celery_config sets worker_cancel_long_running_tasks_on_connection_loss, so a connection loss
+    (RabbitMQ restarted, a network blip) is met without Celery's pending-deprecation warning."""
+    vhost = isolated_env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
+    worker = start_worker(isolated_env, logs_dir / f"worker-{vhost}.log", queues="maintenance", concurrency=1)
+    try:
+        rabbitmqctl("close_all_connections", "-p", vhost, "a test drops the worker's connection")
+        wait_until(lambda: "Connection to broker lost" in worker.log_text(), 30, what="the worker to notice")
+        wait_until(lambda: worker.log_text().count("Connected to amqp://") >= 2, 60, what="the worker to reconnect")
+        text = worker.log_text()
+        assert worker.running()
+    finally:
+        worker.stop()
+    assert "CPendingDeprecationWarning" not in text and "worker_cancel_long_running_tasks" not in text, text[-3000:]

@@ -7,6 +7,7 @@ import base64
 import io
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 from celery import Celery
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
@@ -25,10 +27,12 @@ from config import Settings
 from config.paths import BUNDLED_MODEL
 from harness.images import image_bytes, png_claiming
 from harness.processes import ServiceProcess
+from jobs.catalog import LoadedModel, record_loaded_model
+from jobs.lifecycle import FileResult, JobParams
 from storage import Storage
-from storage.tables import Job
+from storage.tables import Job, Upload
 from tests.conftest import ARTIFACTS, MakeApp
-from tests.helpers import TestKey, multipart, post_images, post_job, submit
+from tests.helpers import TestKey, complete_job, create_queued_job, job_state, multipart, post_images, post_job, submit
 from training.shapes import render_sample
 
 if TYPE_CHECKING:  # imported where used: only the browser tests need Playwright
@@ -45,6 +49,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+SHAPE_CLASSES = {"0": "circle", "1": "square", "2": "triangle"}
 UUID_PATH = re.compile(r"/jobs/[0-9a-f-]{36}$")
 
 
@@ -57,7 +62,7 @@ def shapes_png(seed: int) -> bytes:
 
 def bundled_model_in_use(env: dict[str, str]) -> bool:
     """Whether jobs run the trained shapes model (then a shapes image must show boxes)."""
-    return Settings.from_env(env).models["default"] == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file()
+    return Settings.from_env(env).models["shapes"] == str(BUNDLED_MODEL) and BUNDLED_MODEL.is_file()
 
 
 # In-process: the form, its errors and the headers.
@@ -86,12 +91,53 @@ def test_form_page_offers_models_with_csrf_and_strict_headers(client: FlaskClien
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert '<input id="images" name="image" type="file" multiple required' in page
-    assert '<option value="default" selected>default</option>' in page
+    assert '<option value="shapes" selected>shapes</option>' in page
     assert csrf_token(client)
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script>" not in page and " style=" not in page
+
+
+@pytest.fixture()
+def reported_app(make_app: MakeApp, isolated_env: dict[str, str], module_database_url: str) -> Flask:
+    """An app on this module's own database, where a worker has reported the bundled model (stride 32,
+    trained at 320), and no worker runs its jobs."""
+    app = make_app({**isolated_env, "DATABASE_URL": module_database_url}, tenant=f"web-{uuid.uuid4().hex[:8]}")
+    storage = app.extensions["yolo_jobs"].storage
+    shapes = LoadedModel("shapes", str(BUNDLED_MODEL), None, "detect", SHAPE_CLASSES, stride=32, imgsz=320)
+    with storage.database.transaction() as session:
+        record_loaded_model(session, shapes)
+    return app
+
+
+def test_form_says_what_the_model_finds_and_its_size(reported_app: Flask) -> None:
+    page = reported_app.test_client().get("/").get_data(as_text=True)
+    assert 'Finds 3 kinds of object:\n          <span class="class-name">circle</span>, ' in page
+    assert "trained on drawn circles, squares and triangles only" in page
+    assert 'id="imgsz" name="imgsz" type="number"' in page and 'placeholder="320"' in page
+    assert "default is 320; a size that is not a multiple of 32 is rounded up (e.g. 97 runs at 128)" in page
+
+
+@pytest.mark.parametrize(
+    ("fields", "model", "imgsz"),
+    [({}, "shapes", 320), ({"model": "default"}, "shapes", 320), ({"imgsz": "100"}, "shapes", 128)],
+)
+def test_jobs_record_the_model_and_the_size_they_run_at(
+    reported_app: Flask, fields: dict[str, str], model: str, imgsz: int
+) -> None:
+    client = reported_app.test_client()
+    job_id = submit(reported_app, [image_bytes(seed=970)], **fields)
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert (job["model"], job["parameters"]["model"], job["parameters"]["imgsz"]) == (model, model, imgsz)
+    assert f'<dd id="imgsz">{imgsz} px</dd>' in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    form = post_form(client, ("a.png", image_bytes(seed=971)), token=csrf_token(client), **fields)
+    assert client.get(form.headers["Location"].replace("/jobs/", "/api/v1/jobs/")).get_json()["parameters"] == {
+        "model": model,
+        "conf": 0.25,
+        "iou": 0.7,
+        "imgsz": imgsz,
+    }
 
 
 def test_form_post_creates_the_job_and_redirects_to_its_page(client: FlaskClient) -> None:
@@ -179,6 +225,23 @@ def test_jobs_page_lists_recent_jobs_newest_first(client: FlaskClient) -> None:
     assert page.index(names[1]) < page.index(names[0])
     assert "1 file" in page and 'class="status status-' in page
     assert client.get("/jobs?page=999999").status_code == 200
+
+
+def test_jobs_page_filters_by_status(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
+    app = make_app(isolated_env, tenant=f"filter-{uuid.uuid4().hex[:8]}")  # no worker: jobs stay queued
+    client = app.test_client()
+    queued, cancelled = submit(app, [image_bytes(seed=962)]), submit(app, [image_bytes(seed=963)])
+    assert client.post(f"/api/v1/jobs/{cancelled}/cancel").status_code == 202
+    only_cancelled = client.get("/jobs?status=cancelled").get_data(as_text=True)
+    assert cancelled in only_cancelled and queued not in only_cancelled
+    assert "1 cancelled job, newest first" in only_cancelled
+    assert '<a href="/jobs?status=cancelled" class="status-filter"\n      aria-current="page">' in only_cancelled
+    both = client.get("/jobs?status=queued&status=cancelled").get_data(as_text=True)
+    assert cancelled in both and queued in both and "2 queued or cancelled jobs" in both
+    assert "No succeeded jobs." in client.get("/jobs?status=succeeded").get_data(as_text=True)
+    refused = client.get("/jobs?status=bogus")
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert "Unknown status &#39;bogus&#39;; a status is one of queued" in refused.get_data(as_text=True)
 
 
 def test_cancel_and_retry_are_plain_form_posts(make_app: MakeApp, isolated_env: dict[str, str]) -> None:
@@ -325,7 +388,8 @@ def test_upload_form_progress_then_boxes_match_the_json(
         polls: list[int] = []
         page.on("response", lambda response: "/api/v1/jobs/" in response.url and polls.append(response.status))
         page.goto("/")
-        expect(page.get_by_label("Model")).to_have_value("default")
+        expect(page.get_by_label("Model")).to_have_value("shapes")
+        expect(page.locator(".model-about:not([hidden]) .model-note")).to_contain_text("circles, squares and triangles")
         drop_files(page, "#dropzone", files)
         expect(page.locator("#chosen li")).to_have_count(2)
         expect(page.locator("#chosen")).to_contain_text("shapes-a.png")
@@ -345,7 +409,11 @@ def test_upload_form_progress_then_boxes_match_the_json(
         job = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
         assert page.locator("#json-link").get_attribute("href") == f"/api/v1/jobs/{job_id}"
         assert [r["filename"] for r in job["results"]] == ["shapes-a.png", "shapes-b.png"]
+        expect(page.locator("li.thumb")).to_have_count(2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
         for result in job["results"]:
+            page.goto(f"/jobs/{job_id}/files/{result['file_id']}")
             article = page.locator(f'article[data-file-id="{result["file_id"]}"]')
             expect(article.locator("img")).to_be_visible()
             assert (
@@ -364,12 +432,7 @@ def test_upload_form_progress_then_boxes_match_the_json(
             expect(article.locator("table.detections tbody tr")).to_have_count(len(result["detections"]))
         if bundled_model_in_use(services_env):
             assert all(result["detections"] for result in job["results"]), "the shapes model found nothing"
-
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
-        page.set_viewport_size({"width": 375, "height": 812})
-        assert page.evaluate("document.documentElement.scrollWidth") <= 375
-        page.screenshot(path=str(ARTIFACTS / "job-page-phone.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "file-page.png"), full_page=True)
         assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
 
 
@@ -386,7 +449,7 @@ def test_filenames_are_shown_as_text_never_as_markup(browser: Browser, api_url: 
         expect(page.locator("#chosen")).to_have_text(re.compile(re.escape(XSS_NAME)))
         page.get_by_role("button", name="Start detection").click()
         page.wait_for_url(UUID_PATH)
-        expect(page.locator("h3.filename")).to_have_text(XSS_NAME)
+        expect(page.locator(".thumb .filename")).to_have_text(XSS_NAME)
         assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page.content()
         assert page.locator('img[src="x"]').count() == 0
 
@@ -462,7 +525,7 @@ def test_the_form_works_without_javascript(
             expect(page.locator("#status")).to_have_text("Queued")
             expect(page.locator("noscript p")).to_contain_text("This page reloads every few seconds")
         expect(page.locator("#status")).to_have_text("Succeeded", timeout=120_000)  # the <noscript> refresh
-        expect(page.locator("h3.filename")).to_have_text("plain.png")
+        expect(page.locator(".thumb .filename")).to_have_text("plain.png")
         assert watched.outside == []
 
 
@@ -536,9 +599,161 @@ def test_cancel_a_running_job_then_retry_it_in_the_browser(
         page.wait_for_url(f"{api_url}/jobs/{job_id}")
         expect(page.get_by_role("button", name="Retry job")).to_have_count(0)
         expect(page.locator("#status")).to_have_text("Succeeded", timeout=180_000)  # polled, then reloaded
-        expect(page.locator("article.result")).to_have_count(len(images))
+        expect(page.locator("li.thumb")).to_have_count(len(images))
         page.screenshot(path=str(ARTIFACTS / "job-retried.png"))
         assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
     job = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
     assert job["status"] == "succeeded" and job["progress"] == {"done": len(images), "total": len(images)}
     assert sorted(r["filename"] for r in job["results"]) == sorted(name for name, _ in images), "once per file"
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+FIRST_PAINT = (
+    "performance.getEntriesByName('first-contentful-paint')[0]?.startTime"
+    " ?? performance.getEntriesByType('paint')[0]?.startTime"
+)
+
+
+def shapes_job(storage: Storage, tenant_id: uuid.UUID, count: int) -> tuple[uuid.UUID, Counter[str]]:
+    """A succeeded job of ``count`` shapes JPEGs made as the API and a worker would (no worker involved),
+    with each image's drawn shapes as its detections; returns its id and the objects per class."""
+    samples = [render_sample(7, index) for index in range(count)]
+    images = []
+    for image, _shapes in samples:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        images.append(buffer.getvalue())
+    job_id = create_queued_job(storage, *images, params=JobParams(model="shapes", imgsz=320), tenant_id=tenant_id)
+    truth = {index: shapes for index, (_image, shapes) in enumerate(samples)}
+
+    def result_of(upload: Upload) -> FileResult:
+        found = [
+            {
+                "name": s.name,
+                "class": s.cls,
+                "confidence": 0.9,
+                "box": dict(zip(("x1", "y1", "x2", "y2"), s.box, strict=True)),
+            }
+            for s in truth[upload.position]
+        ]
+        return FileResult(upload.id, upload.file.width, upload.file.height, found)
+
+    complete_job(storage, job_id, result_of)
+    return job_id, Counter(s.name for shapes in truth.values() for s in shapes)
+
+
+def unbroken(page: Page, selector: str) -> list[str]:
+    """The texts of ``selector``'s elements that break over more than one line."""
+    return page.locator(selector).evaluate_all(
+        """elements => elements.filter(element => {
+            const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+            for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+                const range = document.createRange();
+                range.selectNodeContents(text);
+                const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+                if (lines.size > 1) return true;
+            }
+            return false;
+        }).map(element => element.textContent.trim())"""
+    )
+
+
+@pytest.mark.browser
+def test_a_100_image_job_page_is_a_quick_grid_of_thumbnails(
+    browser: Browser, api_url: str, api_key: TestKey, storage: Storage
+) -> None:
+    from playwright.sync_api import expect
+
+    job_id, per_class = shapes_job(storage, api_key.tenant_id, 100)
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        thumbnails: list[str] = []
+        page.on("response", lambda response: "/thumbnail" in response.url and thumbnails.append(response.url))
+        page.goto("/", wait_until="load")  # the upload form, as a baseline
+        baseline = page.wait_for_function(FIRST_PAINT).json_value()
+        page.goto(f"/jobs/{job_id}", wait_until="load")
+        paint = page.wait_for_function(FIRST_PAINT).json_value()
+        served = page.evaluate("performance.getEntriesByType('navigation')[0].responseEnd")
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.wait_for_load_state("networkidle")
+        loaded_at_first = len(thumbnails)
+        print(
+            f"\n100-image job page at 1280x900: first contentful paint {paint:.0f} ms (HTML received at "
+            f"{served:.0f} ms; the upload form's: {baseline:.0f} ms), page height {height} px, "
+            f"{loaded_at_first} of 100 thumbnails fetched before scrolling"
+        )
+        assert paint < 8000 and height < 12_000, (paint, height)  # on a 2-core machine shared with training
+
+        grid = page.locator("li.thumb img")
+        expect(grid).to_have_count(100)
+        assert set(grid.evaluate_all("images => images.map(image => image.loading)")) == {"lazy"}
+        assert loaded_at_first < 100, "thumbnails far below the fold wait until they are scrolled to"
+        assert {
+            item.get_attribute("data-class"): int(item.get_attribute("data-count") or 0)
+            for item in page.locator(".class-counts li").all()
+        } == dict(per_class)
+        expect(page.locator("#summary")).to_contain_text(
+            f"Found {sum(per_class.values())} objects in 100 of 100 images"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "job-100-images.png"))
+
+        last = grid.last
+        last.scroll_into_view_if_needed()
+        assert 0 < last.evaluate("image => image.decode().then(() => image.naturalWidth)") <= 320
+        assert all(url.startswith(f"{api_url}/api/v1/jobs/{job_id}/files/") for url in thumbnails)
+
+        page.locator("li.thumb a").first.click()
+        page.wait_for_url(re.compile(r"/files/[0-9a-f-]{36}$"))
+        first = storage_result(storage, job_id, 0)
+        expect(page.locator("g.box")).to_have_count(len(first))
+        expect(page.locator("table.detections tbody tr")).to_have_count(len(first))
+        page.get_by_role("link", name="Next →").click()
+        expect(page.get_by_text("Image 2 of 100")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "job-100-images-file.png"), full_page=True)
+        assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
+
+
+def storage_result(storage: Storage, job_id: uuid.UUID, position: int) -> list[dict[str, Any]]:
+    upload = next(u for u in job_state(storage, job_id).uploads if u.position == position)
+    assert upload.result is not None
+    return upload.result.detections
+
+
+@pytest.mark.browser
+def test_every_page_fits_a_phone(browser: Browser, api_url: str, api_key: TestKey, storage: Storage) -> None:
+    """At 390x844 no page scrolls sideways, and no status or model name breaks mid-word."""
+    from playwright.sync_api import expect
+
+    job_id, _ = shapes_job(storage, api_key.tenant_id, 3)
+    file_id = job_state(storage, job_id).uploads[0].file_id
+    ARTIFACTS.mkdir(exist_ok=True)
+    with watched_page(browser, api_url) as watched:
+        page = watched.page
+        page.set_viewport_size(PHONE)
+        page.goto("/sign-in")
+        shots = {"sign-in": "/sign-in"}
+        pages = {
+            "upload": "/",
+            "jobs": "/jobs",
+            "jobs-succeeded": "/jobs?status=succeeded",
+            "job": f"/jobs/{job_id}",
+            "file": f"/jobs/{job_id}/files/{file_id}",
+            "not-found": f"/jobs/{uuid.uuid4()}",
+        }
+        for name, path in shots.items():
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+            page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
+        sign_in(page, api_key)
+        for name, path in pages.items():
+            page.goto(path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+            assert unbroken(page, ".nav a, .status, .jobs .model, .filters a, .facts dd") == [], name
+            page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
+        page.goto("/jobs")
+        expect(page.locator(".jobs .status").first).to_be_visible()
+        assert page.locator(".jobs .model").first.inner_text() == "shapes"
+        assert watched.outside == [] and watched.dialogs == []

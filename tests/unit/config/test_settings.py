@@ -13,15 +13,28 @@ from config.paths import BUNDLED_MODEL
 def test_defaults_work_on_this_machine() -> None:
     settings = Settings.from_env({})
     assert settings.broker_url == "amqp://guest:guest@127.0.0.1:5672//"
-    assert settings.models == {"default": str(BUNDLED_MODEL)}
-    assert settings.default_model == "default"
+    assert settings.models == {"shapes": str(BUNDLED_MODEL)}
+    assert settings.default_model == "shapes"
     assert settings.retention.cleanup_time == (3, 30)
     assert settings.retention.cleanup_interval_seconds is None
 
 
-def test_model_registry_keeps_default_first() -> None:
-    settings = Settings.from_env({"YOLO_MODELS": "coco=/m/yolo11n.pt, default=/m/shapes.pt"})
-    assert list(settings.models.items()) == [("default", "/m/shapes.pt"), ("coco", "/m/yolo11n.pt")]
+def test_model_registry_keeps_the_bundled_model_first() -> None:
+    settings = Settings.from_env({"YOLO_MODELS": "coco=/m/yolo11n.pt, shapes=/m/shapes.pt"})
+    assert list(settings.models.items()) == [("shapes", "/m/shapes.pt"), ("coco", "/m/yolo11n.pt")]
+    assert Settings.from_env({"YOLO_MODEL": "/m/mine.pt", "YOLO_MODELS": "shapes=/m/shapes.pt"}).models == {
+        "shapes": "/m/mine.pt"
+    }
+
+
+def test_default_is_an_alias_of_shapes_wherever_a_model_is_named() -> None:
+    old = Settings.from_env({"YOLO_MODELS": "default=/m/shapes.pt,coco=/m/yolo11n.pt", "YOLO_DEFAULT_MODEL": "default"})
+    assert list(old.models) == ["shapes", "coco"] and old.models["shapes"] == "/m/shapes.pt"
+    assert old.default_model == "shapes"
+    assert [old.registry_name(n) for n in ("default", "shapes", "coco", "nope")] == ["shapes", "shapes", "coco", None]
+    assert old.aliases_of("shapes") == ["default"] and old.aliases_of("coco") == []
+    with pytest.raises(SettingsError, match="twice"):
+        Settings.from_env({"YOLO_MODELS": "default=/m/a.pt,shapes=/m/b.pt"})
 
 
 def test_default_model_is_configurable_and_must_be_registered() -> None:
