@@ -55,6 +55,9 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # WORKER_PROCESSES, else Celery's "auto": one process per core the worker may use
+        # (its affinity, capped by a cgroup CPU quota), where the default would count every core of the host.
+        "worker_concurrency": settings.worker.processes or "auto",
         # Below RabbitMQ's default consumer_timeout (30 min), so the broker never drops us first.
         "task_soft_time_limit": 1200,
         "task_time_limit": 1500,

@@ -159,13 +159,13 @@ class Attempt:
         report_progress(self.task, self.job_id, run.done, run.total)
         done = run.done
         batches = list(chunked(run.pending, self.runtime.settings.worker.inference_batch_size)) or [[]]
-        root, device = self.runtime.storage.blobs.root, self.runtime.models.device
+        root = self.runtime.storage.blobs.root
         for index, batch in enumerate(batches):
             if heartbeat.lost.is_set():
                 raise LeaseLost
             started = time.perf_counter()
             results = ride_out_outages(
-                lambda batch=batch: predict_batch(model, device, root, batch, run.params),
+                lambda batch=batch: predict_batch(model, root, batch, run.params),
                 self.jobs.database_retry_seconds,
             )
             metrics.batch_predicted(run.params.model, len(batch), time.perf_counter() - started)
