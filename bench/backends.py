@@ -89,14 +89,14 @@ def run(images: int = IMAGES, repeats: int = REPEATS) -> dict[str, float]:
                 rows[f"{backend} via Ultralytics, batch {batch}"] = best_rate(predict, jpegs, batch, repeats)
         for threads in (1, 2):
             detector = load(Choice(str(BUNDLED_MODEL), PYTORCH), "cpu", threads)
-            rows[f"pytorch, {threads} thread{"s" if threads > 1 else ""}, batch 8"] = best_rate(
+            rows[f"pytorch, threads={threads}, batch 8"] = best_rate(
                 lambda images, detector=detector: detector.predict(images, OPTIONS), jpegs, 8, repeats
             )
         torch.set_num_threads(ultralytics_threads)
         for backend, path in exports.items():
             detector = load(Choice(str(path), backend), "cpu", cores)
             for batch in (1, 8):
-                rows[f"{backend} direct, {cores} threads, batch {batch}"] = best_rate(
+                rows[f"{backend} direct, threads={cores}, batch {batch}"] = best_rate(
                     lambda images, detector=detector: detector.predict(images, OPTIONS), jpegs, batch, repeats
                 )
     baseline_after = max(bare_predict_loop(jpegs) for _ in range(repeats))
