@@ -65,6 +65,9 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # outlives the cancelled attempt, so the redelivery is skipped and the reaper re-sends the job
         # once the lease expires; it resumes after the batches already recorded, as after a killed worker.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # WORKER_PROCESSES, else Celery's "auto": one process per core the worker may use
+        # (its affinity, capped by a cgroup CPU quota), where the default would count every core of the host.
+        "worker_concurrency": settings.worker.processes or "auto",
         # Below RabbitMQ's default consumer_timeout (30 min), so the broker never drops us first.
         "task_soft_time_limit": 1200,
         "task_time_limit": 1500,

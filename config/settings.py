@@ -47,6 +47,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer") from exc
 
 
+def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """A positive integer, or ``None`` when unset or empty (the setting's derived default)."""
+    if not env.get(name, "").strip():
+        return None
+    value = _int(env, name, 0)
+    if value < 1:
+        raise SettingsError(f"{name} must be a positive integer")
+    return value
+
+
 def _clock_time(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
     """An ``HH:MM`` time of day as ``(hour, minute)``."""
     raw = env.get(name)
@@ -90,6 +100,11 @@ class WorkerSettings:
 
     device: str = "auto"
     inference_batch_size: int = 8
+    # Prefork processes (Celery's concurrency; ``-c`` overrides it). None: Celery's "auto", one per
+    # core the worker may use (affinity and cgroup quota). GPU nodes run one per GPU (``-c GPU_COUNT``).
+    processes: int | None = None
+    # Inference threads of each process. None: the allowed cores divided among the pool's processes.
+    inference_threads: int | None = None
     # A file whose header declares more pixels gets an error result, never a decode (Pillow's bomb limit).
     max_image_pixels: int = 89_478_485
     metrics_port: int = 9808
@@ -249,6 +264,8 @@ def _worker_settings(env: Mapping[str, str]) -> WorkerSettings:
     return WorkerSettings(
         device=device,
         inference_batch_size=_int(env, "INFERENCE_BATCH_SIZE", defaults.inference_batch_size),
+        processes=_positive_or_none(env, "WORKER_PROCESSES"),
+        inference_threads=_positive_or_none(env, "WORKER_INFERENCE_THREADS"),
         max_image_pixels=_int(env, "WORKER_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
         metrics_port=_int(env, "WORKER_METRICS_PORT", defaults.metrics_port),
         metrics_addr=env.get("WORKER_METRICS_ADDR", defaults.metrics_addr),

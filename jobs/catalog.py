@@ -77,8 +77,12 @@ def configured_models(session: Session, settings: Settings) -> list[ModelInfo]:
 
 
 def weights_present(weights: str) -> bool:
-    """Whether weights can be loaded: a ``.pt`` file must exist; a model YAML is built from its name."""
-    return Path(weights).is_file() or not weights.endswith(".pt")
+    """Whether weights can be loaded: a weights or export file exists, an OpenVINO export folder holds its
+    model, or a model YAML names an architecture (built from its name)."""
+    path = Path(weights)
+    if path.is_dir():
+        return any(path.glob("*.xml"))
+    return path.is_file() or weights.endswith((".yaml", ".yml"))
 
 
 def weights_sha256(weights: str) -> str | None:

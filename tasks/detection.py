@@ -36,7 +36,8 @@ from jobs.lifecycle import FileResult, JobParams, WorkItem
 
 if TYPE_CHECKING:
     import numpy as np
-    from ultralytics import YOLO
+
+    from inference.backends import Detector
 
 DECODE_ERROR = "the file could not be decoded as an image"
 MISSING_ERROR = "the file is no longer on the storage volume"
@@ -63,13 +64,10 @@ class Decoded:
         return self.width / columns, self.height / rows
 
 
-def inference_size(model: YOLO, params: JobParams) -> int:
-    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, else 640, rounded
-    to the model's stride as Ultralytics rounds it."""
-    from tasks.model_pool import model_geometry
-
-    stride, trained = model_geometry(model)
-    return rounded_size(params.imgsz, trained, stride)
+def inference_size(detector: Detector, params: JobParams) -> int:
+    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, rounded to the
+    model's stride as Ultralytics rounds it."""
+    return rounded_size(params.imgsz, detector.imgsz, detector.stride)
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
@@ -129,7 +127,10 @@ def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
 
 
 def scaled(detections: list[dict[str, Any]], sx: float, sy: float) -> list[dict[str, Any]]:
-    """Detections found on a reduced image, in the original's pixels (boxes, segments and keypoints)."""
+    """Detections as stored: in the original's pixels (boxes, segments and keypoints), rounded.
+
+    ``sx`` and ``sy`` are the original's pixels per decoded pixel (1 unless decoded reduced).
+    """
 
     def across(value: float) -> float:
         return round(value * sx, RESULT_DECIMALS)
@@ -140,6 +141,8 @@ def scaled(detections: list[dict[str, Any]], sx: float, sy: float) -> list[dict[
     out = []
     for detection in detections:
         detection = dict(detection)
+        if "confidence" in detection:
+            detection["confidence"] = round(detection["confidence"], RESULT_DECIMALS)
         box = detection.get("box") or {}
         detection["box"] = {k: across(v) if k.startswith("x") else down(v) for k, v in box.items()}
         for key in ("segments", "keypoints"):
@@ -152,14 +155,12 @@ def scaled(detections: list[dict[str, Any]], sx: float, sy: float) -> list[dict[
     return out
 
 
-def predict_batch(
-    model: YOLO, device: str, root: Path, items: Sequence[WorkItem], params: JobParams
-) -> list[FileResult]:
+def predict_batch(detector: Detector, root: Path, items: Sequence[WorkItem], params: JobParams) -> list[FileResult]:
     """Predict every decodable image of ``items`` in one call; the others get an error result."""
     from tasks import settings
 
     max_pixels = settings.worker.max_image_pixels
-    size = inference_size(model, params)
+    size = inference_size(detector, params)
     results: dict[int, FileResult] = {}
     decoded: list[Decoded] = []
     positions: list[int] = []
@@ -177,16 +178,8 @@ def predict_batch(
         else:
             decoded.append(image)
             positions.append(position)
-    if decoded:
-        options: dict[str, Any] = {"conf": params.conf, "iou": params.iou, "device": device, "verbose": False}
-        if params.imgsz:
-            options["imgsz"] = size
-        predictions = model.predict([image.pixels for image in decoded], **options)
-        for position, image, prediction in zip(positions, decoded, predictions, strict=True):
-            sx, sy = image.scale
-            if sx == sy == 1:
-                detections = prediction.summary(decimals=RESULT_DECIMALS)
-            else:
-                detections = scaled(prediction.summary(decimals=6), sx, sy)
-            results[position] = FileResult(items[position].upload_id, image.width, image.height, detections)
+    predictions = detector.predict([image.pixels for image in decoded], params)
+    for position, image, detections in zip(positions, decoded, predictions, strict=True):
+        shaped = scaled(detections, *image.scale)
+        results[position] = FileResult(items[position].upload_id, image.width, image.height, shaped)
     return [results[position] for position in range(len(items))]

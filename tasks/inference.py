@@ -171,7 +171,7 @@ class Attempt:
         report_progress(self.task, self.job_id, run.done, run.total)
         done = run.done
         pending = run.pending
-        root, device = self.runtime.storage.blobs.root, self.runtime.models.device
+        root = self.runtime.storage.blobs.root
         pace = Pace(self.runtime.settings.worker.inference_batch_size)
         held: list[FileResult] = []
         position = 0
@@ -183,7 +183,7 @@ class Attempt:
             if batch:
                 started = time.perf_counter()
                 held += ride_out_outages(
-                    lambda batch=batch: predict_batch(model, device, root, batch, run.params),
+                    lambda batch=batch: predict_batch(model, root, batch, run.params),
                     self.jobs.database_retry_seconds,
                 )
                 seconds = time.perf_counter() - started

@@ -1,8 +1,11 @@
-"""The YOLO models one worker process serves, each loaded once, after fork.
+"""The YOLO models one worker process serves, each loaded once, after fork, on the runtime it runs fastest on.
 
 ``WORKER_DEVICE=auto`` pins prefork child *k* to GPU ``k % count`` when CUDA is
-present, else the CPU. Weights that are missing make :meth:`ModelPool.get`
-raise :class:`ModelUnavailable` for that model only.
+present, else the CPU. Each model runs on the backend ``inference.backends.choose``
+picks (on a CPU, a ``.pt`` model's OpenVINO export when present, else PyTorch,
+and the start-up log says why) with ``threads`` inference threads. Weights that
+are missing make :meth:`ModelPool.get` raise :class:`ModelUnavailable` for that
+model only.
 """
 
 from __future__ import annotations
@@ -11,15 +14,12 @@ import logging
 import os
 import time
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from billiard.process import current_process
 
+from inference.backends import Detector, choose, load
 from jobs.catalog import LoadedModel, weights_present, weights_sha256
 from tasks import metrics
-
-if TYPE_CHECKING:
-    from ultralytics import YOLO
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,14 @@ def resolve_device(setting: str) -> str:
     return f"cuda:{index % count}"
 
 
-def model_geometry(model: YOLO) -> tuple[int, int | None]:
-    """The model's largest stride (what inference sizes are rounded to) and the size its weights were trained at."""
-    strides = getattr(model.model, "stride", None)
-    stride = int(strides.max()) if strides is not None else 32  # Ultralytics' own fallback
-    trained = model.overrides.get("imgsz")
-    if isinstance(trained, list | tuple):
-        trained = max(trained)
-    return stride, int(trained) if trained else None
-
-
 class ModelPool:
     """Named models loaded into this process."""
 
-    def __init__(self, registry: dict[str, str], device_setting: str) -> None:
+    def __init__(self, registry: dict[str, str], device_setting: str, threads: int) -> None:
         self.registry = dict(registry)
         self.device_setting = device_setting
-        self._models: dict[str, YOLO] = {}
+        self.threads = threads
+        self._models: dict[str, Detector] = {}
         self._errors: dict[str, str] = {}
         self.loaded: list[LoadedModel] = []
 
@@ -74,36 +65,48 @@ class ModelPool:
                 self._errors[name] = str(exc)
                 log.warning("model unavailable name=%s reason=%s", name, exc)
 
-    def _load(self, name: str) -> YOLO:
-        from ultralytics import YOLO
-
+    def _load(self, name: str) -> Detector:
         weights = self.registry[name]
         if not weights_present(weights):
             raise ModelUnavailable(f"weights for model {name!r} not found at {weights}")
+        choice = choose(weights, self.device)
+        if choice.fallback_reason:
+            log.warning("model name=%s runs on PyTorch from %s: %s", name, weights, choice.fallback_reason)
         started = time.perf_counter()
         try:
-            model = YOLO(weights)
-            model.to(self.device)
+            detector = load(choice, self.device, self.threads)
         except Exception as exc:
-            raise ModelUnavailable(f"weights for model {name!r} at {weights} cannot be loaded: {exc}") from exc
+            raise ModelUnavailable(f"weights for model {name!r} at {choice.path} cannot be loaded: {exc}") from exc
         seconds = time.perf_counter() - started
-        self._models[name] = model
+        self._models[name] = detector
         metrics.model_loaded(name, seconds)
-        classes = {str(index): str(label) for index, label in model.names.items()}
-        stride, imgsz = model_geometry(model)
-        self.loaded.append(LoadedModel(name, weights, weights_sha256(weights), model.task, classes, stride, imgsz))
+        classes = {str(index): label for index, label in detector.names.items()}
+        loaded = LoadedModel(
+            name, weights, weights_sha256(weights), detector.task, classes, detector.stride, detector.imgsz
+        )
+        self.loaded.append(loaded)
         log.info(
-            "model loaded name=%s weights=%s device=%s seconds=%.3f pid=%d",
+            "model loaded name=%s weights=%s backend=%s from=%s device=%s threads=%d seconds=%.3f pid=%d",
             name,
             weights,
+            detector.backend,
+            choice.path,
             self.device,
+            self.threads,
             seconds,
             os.getpid(),
-            extra={"model": name, "weights": weights, "device": self.device, "seconds": round(seconds, 3)},
+            extra={
+                "model": name,
+                "weights": weights,
+                "backend": detector.backend,
+                "device": self.device,
+                "threads": self.threads,
+                "seconds": round(seconds, 3),
+            },
         )
-        return model
+        return detector
 
-    def get(self, name: str) -> YOLO:
+    def get(self, name: str) -> Detector:
         """The loaded model ``name``; raise :class:`ModelUnavailable` if it is unknown or failed to load."""
         if name in self._models:
             return self._models[name]

@@ -4,7 +4,10 @@ Every runtime's sessions send the webhook deliveries their transactions recorded
 those commit (``webhooks.outbox.publish_after_commit``), whichever task ended the job.
 
 Created in each prefork child by ``worker_process_init``, which also loads the
-models there (after fork, never in the parent). The pool's parent only builds a
+models there (after fork, never in the parent), each running inference on
+``WORKER_INFERENCE_THREADS`` threads: by default the cores the worker may use
+divided among the pool's processes, so the pool fills the cores and never
+oversubscribes them. The pool's parent only builds a
 runtime without models when it must mark a job failed after a hard time limit;
 a child forked after that discards the inherited one.
 """
@@ -15,7 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.utils.sysinfo import cpu_budget
 
 from config import Settings
 from jobs.catalog import record_loaded_model
@@ -37,6 +41,17 @@ class WorkerRuntime:
 _runtime: WorkerRuntime | None = None
 # Whether this worker consumes the inference queue (a maintenance-only worker loads no model).
 _serves_inference = True
+# How many processes the pool runs (Celery's concurrency), so each child takes its share of the cores.
+_pool_processes = 1
+
+
+def threads_per_process(processes: int) -> int:
+    """Inference threads for each of ``processes`` processes sharing the cores the worker may use, at least 1.
+
+    The cores are Celery's CPU budget: the affinity mask capped by a cgroup CPU quota.
+    Ultralytics' own choice (``OMP_NUM_THREADS=1`` on import) leaves the other cores idle.
+    """
+    return max(1, cpu_budget().count // max(1, processes))
 
 
 def get_runtime() -> WorkerRuntime:
@@ -49,7 +64,8 @@ def get_runtime() -> WorkerRuntime:
         publish_after_commit(
             storage.database.sessions, lambda delivery_id: app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
         )
-        _runtime = WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device))
+        threads = settings.worker.inference_threads or threads_per_process(_pool_processes)
+        _runtime = WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device, threads))
     return _runtime
 
 
@@ -63,11 +79,12 @@ def _publish_loaded_models(runtime: WorkerRuntime) -> None:
         log.warning("could not record the loaded models", exc_info=True)
 
 
-@worker_init.connect
-def _note_queues(sender: Any, **_: object) -> None:
-    """In the parent, before the pool forks: remember whether children will run inference."""
-    global _serves_inference
-    _serves_inference = "inference" in sender.app.amqp.queues.consume_from
+@celeryd_after_setup.connect
+def _note_pool(instance: Any, **_: object) -> None:
+    """In the parent, before the pool forks: remember whether children run inference, and how many there are."""
+    global _serves_inference, _pool_processes
+    _serves_inference = "inference" in instance.app.amqp.queues.consume_from
+    _pool_processes = instance.concurrency
 
 
 @worker_process_init.connect

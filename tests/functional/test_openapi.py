@@ -36,13 +36,12 @@ from schemathesis.specs.openapi.checks import (
 from harness.images import image_bytes
 from harness.processes import start_api
 from tests.conftest import ARTIFACTS, VhostPool, open_storage
-from tests.functional.test_web import browser, watched_page
+from tests.functional.browser import watched_page
 from tests.helpers import TestKey, add_key
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-__all__ = ["browser"]  # the session's chromium, a fixture of test_web
 
 CHECKS = [
     not_a_server_error,

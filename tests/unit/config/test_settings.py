@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import celery_config
 from config import Settings, SettingsError
 from config.paths import BUNDLED_MODEL
 
@@ -84,6 +85,8 @@ def test_cleanup_time_is_parsed(raw: str, expected: tuple[int, int]) -> None:
         ("WORKER_DEVICE", "gpu"),
         ("MAX_UPLOAD_BYTES", "lots"),
         ("YOLO_MODELS", "coco"),
+        ("WORKER_PROCESSES", "0"),
+        ("WORKER_INFERENCE_THREADS", "two"),
     ],
 )
 def test_bad_values_raise_settings_error(name: str, value: str) -> None:
@@ -108,3 +111,12 @@ def test_webhook_settings() -> None:
             Settings.from_env({"WEBHOOK_RETRY_SCHEDULE": bad})
     with pytest.raises(SettingsError, match="WEBHOOK_TIMEOUT_SECONDS"):
         Settings.from_env({"WEBHOOK_TIMEOUT_SECONDS": "0"})
+
+
+def test_worker_processes_and_threads_default_to_the_cores_the_worker_may_use() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.worker.processes, defaults.worker.inference_threads) == (None, None)
+    assert celery_config.from_settings(defaults)["worker_concurrency"] == "auto", "Celery's affinity-aware count"
+    chosen = Settings.from_env({"WORKER_PROCESSES": "3", "WORKER_INFERENCE_THREADS": "2"})
+    assert (chosen.worker.processes, chosen.worker.inference_threads) == (3, 2)
+    assert celery_config.from_settings(chosen)["worker_concurrency"] == 3

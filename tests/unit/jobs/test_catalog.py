@@ -32,3 +32,12 @@ def test_weights_present_and_their_digest(tmp_path: Path) -> None:
     assert weights_present(str(weights))
     assert weights_sha256(str(weights)) == hashlib.sha256(b"weights").hexdigest()
     assert weights_present("yolo11n.yaml"), "a model YAML is built from its name"
+
+
+def test_an_openvino_export_folder_is_present_once_it_holds_its_model(tmp_path: Path) -> None:
+    export = tmp_path / "model_openvino_model"
+    export.mkdir()
+    assert not weights_present(str(export)), "an empty folder is not an export"
+    (export / "model.xml").write_text("<net/>")
+    assert weights_present(str(export))
+    assert not weights_present(str(tmp_path / "missing.onnx"))

@@ -1,0 +1,220 @@
+"""The runtimes a model can run on, each behind :class:`Detector`, and which one a model gets.
+
+- ``.pt`` weights (and formats we do not call directly, such as TensorRT ``.engine``)
+  run through Ultralytics' ``YOLO.predict``;
+- an OpenVINO directory (``*_openvino_model/``) and an ``.onnx`` file run on
+  OpenVINO and ONNX Runtime directly: through Ultralytics' wrapper they ran at half
+  the speed (OpenVINO) or less (ONNX Runtime's threads fighting torch's), see
+  ``bench/backends.py``. Pre- and post-processing are Ultralytics' own, in numpy
+  (``inference/yolo.py``), so detections agree with PyTorch's.
+
+Every detector answers ``predict(images, options)`` with one list per image of
+Ultralytics' ``summary()`` rows: ``{"name", "class", "confidence", "box": {"x1",
+"y1", "x2", "y2"}}`` in that image's pixels, unrounded.
+
+On a CPU, a ``.pt`` model runs on its OpenVINO export when one sits next to it
+(``<stem>_openvino_model/``, made by ``make model``), is at least as new as the
+weights, and OpenVINO is installed; otherwise on PyTorch, and :func:`choose` says why.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from inference.yolo import Detection, detections, inference_shape, letterbox
+from jobs.catalog import DEFAULT_INFERENCE_SIZE
+
+log = logging.getLogger(__name__)
+
+PYTORCH, OPENVINO, ONNX, ULTRALYTICS = "pytorch", "openvino", "onnxruntime", "ultralytics"
+# The export `make model` builds and a CPU worker prefers: the fastest CPU backend measured (bench/backends.py).
+PREFERRED_EXPORT = OPENVINO
+
+
+class PredictOptions(Protocol):
+    """What a prediction is asked for (``jobs.lifecycle.JobParams`` is one)."""
+
+    conf: float
+    iou: float
+    imgsz: int | None
+
+
+class Detector(Protocol):
+    """A loaded model on one runtime."""
+
+    backend: str
+    task: str
+    names: dict[int, str]
+    stride: int  # the model's largest stride: inference sizes are rounded up to a multiple of it
+    imgsz: int  # the longest side images are resized to when a job names no size
+
+    def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:
+        """Detections for each BGR image, in its own pixels."""
+        ...
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which weights a model runs from, on which runtime, and why not on the preferred one."""
+
+    path: str
+    backend: str
+    fallback_reason: str | None = None
+
+
+def openvino_export_of(weights: str) -> Path:
+    """Where Ultralytics (and ``make model``) put the OpenVINO export of ``.pt`` weights."""
+    path = Path(weights)
+    return path.with_name(f"{path.stem}_openvino_model")
+
+
+def backend_of(path: str) -> str:
+    """The runtime a registry path names, by its form."""
+    if path.endswith(".onnx"):
+        return ONNX
+    if path.rstrip("/").endswith("_openvino_model") or path.endswith(".xml"):
+        return OPENVINO
+    return PYTORCH if path.endswith(".pt") else ULTRALYTICS
+
+
+def installed(backend: str) -> bool:
+    module = {OPENVINO: "openvino", ONNX: "onnxruntime"}.get(backend)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def choose(weights: str, device: str) -> Choice:
+    """The weights and runtime a registry entry runs on here (see the module docstring)."""
+    backend = backend_of(weights)
+    if backend != PYTORCH or device != "cpu":
+        return Choice(weights, backend)
+    export = openvino_export_of(weights)
+    if not any(export.glob("*.xml")):
+        reason = f"no OpenVINO export at {export} (make model builds it)"
+    elif not installed(PREFERRED_EXPORT):
+        reason = "openvino is not installed (pip install -e .[worker])"
+    elif Path(weights).is_file() and export.stat().st_mtime < Path(weights).stat().st_mtime:
+        reason = f"the OpenVINO export at {export} is older than the weights (make model rebuilds it)"
+    else:
+        return Choice(str(export), PREFERRED_EXPORT)
+    return Choice(weights, PYTORCH, reason)
+
+
+def load(choice: Choice, device: str, threads: int) -> Detector:
+    """Load ``choice`` for ``device``, running inference on ``threads`` threads when on the CPU."""
+    if device == "cpu" and choice.backend in (OPENVINO, ONNX):
+        opener = _open_openvino if choice.backend == OPENVINO else _open_onnx
+        metadata, run = opener(Path(choice.path), threads)
+        if metadata.get("task", "detect") == "detect":
+            return DirectDetector(choice.backend, metadata, run)
+    return UltralyticsDetector(choice.path, device, threads)
+
+
+class UltralyticsDetector:
+    """Any model Ultralytics loads, through ``YOLO.predict`` (PyTorch, TensorRT, and non-detect tasks)."""
+
+    def __init__(self, weights: str, device: str, threads: int) -> None:
+        import torch
+        from ultralytics import YOLO
+
+        torch.set_num_threads(threads)  # Ultralytics' import sets OMP_NUM_THREADS=1
+        self.model = YOLO(weights)
+        if weights.endswith(".pt"):
+            self.model.to(device)
+        self.device = device
+        self.backend = PYTORCH if weights.endswith(".pt") else ULTRALYTICS
+        self.task = self.model.task
+        self.names = {int(index): str(label) for index, label in self.model.names.items()}
+        strides = getattr(self.model.model, "stride", None)
+        self.stride = int(strides.max()) if strides is not None else 32  # Ultralytics' own fallback
+        size = self.model.overrides.get("imgsz") or DEFAULT_INFERENCE_SIZE
+        self.imgsz = max(size) if isinstance(size, list | tuple) else int(size)
+
+    def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:
+        if not images:
+            return []
+        arguments: dict[str, Any] = {"conf": options.conf, "iou": options.iou, "device": self.device, "verbose": False}
+        if options.imgsz:
+            arguments["imgsz"] = options.imgsz
+        return [result.summary(decimals=6) for result in self.model.predict(list(images), **arguments)]
+
+
+class DirectDetector:
+    """A detection model on OpenVINO or ONNX Runtime, called directly, with Ultralytics' steps around it."""
+
+    def __init__(self, backend: str, metadata: dict[str, Any], run: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.backend = backend
+        self.task = "detect"
+        self.names = {int(index): str(label) for index, label in metadata["names"].items()}
+        self.stride = int(metadata.get("stride", 32))
+        size = metadata.get("imgsz") or DEFAULT_INFERENCE_SIZE
+        self.imgsz = max(size) if isinstance(size, list | tuple) else int(size)
+        # A static export runs at its own size, one image at a time (as Ultralytics runs it).
+        self.static = not metadata.get("args", {}).get("dynamic", False)
+        self._run = run
+
+    def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:
+        if not images:
+            return []
+        if self.static:
+            size = self.imgsz
+            groups = [[image] for image in images]
+        else:
+            size = inference_shape(options.imgsz or self.imgsz, self.stride)
+            groups = [list(images)]
+        found = []
+        for group in groups:
+            boxed = letterbox(group, size, self.stride, rect=not self.static)
+            outputs = self._run(boxed.batch)
+            input_shape = boxed.batch.shape[2:]
+            for output, shape in zip(outputs, boxed.shapes, strict=True):
+                found.append(detections(output, input_shape, shape, self.names, options.conf, options.iou))
+        return found
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def _open_openvino(path: Path, threads: int) -> tuple[dict[str, Any], Runner]:
+    """Ultralytics' metadata of an OpenVINO export, and a function running a batch through it."""
+    import openvino
+    import yaml
+
+    xml = path if path.is_file() else next(path.glob("*.xml"))
+    metadata = yaml.safe_load((xml.parent / "metadata.yaml").read_text())
+    core = openvino.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    compiled = core.compile_model(core.read_model(xml), "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return request.infer({0: batch})[output]
+
+    return metadata, run
+
+
+def _open_onnx(path: Path, threads: int) -> tuple[dict[str, Any], Runner]:
+    """Ultralytics' metadata of an ONNX export, and a function running a batch through ONNX Runtime."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    literals = ("names", "imgsz", "args", "stride")
+    props = session.get_modelmeta().custom_metadata_map
+    metadata = {key: ast.literal_eval(value) if key in literals else value for key, value in props.items()}
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: batch})[0]
+
+    return metadata, run

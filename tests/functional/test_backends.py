@@ -1,0 +1,95 @@
+"""Every backend finds what PyTorch finds on the model quality test's images, batched as the worker batches.
+
+Same class, IoU ≥ 0.9, every box edge within 2 px and the confidence within 0.01,
+at batch 1 (each image letterboxed to its own minimum rectangle) and batch 8 (mixed
+shapes, letterboxed square). The exports are made from the shipped weights in a
+subprocess (``python -m inference.export``), the OpenVINO one reused when ``make``
+already built it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from celery.utils.sysinfo import cpu_budget
+
+from config.paths import BUNDLED_MODEL, PROJECT_ROOT
+from inference.backends import ONNX, OPENVINO, PYTORCH, Choice, Detector, choose, load
+from inference.yolo import Detection
+from tests.functional.test_model_quality import E2E_IMAGES, E2E_SEED
+from training.shapes import render_sample
+
+pytestmark = pytest.mark.slow
+OPTIONS = SimpleNamespace(conf=0.25, iou=0.7, imgsz=None)
+MAX_PIXELS = 2.0
+MAX_CONFIDENCE = 0.01
+MIN_IOU = 0.9
+
+
+def exported(backend: str, destination: Path) -> Path:
+    command = [sys.executable, "-m", "inference.export", str(BUNDLED_MODEL), "--format", backend]
+    result = subprocess.run(
+        [*command, "--output", str(destination)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return destination
+
+
+@pytest.fixture(scope="module")
+def detectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Detector]:
+    folder = tmp_path_factory.mktemp("exports")
+    bundled = choose(str(BUNDLED_MODEL), "cpu")
+    openvino = Path(bundled.path) if bundled.backend == OPENVINO else exported(OPENVINO, folder / "m_openvino_model")
+    threads = cpu_budget().count
+    return {
+        PYTORCH: load(Choice(str(BUNDLED_MODEL), PYTORCH), "cpu", threads),
+        OPENVINO: load(Choice(str(openvino), OPENVINO), "cpu", threads),
+        ONNX: load(Choice(str(exported(ONNX, folder / "m.onnx")), ONNX), "cpu", threads),
+    }
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.asarray(render_sample(E2E_SEED, i)[0])[..., ::-1]) for i in range(E2E_IMAGES)]
+
+
+def predicted(detector: Detector, images: list[np.ndarray], batch: int) -> list[list[Detection]]:
+    found = []
+    for start in range(0, len(images), batch):
+        found += detector.predict(images[start : start + batch], OPTIONS)
+    return found
+
+
+def iou(a: dict[str, float], b: dict[str, float]) -> float:
+    width = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"]))
+    height = max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
+    area = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"])
+    return width * height / (area - width * height)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("backend", [OPENVINO, ONNX])
+def test_backend_agrees_with_pytorch(
+    detectors: dict[str, Detector], images: list[np.ndarray], backend: str, batch: int
+) -> None:
+    expected = predicted(detectors[PYTORCH], images, batch)
+    found = predicted(detectors[backend], images, batch)
+    assert detectors[backend].backend == backend
+    assert sum(map(len, expected)) >= 100, "the images hold enough objects to compare"
+    worst_pixels = worst_confidence = 0.0
+    for index, (reference, candidates) in enumerate(zip(expected, found, strict=True)):
+        assert len(candidates) == len(reference), f"image {index}: {len(candidates)} boxes, PyTorch {len(reference)}"
+        for want in reference:
+            same_class = [c for c in candidates if c["class"] == want["class"] and c["name"] == want["name"]]
+            assert same_class, f"image {index}: no {want['name']} where PyTorch found one"
+            got = max(same_class, key=lambda c: iou(c["box"], want["box"]))
+            assert iou(got["box"], want["box"]) >= MIN_IOU, f"image {index}: {got} against {want}"
+            worst_pixels = max(worst_pixels, *(abs(got["box"][k] - want["box"][k]) for k in want["box"]))
+            worst_confidence = max(worst_confidence, abs(got["confidence"] - want["confidence"]))
+    print(f"\n{backend} batch {batch}: at most {worst_pixels:.4f} px and {worst_confidence:.5f} confidence apart")
+    assert worst_pixels <= MAX_PIXELS and worst_confidence <= MAX_CONFIDENCE
