@@ -4,14 +4,13 @@ Ultralytics' own ``check_imgsz``, and the stride and trained size a worker repor
 from __future__ import annotations
 
 import pytest
-from ultralytics import YOLO
 from ultralytics.utils.checks import check_imgsz
 
 from config.paths import BUNDLED_MODEL
+from inference.backends import UltralyticsDetector, choose, load
 from jobs.catalog import inference_size
 from jobs.lifecycle import JobParams
 from tasks.detection import inference_size as worker_inference_size
-from tasks.model_pool import model_geometry
 
 
 @pytest.mark.parametrize("stride", [8, 16, 32, 64])
@@ -29,9 +28,11 @@ def test_no_size_asked_is_the_trained_size_else_640() -> None:
 
 
 def test_the_worker_reports_and_predicts_at_the_same_size() -> None:
-    model = YOLO(str(BUNDLED_MODEL))
-    stride, trained = model_geometry(model)
-    assert stride == int(model.model.stride.max()) and trained == model.overrides["imgsz"]
+    pytorch = UltralyticsDetector(str(BUNDLED_MODEL), "cpu", 1)
+    assert pytorch.stride == int(pytorch.model.model.stride.max()) and pytorch.imgsz == pytorch.model.overrides["imgsz"]
+    preferred = load(choose(str(BUNDLED_MODEL), "cpu"), "cpu", 1)  # the OpenVINO export once make built it
+    assert (preferred.stride, preferred.imgsz) == (pytorch.stride, pytorch.imgsz), "every backend reports alike"
     for requested in (None, 100, 320, 1000):
-        expected = inference_size(requested, trained, stride)
-        assert worker_inference_size(model, JobParams(model="shapes", imgsz=requested)) == expected
+        expected = inference_size(requested, pytorch.imgsz, pytorch.stride)
+        for detector in (pytorch, preferred):
+            assert worker_inference_size(detector, JobParams(model="shapes", imgsz=requested)) == expected
