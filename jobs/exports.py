@@ -81,6 +81,13 @@ class JobExport:
     images: list[ExportImage]
 
 
+# The kinds of file an export is: media type and extension.
+JSON_FILE = ("application/json", "json")
+ZIP_FILE = ("application/zip", "zip")
+CSV_FILE = ("text/csv", "csv")
+MEDIA_TYPES = tuple(media_type for media_type, _ in (JSON_FILE, ZIP_FILE, CSV_FILE))
+
+
 @dataclass(frozen=True)
 class ExportFile:
     content: bytes
@@ -155,7 +162,7 @@ def coco(export: JobExport) -> ExportFile:
         "annotations": annotations,
         "categories": [{"id": cls + 1, "name": name, "supercategory": ""} for cls, name in export.classes.items()],
     }
-    return ExportFile(_json(document), "application/json", "json")
+    return ExportFile(_json(document), *JSON_FILE)
 
 
 def unique_label_names(filenames: list[str], taken: set[str] | None = None) -> list[str]:
@@ -220,7 +227,7 @@ def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
             archive.writestr(f"labels/{label}", yolo_lines(image, with_confidence))
             writer.writerow((f"labels/{label}", image.filename, image.file_id, image.width, image.height))
         archive.writestr("files.csv", manifest.getvalue())
-    return ExportFile(buffer.getvalue(), "application/zip", "zip")
+    return ExportFile(buffer.getvalue(), *ZIP_FILE)
 
 
 def csv_rows(export: JobExport) -> ExportFile:
@@ -244,7 +251,7 @@ def csv_rows(export: JobExport) -> ExportFile:
                     image.height,
                 )
             )
-    return ExportFile(text.getvalue().encode(), "text/csv", "csv")
+    return ExportFile(text.getvalue().encode(), *CSV_FILE)
 
 
 def label_studio(export: JobExport) -> ExportFile:
@@ -279,7 +286,7 @@ def label_studio(export: JobExport) -> ExportFile:
         }
         data = {"image": image.url, "filename": image.filename, "file_id": image.file_id, "job_id": export.job_id}
         tasks.append({"data": data, "predictions": [prediction]})
-    return ExportFile(_json(tasks), "application/json", "json")
+    return ExportFile(_json(tasks), *JSON_FILE)
 
 
 FORMATS: dict[str, Callable[[JobExport], ExportFile]] = {

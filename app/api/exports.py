@@ -15,9 +15,9 @@ from app.auth import tenant_scope
 from app.errors import RETRY_AFTER_SECONDS, ApiError
 from app.extensions import db_session, get_job_service
 from jobs.catalog import model_classes
-from jobs.exports import build, job_export
+from jobs.exports import MEDIA_TYPES, build, job_export
 
-EXPORTED = binary("The export, as an attachment.", "application/json", "application/zip", "text/csv")
+EXPORTED = binary("The export, as an attachment.", *MEDIA_TYPES)
 
 
 @bp.get("/jobs/<uuid:job_id>/export", responses={200: EXPORTED, 404: ErrorBody, 409: ErrorBody})

@@ -15,9 +15,10 @@ from tests.conftest import MakeApp
 from tests.helpers import post_images, post_job
 
 # Authentication 4 (its key's SELECT, the last_used_at UPDATE, BEGIN, COMMIT), the create
-# transaction 9 (BEGIN, the tenant's lock and active jobs, the digest's lock and stored file,
-# three INSERTs, COMMIT), enqueued_at 1 (an UPDATE in autocommit).
-STATEMENTS_PER_POST = 14
+# transaction 10 (BEGIN, the tenant's lock and active jobs, the model's reported stride and size
+# that the job's imgsz is rounded with, the digest's lock and stored file, three INSERTs, COMMIT),
+# enqueued_at 1 (an UPDATE in autocommit).
+STATEMENTS_PER_POST = 15
 
 
 def test_a_submission_is_two_transactions_and_one_update_without_pings_or_read_back(
@@ -32,7 +33,7 @@ def test_a_submission_is_two_transactions_and_one_update_without_pings_or_read_b
     assert response.status_code == 202 and response.get_json()["status"] == "queued"
     assert counts["ping"] == 0, "no SELECT 1 on checkout"
     assert (counts["BEGIN"], counts["COMMIT"]) == (2, 2), counts
-    assert counts["SELECT"] == 5 and counts["INSERT"] == 3 and counts["UPDATE"] == 2, counts
+    assert counts["SELECT"] == 6 and counts["INSERT"] == 3 and counts["UPDATE"] == 2, counts
     assert sum(counts.values()) == STATEMENTS_PER_POST, counts
 
 

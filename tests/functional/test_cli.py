@@ -187,4 +187,4 @@ def test_exit_codes(api_url: str, worker: ServiceProcess, tenant_key: TestKey, t
     listing = yolo_jobs(api_url, key, "jobs")
     assert listing.returncode == EXIT_OK and listing.stdout.split("\t")[:3] == [job_id, "succeeded", "1/1"]
     models = yolo_jobs(api_url, key, "models")
-    assert models.returncode == EXIT_OK and models.stdout.startswith("default\tdefault\tcircle,square,triangle")
+    assert models.returncode == EXIT_OK and models.stdout.startswith("shapes\tdefault\tcircle,square,triangle")
