@@ -25,6 +25,7 @@ from sqlalchemy import func, make_url, select, text
 from app import extensions
 from config import Settings
 from harness import services
+from harness.costs import RedisMonitor
 from harness.images import image_bytes
 from harness.processes import VENV_BIN, ServiceProcess, start_worker, wait_until
 from jobs.messages import DETECT_TASK
@@ -332,3 +333,59 @@ def test_a_60_second_database_outage_loses_no_job(stack: Stack) -> None:
     print(f"\n60 s database outage, 30 jobs: {statuses.count('succeeded')} succeeded; last finished {last:.1f} s after")
     for job_id in job_ids:
         assert_one_result_per_file(stack, job_id)
+
+
+# Several jobs per round (tasks/rounds.py). The worker's consumer holds one message per process
+# (two here): the jobs queued behind them are taken into rounds by whichever process starts first.
+
+
+def round_sizes(stack: Stack) -> list[int]:
+    lines = [x["message"] for x in stack.worker.json_log_lines() if x["message"].startswith("round finished")]
+    return [int(line.split("jobs=")[1].split()[0]) for line in lines]
+
+
+def test_a_round_runs_queued_jobs_together_and_a_poison_job_fails_alone(stack: Stack, paused: None) -> None:
+    rounds_before = len(round_sizes(stack))
+    job_ids = [submit(stack.app, images(1, 1200 + n)) for n in range(5)]
+    poison = job_ids[3]
+    with stack.storage.database.transaction() as session:
+        # A model this worker does not have (the registry changed behind the job's back): it cannot run.
+        session.execute(text("UPDATE jobs SET model = 'withdrawn' WHERE id = :id"), {"id": poison})
+    consume(stack, True)
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "failed" if job_id == poison else "succeeded")
+    poisoned = job_state(stack.storage, poison)
+    assert poisoned.error_code == "model_unavailable" and result_rows(stack, poison) == {}
+    for job_id in job_ids:
+        if job_id != poison:
+            assert job_state(stack.storage, job_id).attempts == 1
+            assert_one_result_per_file(stack, job_id)
+    assert max(round_sizes(stack)[rounds_before:]) >= 3, stack.worker.log_text()[-3000:]
+
+
+def test_a_job_cancelled_in_mid_round_ends_cancelled_and_its_mates_succeed(stack: Stack, paused: None) -> None:
+    job_ids = [submit(stack.app, images(1, 1300 + n), **SLOW) for n in range(5)]
+    mate = job_ids[-1]  # queued behind the two messages the consumer holds: taken into a round
+    consume(stack, True)
+    wait_for_status(stack, mate, "running")
+    assert stack.app.test_client().post(f"/api/v1/jobs/{mate}/cancel").status_code == 202
+    for job_id in job_ids[:-1]:
+        wait_for_status(stack, job_id, "succeeded")
+        assert_one_result_per_file(stack, job_id)
+    wait_until(lambda: "round-mate stopped without writing" in stack.worker.log_text(), 30, what="the mid-round stop")
+    assert status(stack, mate) == "cancelled" and result_rows(stack, mate) == {}
+
+
+def test_a_single_image_job_writes_no_celery_state_to_redis(stack: Stack) -> None:
+    """The job's state lives in PostgreSQL: no STARTED, PROGRESS or SUCCESS result for a one-image job."""
+    warm = submit(stack.app, images(1, 1400))
+    wait_for_status(stack, warm, "succeeded")
+    monitor = RedisMonitor(stack.env["CELERY_RESULT_BACKEND"])
+    try:
+        job_id = submit(stack.app, images(1, 1401))
+        wait_for_status(stack, job_id, "succeeded")
+        wait_until(lambda: "Task tasks.inference.detect[" + job_id in stack.worker.log_text(), 10, what="the task end")
+    finally:
+        commands = monitor.stop()
+    # The worker's one GET (the revoked-while-queued check); the in-process API's rate limiter sends the rest.
+    assert set(commands) <= {"GET", "EVALSHA", "SELECT"} and commands["GET"] <= 1, commands
