@@ -28,6 +28,7 @@ import requests
 from kombu import Connection
 from sqlalchemy import text
 
+from bench.api_post import GENEROUS_QUOTAS
 from bench.environment import BenchStack, bench_stack
 from config import Settings
 from config.paths import BUNDLED_MODEL
@@ -129,7 +130,7 @@ def post_all(stack: BenchStack, base_url: str, jobs: list[list[bytes]]) -> list[
 def sustained(images: list[bytes], per_job: int, **overrides: str) -> dict[str, float]:
     """Images/s from the first POST to the last ``finished_at``, and CPU-ms per image of each part."""
     concurrency = len(os.sched_getaffinity(0))
-    with bench_stack(INFERENCE_BATCH_SIZE=str(BATCH), **overrides) as stack:
+    with bench_stack(INFERENCE_BATCH_SIZE=str(BATCH), **GENEROUS_QUOTAS, **overrides) as stack:
         worker = start_worker(stack.env, stack.workdir / "worker.log", queues="inference", concurrency=concurrency)
         server, base_url = start_api(stack.env, stack.workdir / "gunicorn.log")
         storage = Storage(stack.env["DATABASE_URL"], stack.workdir / "storage")

@@ -8,7 +8,8 @@ same to predict. A round fills the batches and shares the bookkeeping.
 How (README, "Several jobs per round"):
 
 - The *leader* is the job whose message the worker's consumer delivered: a fresh job (first attempt,
-  first delivery) with at most ``INFERENCE_BATCH_SIZE`` images left. Any other job runs alone.
+  first delivery) with at most ``INFERENCE_BATCH_SIZE`` images left, at no more than the default
+  inference size (640). Any other job runs alone, its writes and progress paced.
 - The leader takes up to N-1 more ready messages from its queue with ``basic_get`` on a channel of its
   process's own (:class:`Mailbox`), never waiting: the consumer keeps its prefetch of one, and the round
   is the bounded prefetch. Each mate begins its own attempt (its own lease). A mate that could not lead
@@ -48,6 +49,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Connection, Message
 
 import celery_config
+from jobs.catalog import DEFAULT_INFERENCE_SIZE
 from jobs.lifecycle import (
     FileResult,
     Finishing,
@@ -76,8 +78,11 @@ INFERENCE_QUEUE = celery_config.QUEUES[0]
 
 
 def can_join_round(run: JobRun, batch_size: int) -> bool:
-    """Whether a job may run in a round: a first attempt with at most one batch of images left."""
-    return run.attempts == 1 and 0 < len(run.pending) <= batch_size
+    """Whether a job may run in a round: a first attempt with at most one batch of images left, at no more
+    than the default inference size. A slower job (a larger size) runs alone, paced, so its progress and
+    its round-mates' ends are never held up by it (``tasks/pacing.py``)."""
+    fast = run.params.imgsz is None or run.params.imgsz <= DEFAULT_INFERENCE_SIZE
+    return fast and run.attempts == 1 and 0 < len(run.pending) <= batch_size
 
 
 class Mailbox:

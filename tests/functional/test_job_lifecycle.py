@@ -8,6 +8,7 @@ worker's process group SIGKILLed, the database closed to connections, the queue 
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 import uuid
@@ -20,6 +21,7 @@ import pytest
 from celery import Celery
 from flask import Flask
 from kombu import Connection
+from PIL import Image
 from sqlalchemy import func, make_url, select, text
 
 from app import extensions
@@ -363,8 +365,15 @@ def test_a_round_runs_queued_jobs_together_and_a_poison_job_fails_alone(stack: S
     assert max(round_sizes(stack)[rounds_before:]) >= 3, stack.worker.log_text()[-3000:]
 
 
+def large_flat_png(shade: int) -> bytes:
+    """A 24-megapixel PNG of a few kilobytes: about half a second to decode, so a round of them lasts."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (shade, shade, shade)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_a_job_cancelled_in_mid_round_ends_cancelled_and_its_mates_succeed(stack: Stack, paused: None) -> None:
-    job_ids = [submit(stack.app, images(1, 1300 + n), **SLOW) for n in range(5)]
+    job_ids = [submit(stack.app, [large_flat_png(40 * n)]) for n in range(5)]
     mate = job_ids[-1]  # queued behind the two messages the consumer holds: taken into a round
     consume(stack, True)
     wait_for_status(stack, mate, "running")
