@@ -195,7 +195,7 @@ class Round:
         members, given_back = [], []
         for (task_id, job_id, message), run in zip(wanted, runs, strict=True):
             if run is None:  # finished, cancelled, or held by a live attempt
-                log.info("round-mate not started", extra={"job_id": str(job_id)})
+                log.info("round-mate not started task_id=%s", task_id, extra={"job_id": str(job_id)})
                 self._settle(message)
             elif can_join_round(run, self.worker.inference_batch_size):
                 members.append(Member(task_id, run, message))

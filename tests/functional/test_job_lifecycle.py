@@ -398,3 +398,38 @@ def test_a_single_image_job_writes_no_celery_state_to_redis(stack: Stack) -> Non
         commands = monitor.stop()
     # The worker's one GET (the revoked-while-queued check); the in-process API's rate limiter sends the rest.
     assert set(commands) <= {"GET", "EVALSHA", "SELECT"} and commands["GET"] <= 1, commands
+
+
+def skipped_deliveries(stack: Stack) -> int:
+    """Deliveries the worker left alone: the job was finished or held (alone, or taken into a round)."""
+    return sum("not started" in x["message"] for x in stack.worker.json_log_lines())
+
+
+def test_a_second_message_for_a_job_in_a_round_writes_nothing_twice(stack: Stack, paused: None) -> None:
+    skipped = skipped_deliveries(stack)
+    job_ids = [submit(stack.app, images(1, 1500 + n)) for n in range(4)]
+    for job_id in job_ids[2:]:  # taken into a round beside their first message, or after it
+        duplicate = f"{job_id}-again"
+        stack.celery.send_task(
+            DETECT_TASK, args=[job_id], task_id=duplicate, queue="inference", routing_key="inference"
+        )
+    consume(stack, True)
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "succeeded")
+    wait_until(lambda: skipped_deliveries(stack) >= skipped + 2, 30, what="both second messages skipped")
+    for job_id in job_ids:
+        assert job_state(stack.storage, job_id).attempts == 1
+        assert_one_result_per_file(stack, job_id)
+
+
+def test_a_worker_killed_in_mid_round_completes_every_job_of_the_round_once(stack: Stack, paused: None) -> None:
+    job_ids = [submit(stack.app, [large_flat_png(30 * n + 5)]) for n in range(5)]
+    consume(stack, True)
+    mate = job_ids[-1]
+    wait_for_status(stack, mate, "running")
+    stack.worker.kill()  # SIGKILL to the whole process group: the round's messages go back to the queue
+    stack.restart_worker("worker-after-round-kill")
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "succeeded", 180)
+        assert_one_result_per_file(stack, job_id)
+    assert job_state(stack.storage, mate).attempts == 2
