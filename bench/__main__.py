@@ -22,10 +22,10 @@ def main(names: list[str]) -> None:
         last = report.previous(name)
         path = report.write(name, figures)
         print(f"\n== {name} ({time.perf_counter() - started:.0f} s; {path})")
-        print(f"  {'':<45} {'this run':>12} {'last run':>12}")
+        print(f"  {'':<62} {'this run':>12} {'last run':>12}")
         for label, value in figures.items():
             before = f"{last[label]:>12.3f}" if label in last else f"{'':>12}"
-            print(f"  {label:<45} {value:>12.3f} {before}")
+            print(f"  {label:<62} {value:>12.3f} {before}")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ class WorkerSettings:
     processes: int | None = None
     # Inference threads of each process. None: the allowed cores divided among the pool's processes.
     inference_threads: int | None = None
+    # Jobs a worker process runs together in one round (tasks/rounds.py): 1 turns rounds off.
+    round_jobs: int = 8
     # A file whose header declares more pixels gets an error result, never a decode (Pillow's bomb limit).
     max_image_pixels: int = 89_478_485
     metrics_port: int = 9808
@@ -266,6 +268,7 @@ def _worker_settings(env: Mapping[str, str]) -> WorkerSettings:
         inference_batch_size=_int(env, "INFERENCE_BATCH_SIZE", defaults.inference_batch_size),
         processes=_positive_or_none(env, "WORKER_PROCESSES"),
         inference_threads=_positive_or_none(env, "WORKER_INFERENCE_THREADS"),
+        round_jobs=max(1, _int(env, "WORKER_ROUND_JOBS", defaults.round_jobs)),
         max_image_pixels=_int(env, "WORKER_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
         metrics_port=_int(env, "WORKER_METRICS_PORT", defaults.metrics_port),
         metrics_addr=env.get("WORKER_METRICS_ADDR", defaults.metrics_addr),

@@ -165,18 +165,23 @@ class DirectDetector:
             return []
         if self.static:
             size = self.imgsz
-            groups = [[image] for image in images]
+            groups = [[position] for position in range(len(images))]
         else:
+            # One call per image shape: each image is letterboxed to the rectangle it gets alone, so its
+            # boxes do not depend on the other images of the call (another job's, in a round).
             size = inference_shape(options.imgsz or self.imgsz, self.stride)
-            groups = [list(images)]
-        found = []
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for position, image in enumerate(images):
+                by_shape.setdefault(image.shape, []).append(position)
+            groups = list(by_shape.values())
+        found: dict[int, list[Detection]] = {}
         for group in groups:
-            boxed = letterbox(group, size, self.stride, rect=not self.static)
+            boxed = letterbox([images[p] for p in group], size, self.stride, rect=not self.static)
             outputs = self._run(boxed.batch)
             input_shape = boxed.batch.shape[2:]
-            for output, shape in zip(outputs, boxed.shapes, strict=True):
-                found.append(detections(output, input_shape, shape, self.names, options.conf, options.iou))
-        return found
+            for position, output, shape in zip(group, outputs, boxed.shapes, strict=True):
+                found[position] = detections(output, input_shape, shape, self.names, options.conf, options.iou)
+        return [found[position] for position in range(len(images))]
 
 
 Runner = Callable[[np.ndarray], np.ndarray]

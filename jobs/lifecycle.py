@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, Update, and_, cast, delete, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, Text, Update, and_, cast, delete, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
@@ -275,23 +275,7 @@ def record_results(
     if not renew_lease(session, job_id, token, lease):  # also locks the job's row until commit
         return None
     if results:
-        rows = [
-            {
-                "upload_id": r.upload_id,
-                "job_id": job_id,
-                "width": r.width,
-                "height": r.height,
-                "detections": r.detections,
-                "error": r.error,
-            }
-            for r in results
-        ]
-        statement = insert(Result).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[Result.upload_id],
-            set_={c: statement.excluded[c] for c in ("width", "height", "detections", "error")},
-        )
-        session.execute(statement)
+        _upsert_results(session, [_result_row(job_id, r) for r in results])
     done = session.scalar(select(func.count()).select_from(Result).where(Result.job_id == job_id)) or 0
     values: dict[str, Any] = {"done_files": done}
     if finish:
@@ -301,6 +285,98 @@ def record_results(
     if finish:
         record_job_finished(session, job_id)
     return done
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """The last write of one attempt: its job, its lease token and the results it has not written yet."""
+
+    job_id: uuid.UUID
+    token: uuid.UUID
+    results: Sequence[FileResult]
+
+
+def finish_jobs(session: Session, finishing: Sequence[Finishing]) -> set[uuid.UUID]:
+    """End each attempt's job as succeeded and store its last results: one UPDATE and one upsert for them all.
+
+    The UPDATE is fenced by each attempt's lease token and locks the jobs' rows, so an
+    attempt that no longer holds its job (cancelled in the meantime, or replaced) writes
+    nothing. Every upload has a result once its attempt finishes (the attempt began with
+    the uploads that had none, and no other attempt could write since), so ``done_files``
+    is ``total_files``. Returns the ids of the jobs finished.
+    """
+    if not finishing:
+        return set()
+    attempts = [(f.job_id, f.token) for f in finishing]
+    statement = (
+        update(Job)
+        .where(tuple_(Job.id, Job.lease_token).in_(attempts), Job.status == "running")
+        .values(
+            status="succeeded",
+            done_files=Job.total_files,
+            finished_at=func.now(),
+            error_code=None,
+            error_message=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        .returning(Job.id, Job.callback_url)
+    )
+    ended = {job_id: callback for job_id, callback in session.execute(statement)}
+    rows = [_result_row(f.job_id, r) for f in finishing if f.job_id in ended for r in f.results]
+    if rows:
+        _upsert_results(session, rows)
+    for job_id, callback in ended.items():
+        if callback is not None:
+            record_job_finished(session, job_id)
+    return set(ended)
+
+
+def renew_leases(session: Session, attempts: Sequence[tuple[uuid.UUID, uuid.UUID]], lease: timedelta) -> set[uuid.UUID]:
+    """Extend the leases of several ``(job_id, token)`` attempts in one statement; the ids still held."""
+    statement = (
+        update(Job)
+        .where(tuple_(Job.id, Job.lease_token).in_(attempts), Job.status == "running")
+        .values(lease_expires_at=func.now() + lease)
+        .returning(Job.id)
+    )
+    return set(session.scalars(statement))
+
+
+def release_attempt(session: Session, job_id: uuid.UUID, token: uuid.UUID) -> bool:
+    """Give a just-begun attempt back unrun: the job is queued again, as if this attempt never began.
+
+    For a job a worker took into a round but that must run alone (see ``tasks/rounds.py``);
+    its message goes back to the queue. Returns whether the attempt still held the job.
+    """
+    statement = (
+        update(Job)
+        .where(_holds_lease(job_id, token))
+        .values(status="queued", attempts=Job.attempts - 1, lease_token=None, lease_expires_at=None)
+        .returning(Job.id)
+    )
+    return session.execute(statement).first() is not None
+
+
+def _result_row(job_id: uuid.UUID, result: FileResult) -> dict[str, Any]:
+    return {
+        "upload_id": result.upload_id,
+        "job_id": job_id,
+        "width": result.width,
+        "height": result.height,
+        "detections": result.detections,
+        "error": result.error,
+    }
+
+
+def _upsert_results(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert results, replacing any an earlier attempt wrote for the same upload (never duplicated)."""
+    statement = insert(Result).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Result.upload_id],
+        set_={c: statement.excluded[c] for c in ("width", "height", "detections", "error")},
+    )
+    session.execute(statement)
 
 
 def fail_job(session: Session, job_id: uuid.UUID, code: str, message: str, token: uuid.UUID | None = None) -> bool:

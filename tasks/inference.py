@@ -5,10 +5,16 @@ The message carries only the job id. An attempt begins by taking the job's lease
 another live attempt is left alone. Results are written a few batches at a time, each
 write fenced by the attempt's lease token and renewing the lease; a heartbeat renews it
 between writes. Writes (and progress) follow a time budget (:mod:`tasks.pacing`): at
-least every 2 s while images finish, per image when one takes longer. When a write or a
+least every 2 s while images finish, per image when one takes longer; the last write
+ends the job in one fenced UPDATE and one upsert. When a write or a
 heartbeat finds the lease gone, the attempt stops at the next batch boundary: the job
 was cancelled (Celery then shows REVOKED), or
 another attempt took over after this one outlived its lease.
+
+A small fresh job leads a *round* instead (:mod:`tasks.rounds`): it takes up to
+``WORKER_ROUND_JOBS - 1`` more ready jobs and runs them all together. The task stores
+no result: the job's state lives in PostgreSQL, and only a job that writes more than
+once publishes progress.
 
 Database (and storage) outages are retried in place with capped exponential
 back-off for ``JOB_DATABASE_RETRY_SECONDS``; past that, the message is acknowledged
@@ -27,25 +33,28 @@ from typing import Any, TypeVar
 from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_revoked
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from config.logs import job_context
 from jobs.lifecycle import (
     FileResult,
+    Finishing,
     JobRun,
     begin_attempt,
     cancel_job,
     fail_job,
+    finish_jobs,
     job_status,
     record_results,
-    renew_lease,
+    renew_leases,
 )
 from jobs.messages import DETECT_TASK
 from tasks import app, metrics
 from tasks.detection import predict_batch
 from tasks.model_pool import ModelUnavailable
+from tasks.outages import DatabaseOutage, ride_out_outages
 from tasks.pacing import Pace
+from tasks.rounds import Round, can_join_round
 from tasks.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -54,41 +63,10 @@ T = TypeVar("T")
 
 # A job whose attempts keep dying (a message that kills its worker) fails on the attempt after this many.
 MAX_ATTEMPTS = 10
-# Back-off between retries of an outage: 1 s, doubling, at most this.
-MAX_RETRY_DELAY = 30.0
-
-
-class DatabaseOutage(RuntimeError):
-    """The database (or the storage volume) stayed unavailable for the whole retry budget."""
 
 
 class LeaseLost(RuntimeError):
     """This attempt no longer holds the job: it was cancelled, or another attempt took over."""
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database or the volume briefly unavailable (anything else is a bug and fails)."""
-    if isinstance(exc, OperationalError | InterfaceError | OSError):
-        return True
-    # psycopg2 reports some dropped connections as a plain DatabaseError without an error code.
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def ride_out_outages(work: Callable[[], T], budget: float) -> T:
-    """Run ``work``, retrying outages with capped exponential back-off until ``budget`` seconds have passed."""
-    deadline = time.monotonic() + budget
-    delay = 1.0
-    while True:
-        try:
-            return work()
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise DatabaseOutage(f"still unavailable after {budget:.0f}s: {exc}") from exc
-            log.warning("database or storage unavailable, retrying in %.0fs: %s", delay, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 class JobTask(Task):
@@ -112,7 +90,9 @@ class JobTask(Task):
             metrics.job_finished("failed")
 
 
-@app.task(name=DETECT_TASK, bind=True, base=JobTask)
+# No SUCCESS stored: the job's state lives in PostgreSQL, and the API reads it there (Flower reads events).
+# REVOKED and FAILURE still are: a revoke of a queued message is known to later workers by it.
+@app.task(name=DETECT_TASK, bind=True, base=JobTask, ignore_result=True, store_errors_even_if_ignored=True)
 def detect(self: Task, job_id: str) -> dict[str, Any]:
     """Detect objects in every image of job ``job_id`` that has no result yet."""
     with job_context(job_id):
@@ -152,24 +132,37 @@ class Attempt:
             return self._not_started()
         if run.attempts > MAX_ATTEMPTS:
             return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
+        log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
+        if self._leads_round(run):
+            return Round(self, run).run()
         try:
             model = self.runtime.models.get(self.runtime.settings.registry_name(run.params.model) or run.params.model)
         except ModelUnavailable as exc:
             return self._fail(run, "model_unavailable", str(exc))
-        log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
         try:
-            with Heartbeat(self, run) as heartbeat:
+            with Heartbeat(self, [run]) as heartbeat:
                 done = self._predict_all(run, model, heartbeat)
         except LeaseLost:
-            return self._lease_lost()
+            return self.lease_lost()
         log.info("job succeeded done=%d total=%d", done, run.total)
         metrics.job_finished("succeeded")
         return {"job_id": str(self.job_id), "status": "succeeded", "done": done, "total": run.total}
 
+    def _leads_round(self, run: JobRun) -> bool:
+        """Whether this job runs in a round (:mod:`tasks.rounds`): rounds are on, and it is a small job on
+        its first attempt and first delivery (a redelivered message may be one that killed a round)."""
+        redelivered = (self.task.request.delivery_info or {}).get("redelivered", False)
+        worker = self.runtime.settings.worker
+        return worker.round_jobs > 1 and not redelivered and can_join_round(run, worker.inference_batch_size)
+
     def _predict_all(self, run: JobRun, model: Any, heartbeat: Heartbeat) -> int:
-        """Predict the pending images, writing results and progress on the time budget of :mod:`tasks.pacing`."""
-        report_progress(self.task, self.job_id, run.done, run.total)
+        """Predict the pending images, writing results on the time budget of :mod:`tasks.pacing`.
+
+        Progress is published with each write but the last, so a job done in one write publishes none;
+        one that did publish stores its end state too, so the result backend never shows it running.
+        """
         done = run.done
+        reported = False
         pending = run.pending
         root = self.runtime.storage.blobs.root
         pace = Pace(self.runtime.settings.worker.inference_batch_size)
@@ -190,11 +183,17 @@ class Attempt:
                 pace.predicted(len(batch), seconds)
                 metrics.batch_predicted(run.params.model, len(batch), seconds)
             remaining = len(pending) - position
+            if remaining == 0:
+                finishing = Finishing(self.job_id, run.lease_token, held)
+                if not self.database(lambda s, last=finishing: finish_jobs(s, [last])):
+                    raise LeaseLost
+                if reported:
+                    report_progress(self.task, self.job_id, run.total, run.total, state=states.SUCCESS)
+                return run.total
             if pace.write_now(remaining):
-                last = remaining == 0
                 recorded = self.database(
-                    lambda s, results=held, last=last: record_results(
-                        s, self.job_id, run.lease_token, results, last, self.jobs.lease
+                    lambda s, results=held: record_results(
+                        s, self.job_id, run.lease_token, results, False, self.jobs.lease
                     )
                 )
                 if recorded is None:
@@ -202,8 +201,7 @@ class Attempt:
                 done, held = recorded, []
                 pace.wrote()
                 report_progress(self.task, self.job_id, done, run.total)
-                if last:
-                    return done
+                reported = True
 
     def _revoked_while_queued(self) -> bool:
         """Whether this message was revoked while no worker that knew of it was running (best effort).
@@ -225,7 +223,7 @@ class Attempt:
         log.info("job not started: %s", reason)
         return {"job_id": str(self.job_id), "status": "skipped"}
 
-    def _lease_lost(self) -> dict[str, Any]:
+    def lease_lost(self) -> dict[str, Any]:
         status = self.database(lambda s: job_status(s, self.job_id))
         if status == "cancelled":
             log.info("job cancelled: stopped at a batch boundary")
@@ -259,19 +257,20 @@ class Attempt:
 
 
 class Heartbeat:
-    """Renews the attempt's lease every third of it in a thread, so a long batch keeps the job.
+    """Renews the leases of an attempt (or of a round's attempts, in one statement) every third of a lease
+    in a thread, so a long batch keeps the jobs.
 
-    Sets ``lost`` when a renewal finds the lease gone (cancelled or taken over);
-    the attempt stops at its next batch boundary. A renewal that fails for an outage
-    is only logged: the next one tries again, and the writes themselves ride it out.
+    Sets ``lost`` when a renewal finds a lease gone (cancelled or taken over), and stops renewing it;
+    an attempt stops at its next batch boundary (a round's end is fenced job by job). A renewal that
+    fails for an outage is only logged: the next one tries again, and the writes themselves ride it out.
     """
 
-    def __init__(self, attempt: Attempt, run: JobRun) -> None:
+    def __init__(self, attempt: Attempt, runs: list[JobRun]) -> None:
         self.attempt = attempt
-        self.run = run
+        self.held = [(run.job_id, run.lease_token) for run in runs]
         self.lost = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{run.job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{runs[0].job_id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -284,27 +283,30 @@ class Heartbeat:
     def _beat(self) -> None:
         jobs = self.attempt.jobs
         database = self.attempt.runtime.storage.database
-        while not self._stop.wait(jobs.lease_seconds / 3):
+        while self.held and not self._stop.wait(jobs.lease_seconds / 3):
             try:
                 with database.transaction() as session:
-                    held = renew_lease(session, self.run.job_id, self.run.lease_token, jobs.lease)
+                    still = renew_leases(session, self.held, jobs.lease)
             except Exception as exc:
-                log.warning("could not renew the lease: %s", exc, extra={"job_id": str(self.run.job_id)})
+                log.warning("could not renew the lease: %s", exc, extra={"job_id": str(self.held[0][0])})
                 continue
-            if not held:
+            if len(still) < len(self.held):
                 self.lost.set()
-                return
+                self.held = [attempt for attempt in self.held if attempt[0] in still]
 
 
-def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int) -> None:
-    """Publish progress as the ``PROGRESS`` result state and as a ``task-progress`` event (Flower shows both).
+def report_progress(task: Task, job_id: uuid.UUID, done: int, total: int, state: str = "PROGRESS") -> None:
+    """Publish progress as the ``PROGRESS`` result state and as a ``task-progress`` event (Flower shows both);
+    with ``state=SUCCESS``, only the end state, over the last PROGRESS.
 
     Best effort: the database holds the real progress, so a result backend or
     broker that is down must not fail the job.
     """
+    meta = {"job_id": str(job_id), "done": done, "total": total}
     try:
-        task.update_state(state="PROGRESS", meta={"job_id": str(job_id), "done": done, "total": total})
-        task.send_event("task-progress", done=done, total=total)
+        task.update_state(state=state, meta=meta)
+        if state == "PROGRESS":
+            task.send_event("task-progress", done=done, total=total)
     except SoftTimeLimitExceeded:
         raise
     except Exception:

@@ -60,7 +60,9 @@ def get_runtime() -> WorkerRuntime:
     if _runtime is None:
         from tasks import app, settings
 
-        storage = Storage(settings.database_url, settings.storage_root)
+        # No pre-ping: a connection the server closed is refused by its socket at checkout, and a
+        # statement that fails on a lost one is an outage the task retries (storage/db.py, tasks/outages.py).
+        storage = Storage(settings.database_url, settings.storage_root, pre_ping=False)
         publish_after_commit(
             storage.database.sessions, lambda delivery_id: app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
         )

@@ -1,8 +1,10 @@
 """Every backend finds what PyTorch finds on the model quality test's images, batched as the worker batches.
 
-Same class, IoU ≥ 0.9, every box edge within 2 px and the confidence within 0.01,
-at batch 1 (each image letterboxed to its own minimum rectangle) and batch 8 (mixed
-shapes, letterboxed square). The exports are made from the shipped weights in a
+Same class, IoU ≥ 0.9, every box edge within 2 px and the confidence within 0.01 of
+PyTorch predicting each image alone (letterboxed to its own minimum rectangle), at batch 1
+and at batch 8 of mixed shapes: a direct backend letterboxes each image as if alone, so an
+image's boxes do not depend on the others of its call (another job's, in a round), where
+Ultralytics would letterbox a mixed batch square. The exports are made from the shipped weights in a
 subprocess (``python -m inference.export``), the OpenVINO one reused when ``make``
 already built it.
 """
@@ -77,7 +79,7 @@ def iou(a: dict[str, float], b: dict[str, float]) -> float:
 def test_backend_agrees_with_pytorch(
     detectors: dict[str, Detector], images: list[np.ndarray], backend: str, batch: int
 ) -> None:
-    expected = predicted(detectors[PYTORCH], images, batch)
+    expected = predicted(detectors[PYTORCH], images, 1)
     found = predicted(detectors[backend], images, batch)
     assert detectors[backend].backend == backend
     assert sum(map(len, expected)) >= 100, "the images hold enough objects to compare"

@@ -8,6 +8,7 @@ worker's process group SIGKILLed, the database closed to connections, the queue 
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 import uuid
@@ -20,11 +21,13 @@ import pytest
 from celery import Celery
 from flask import Flask
 from kombu import Connection
+from PIL import Image
 from sqlalchemy import func, make_url, select, text
 
 from app import extensions
 from config import Settings
 from harness import services
+from harness.costs import RedisMonitor
 from harness.images import image_bytes
 from harness.processes import VENV_BIN, ServiceProcess, start_worker, wait_until
 from jobs.messages import DETECT_TASK
@@ -332,3 +335,101 @@ def test_a_60_second_database_outage_loses_no_job(stack: Stack) -> None:
     print(f"\n60 s database outage, 30 jobs: {statuses.count('succeeded')} succeeded; last finished {last:.1f} s after")
     for job_id in job_ids:
         assert_one_result_per_file(stack, job_id)
+
+
+# Several jobs per round (tasks/rounds.py). The worker's consumer holds one message per process
+# (two here): the jobs queued behind them are taken into rounds by whichever process starts first.
+
+
+def round_sizes(stack: Stack) -> list[int]:
+    lines = [x["message"] for x in stack.worker.json_log_lines() if x["message"].startswith("round finished")]
+    return [int(line.split("jobs=")[1].split()[0]) for line in lines]
+
+
+def test_a_round_runs_queued_jobs_together_and_a_poison_job_fails_alone(stack: Stack, paused: None) -> None:
+    rounds_before = len(round_sizes(stack))
+    job_ids = [submit(stack.app, images(1, 1200 + n)) for n in range(5)]
+    poison = job_ids[3]
+    with stack.storage.database.transaction() as session:
+        # A model this worker does not have (the registry changed behind the job's back): it cannot run.
+        session.execute(text("UPDATE jobs SET model = 'withdrawn' WHERE id = :id"), {"id": poison})
+    consume(stack, True)
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "failed" if job_id == poison else "succeeded")
+    poisoned = job_state(stack.storage, poison)
+    assert poisoned.error_code == "model_unavailable" and result_rows(stack, poison) == {}
+    for job_id in job_ids:
+        if job_id != poison:
+            assert job_state(stack.storage, job_id).attempts == 1
+            assert_one_result_per_file(stack, job_id)
+    assert max(round_sizes(stack)[rounds_before:]) >= 3, stack.worker.log_text()[-3000:]
+
+
+def large_flat_png(shade: int) -> bytes:
+    """A 24-megapixel PNG of a few kilobytes: about half a second to decode, so a round of them lasts."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (shade, shade, shade)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_job_cancelled_in_mid_round_ends_cancelled_and_its_mates_succeed(stack: Stack, paused: None) -> None:
+    job_ids = [submit(stack.app, [large_flat_png(40 * n)]) for n in range(5)]
+    mate = job_ids[-1]  # queued behind the two messages the consumer holds: taken into a round
+    consume(stack, True)
+    wait_for_status(stack, mate, "running")
+    assert stack.app.test_client().post(f"/api/v1/jobs/{mate}/cancel").status_code == 202
+    for job_id in job_ids[:-1]:
+        wait_for_status(stack, job_id, "succeeded")
+        assert_one_result_per_file(stack, job_id)
+    wait_until(lambda: "round-mate stopped without writing" in stack.worker.log_text(), 30, what="the mid-round stop")
+    assert status(stack, mate) == "cancelled" and result_rows(stack, mate) == {}
+
+
+def test_a_single_image_job_writes_no_celery_state_to_redis(stack: Stack) -> None:
+    """The job's state lives in PostgreSQL: no STARTED, PROGRESS or SUCCESS result for a one-image job."""
+    warm = submit(stack.app, images(1, 1400))
+    wait_for_status(stack, warm, "succeeded")
+    monitor = RedisMonitor(stack.env["CELERY_RESULT_BACKEND"])
+    try:
+        job_id = submit(stack.app, images(1, 1401))
+        wait_for_status(stack, job_id, "succeeded")
+        wait_until(lambda: "Task tasks.inference.detect[" + job_id in stack.worker.log_text(), 10, what="the task end")
+    finally:
+        commands = monitor.stop()
+    # The worker's one GET (the revoked-while-queued check); the in-process API's rate limiter sends the rest.
+    assert set(commands) <= {"GET", "EVALSHA", "SELECT"} and commands["GET"] <= 1, commands
+
+
+def skipped_deliveries(stack: Stack) -> int:
+    """Deliveries the worker left alone: the job was finished or held (alone, or taken into a round)."""
+    return sum("not started" in x["message"] for x in stack.worker.json_log_lines())
+
+
+def test_a_second_message_for_a_job_in_a_round_writes_nothing_twice(stack: Stack, paused: None) -> None:
+    skipped = skipped_deliveries(stack)
+    job_ids = [submit(stack.app, images(1, 1500 + n)) for n in range(4)]
+    for job_id in job_ids[2:]:  # taken into a round beside their first message, or after it
+        duplicate = f"{job_id}-again"
+        stack.celery.send_task(
+            DETECT_TASK, args=[job_id], task_id=duplicate, queue="inference", routing_key="inference"
+        )
+    consume(stack, True)
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "succeeded")
+    wait_until(lambda: skipped_deliveries(stack) >= skipped + 2, 30, what="both second messages skipped")
+    for job_id in job_ids:
+        assert job_state(stack.storage, job_id).attempts == 1
+        assert_one_result_per_file(stack, job_id)
+
+
+def test_a_worker_killed_in_mid_round_completes_every_job_of_the_round_once(stack: Stack, paused: None) -> None:
+    job_ids = [submit(stack.app, [large_flat_png(30 * n + 5)]) for n in range(5)]
+    consume(stack, True)
+    mate = job_ids[-1]
+    wait_for_status(stack, mate, "running")
+    stack.worker.kill()  # SIGKILL to the whole process group: the round's messages go back to the queue
+    stack.restart_worker("worker-after-round-kill")
+    for job_id in job_ids:
+        wait_for_status(stack, job_id, "succeeded", 180)
+        assert_one_result_per_file(stack, job_id)
+    assert job_state(stack.storage, mate).attempts == 2

@@ -18,9 +18,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from accounts.keys import ensure_tenant
+from harness.costs import counting_statements
 from harness.images import image_bytes
 from jobs.lifecycle import (
     FileResult,
+    Finishing,
     JobParams,
     JobRun,
     WorkItem,
@@ -29,10 +31,13 @@ from jobs.lifecycle import (
     cancel_job,
     create_job,
     fail_job,
+    finish_jobs,
     job_status,
     mark_enqueued,
     record_results,
+    release_attempt,
     renew_lease,
+    renew_leases,
     resendable_jobs,
     retry_job,
     tenant_has_file,
@@ -523,3 +528,52 @@ def test_active_jobs_serialises_a_tenants_submissions(store: Storage) -> None:
             assert active_jobs(other, bob) == 0, "another tenant is not held up"
             with pytest.raises(OperationalError, match="lock timeout"):
                 active_jobs(other, alice)
+
+
+# finish_jobs, renew_leases, release_attempt: a worker's lean path and its rounds (tasks/rounds.py)
+
+
+def test_a_single_image_job_starts_in_two_statements_and_ends_in_two(store: Storage, module_database_url: str) -> None:
+    job_id = create_queued_job(store, image_bytes(seed=1500))
+    worker = Storage(module_database_url, store.blobs.root, pre_ping=False)  # as tasks/runtime.py opens it
+    with counting_statements(worker.database.engine) as counts:
+        run = attempt(worker, job_id)
+        with worker.database.transaction() as session:
+            upload = run.pending[0]
+            ended = finish_jobs(
+                session, [Finishing(job_id, run.lease_token, [FileResult(upload.upload_id, 64, 48, [])])]
+            )
+    assert ended == {job_id}
+    worker.dispose()
+    assert dict(counts) == {"BEGIN": 2, "UPDATE": 2, "SELECT": 1, "INSERT": 1, "COMMIT": 2}, counts
+    job = job_state(store, job_id)
+    assert (job.status, job.done_files, job.lease_token) == ("succeeded", 1, None)
+
+
+def test_finish_jobs_ends_a_round_in_two_statements_and_fences_out_a_cancelled_job(store: Storage) -> None:
+    job_ids = [create_queued_job(store, image_bytes(seed=1510 + n)) for n in range(3)]
+    runs = [attempt(store, job_id) for job_id in job_ids]
+    with store.database.transaction() as session:
+        assert renew_leases(session, [(r.job_id, r.lease_token) for r in runs], LEASE) == set(job_ids)
+        assert cancel_job(session, job_ids[1])
+    finishing = [Finishing(r.job_id, r.lease_token, [FileResult(r.pending[0].upload_id, 64, 48, [])]) for r in runs]
+    with counting_statements(store.database.engine) as counts, store.database.transaction() as session:
+        assert finish_jobs(session, finishing) == {job_ids[0], job_ids[2]}
+    assert counts["UPDATE"] == 1 and counts["INSERT"] == 1 and counts["SELECT"] == 0, counts
+    assert [job_state(store, j).status for j in job_ids] == ["succeeded", "cancelled", "succeeded"]
+    assert count(store, Result, Result.job_id == job_ids[1]) == 0, "a fenced-out attempt writes nothing"
+    assert count(store, Result, Result.job_id.in_(job_ids)) == 2
+    with store.database.transaction() as session:
+        assert finish_jobs(session, finishing) == set(), "a second delivery of the round's end writes nothing"
+    assert count(store, Result, Result.job_id.in_(job_ids)) == 2
+
+
+def test_release_attempt_queues_the_job_again_as_if_never_begun(store: Storage) -> None:
+    job_id = create_queued_job(store, image_bytes(seed=1520))
+    run = attempt(store, job_id)
+    with store.database.transaction() as session:
+        assert release_attempt(session, job_id, run.lease_token)
+        assert not release_attempt(session, job_id, run.lease_token)
+    job = job_state(store, job_id)
+    assert (job.status, job.attempts, job.lease_token) == ("queued", 0, None)
+    assert attempt(store, job_id).attempts == 1
