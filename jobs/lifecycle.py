@@ -2,7 +2,7 @@
 
 ::
 
-    queued ──begin_attempt──▶ running ──record_results(finish)──▶ succeeded
+    queued ──begin_attempt──▶ running ──finish_jobs──▶ succeeded
       │  ▲                      │  │
       │  └──(lease expired: the reaper re-sends; the next begin_attempt takes over)
       │                         │  └──fail_job──▶ failed ──retry_job──▶ queued
@@ -264,10 +264,9 @@ def record_results(
     job_id: uuid.UUID,
     token: uuid.UUID,
     results: Sequence[FileResult],
-    finish: bool,
     lease: timedelta,
 ) -> int | None:
-    """Upsert an attempt's results (never duplicated), renew its lease, and finish the job when asked.
+    """Upsert an attempt's results (never duplicated) and renew its lease; :func:`finish_jobs` ends the job.
 
     Returns how many of the job's uploads now have a result, or ``None`` (writing
     nothing) when the attempt no longer holds the job.
@@ -277,13 +276,7 @@ def record_results(
     if results:
         _upsert_results(session, [_result_row(job_id, r) for r in results])
     done = session.scalar(select(func.count()).select_from(Result).where(Result.job_id == job_id)) or 0
-    values: dict[str, Any] = {"done_files": done}
-    if finish:
-        values |= {"status": "succeeded", "finished_at": func.now(), "error_code": None, "error_message": None}
-        values |= {"lease_token": None, "lease_expires_at": None}
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
-    if finish:
-        record_job_finished(session, job_id)
+    session.execute(update(Job).where(Job.id == job_id).values(done_files=done))
     return done
 
 

@@ -192,9 +192,7 @@ class Attempt:
                 return run.total
             if pace.write_now(remaining):
                 recorded = self.database(
-                    lambda s, results=held: record_results(
-                        s, self.job_id, run.lease_token, results, False, self.jobs.lease
-                    )
+                    lambda s, results=held: record_results(s, self.job_id, run.lease_token, results, self.jobs.lease)
                 )
                 if recorded is None:
                     raise LeaseLost

@@ -23,7 +23,7 @@ from werkzeug.test import TestResponse, encode_multipart
 from accounts.keys import create_key, key_hash
 from app.extensions import EXTENSION
 from harness.processes import wait_for_job, wait_until
-from jobs.lifecycle import FileResult, JobParams, NewUpload, begin_attempt, create_job, record_results
+from jobs.lifecycle import FileResult, Finishing, JobParams, NewUpload, begin_attempt, create_job, finish_jobs
 from jobs.queries import find_job
 from storage import Storage
 from storage.blobs import BlobStore
@@ -160,8 +160,9 @@ def complete_job(
     with storage.database.transaction() as session:
         run = begin_attempt(session, uuid.UUID(str(job_id)), LEASE)
         assert run is not None, f"job {job_id} cannot begin an attempt"
-        done = record_results(session, run.job_id, run.lease_token, [result_of(u) for u in uploads], True, LEASE)
-        assert done == len(uploads)
+        results = [result_of(u) for u in uploads]
+        ended = finish_jobs(session, [Finishing(run.job_id, run.lease_token, results)])
+        assert ended == {run.job_id}, f"job {job_id} did not finish"
     return job_state(storage, job_id)
 
 

@@ -129,7 +129,7 @@ def test_a_job_exports_only_images_analysed_without_error(store: Storage) -> Non
             FileResult(uploads[0].id, 64, 48, [found]),
             FileResult(uploads[1].id, None, None, [], "cannot decode"),
         ]
-        record_results(session, job_id, run.lease_token, results, False, LEASE)
+        record_results(session, job_id, run.lease_token, results, LEASE)
     with store.database.transaction() as session:
         classes = model_classes(session, "default")
     export = job_export(job_state(store, job_id), classes, lambda file_id: f"/files/{file_id}")

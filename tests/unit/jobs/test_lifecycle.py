@@ -68,9 +68,15 @@ def attempt(store: Storage, job_id: uuid.UUID) -> JobRun:
     return run
 
 
-def record(store: Storage, run: JobRun, results: list[FileResult], finish: bool = False) -> int | None:
+def record(store: Storage, run: JobRun, results: list[FileResult]) -> int | None:
     with store.database.transaction() as session:
-        return record_results(session, run.job_id, run.lease_token, results, finish, LEASE)
+        return record_results(session, run.job_id, run.lease_token, results, LEASE)
+
+
+def finish(store: Storage, run: JobRun, results: list[FileResult]) -> bool:
+    """End the attempt's job as succeeded with its last ``results``; whether it ended."""
+    with store.database.transaction() as session:
+        return finish_jobs(session, [Finishing(run.job_id, run.lease_token, results)]) == {run.job_id}
 
 
 def fail(store: Storage, job_id: uuid.UUID, code: str, message: str) -> bool:
@@ -233,8 +239,9 @@ def test_a_later_attempt_counts_skips_what_has_results_and_fences_the_old_one(st
     job = job_state(store, job_id)
     assert job.attempts == 2 and job.started_at == first_start, "the first start is kept"
 
-    # The first attempt wakes up: it writes nothing, cannot fail the job, cannot renew.
-    assert record(store, first, [result_for(uploads[0], CIRCLE)], finish=True) is None
+    # The first attempt wakes up: it writes nothing, cannot finish or fail the job, cannot renew.
+    assert record(store, first, [result_for(uploads[0], CIRCLE)]) is None
+    assert finish(store, first, [result_for(uploads[0], CIRCLE)]) is False
     with store.database.transaction() as session:
         assert fail_job(session, job_id, "inference_failed", "stale", token=first.lease_token) is False
         assert not renew_lease(session, job_id, first.lease_token, LEASE)
@@ -262,7 +269,7 @@ def test_begin_attempt_is_none_for_finished_jobs_and_changes_nothing(store: Stor
         assert snapshot(store, job_id) == before
 
 
-# record_results
+# record_results and finish_jobs
 
 
 def test_record_results_upserts_and_never_duplicates(store: Storage) -> None:
@@ -279,15 +286,19 @@ def test_record_results_upserts_and_never_duplicates(store: Storage) -> None:
     assert job.uploads[1].result is None
     assert (job.status, job.done_files, job.finished_at) == ("running", 1, None)
 
+    assert finish(store, run, [result_for(uploads[0]), result_for(uploads[1])])  # a last batch repeating one
+    assert count(store, Result, Result.job_id == job_id) == 2, "finishing never duplicates a result"
+    assert job_state(store, job_id).done_files == 2
 
-def test_record_results_counts_done_files_and_finishes_as_succeeded(store: Storage) -> None:
+
+def test_record_results_counts_done_files_and_finish_jobs_ends_as_succeeded(store: Storage) -> None:
     job_id = create_queued_job(store, *(image_bytes(seed=70 + i) for i in range(3)))
     uploads = job_state(store, job_id).uploads
     run = attempt(store, job_id)
     assert record(store, run, [result_for(u) for u in uploads[:2]]) == 2
     assert job_state(store, job_id).done_files == 2
     broken = FileResult(uploads[2].id, None, None, [], "the file could not be decoded as an image")
-    assert record(store, run, [broken], finish=True) == 3
+    assert finish(store, run, [broken])
     job = job_state(store, job_id)
     assert (job.status, job.done_files, job.error_code, job.error_message) == ("succeeded", 3, None, None)
     assert job.finished_at is not None and job.lease_token is None and job.lease_expires_at is None
@@ -295,13 +306,14 @@ def test_record_results_counts_done_files_and_finishes_as_succeeded(store: Stora
     assert result is not None and (result.width, result.height, result.error) == (None, None, broken.error)
 
 
-def test_record_results_never_reopens_a_finished_job(store: Storage) -> None:
+def test_neither_record_results_nor_finish_jobs_reopens_a_finished_job(store: Storage) -> None:
     job_id = create_queued_job(store, image_bytes(seed=80))
     uploads = job_state(store, job_id).uploads
     run = attempt(store, job_id)
     assert fail(store, job_id, "inference_failed", "out of memory")
     before = snapshot(store, job_id)
-    assert record(store, run, [result_for(uploads[0])], finish=True) is None
+    assert record(store, run, [result_for(uploads[0])]) is None
+    assert finish(store, run, [result_for(uploads[0])]) is False
     assert snapshot(store, job_id) == before
     assert before[0] == "failed" and count(store, Result, Result.job_id == job_id) == 0
 
@@ -345,7 +357,10 @@ def test_cancel_ends_an_unfinished_job_keeping_its_results(store: Storage) -> No
         job = job_state(store, job_id)
         assert job.status == "cancelled" and job.finished_at is not None and job.lease_token is None
     assert job_state(store, running).done_files == 1
-    assert record(store, run, [], finish=True) is None, "the cancelled attempt stops at its next write"
+    assert record(store, run, []) is None, "the cancelled attempt stops at its next write"
+    assert finish(store, run, [result_for(job_state(store, running).uploads[1])]) is False, "and cannot finish"
+    assert job_state(store, running).status == "cancelled"
+    assert count(store, Result, Result.job_id == running) == 1
     with store.database.transaction() as session:
         assert not cancel_job(session, queued), "a finished job cannot be cancelled again"
 

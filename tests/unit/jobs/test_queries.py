@@ -21,7 +21,7 @@ def test_find_job_loads_uploads_files_and_results(store: Storage) -> None:
         run = begin_attempt(session, job_id, LEASE)
         assert run is not None
         result = FileResult(run.pending[0].upload_id, 64, 48, [])
-        assert record_results(session, job_id, run.lease_token, [result], False, LEASE) == 1
+        assert record_results(session, job_id, run.lease_token, [result], LEASE) == 1
     with store.database.transaction() as session:
         job = find_job(session, job_id, None)
     assert job is not None  # read below with its session closed
