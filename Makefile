@@ -29,7 +29,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[worker,ops,test]"
+	$(BIN)/pip install --quiet -e ".[worker,ops,test,training]"
 	mkdir -p var/ultralytics
 	touch $(STAMP)
 
@@ -83,8 +83,11 @@ test-browser: install services $(CHROMIUM)
 bench: install services
 	$(BIN)/python -m bench
 
+# Both stages in order: base (from scratch on clean shapes), then scenes (fine-tuned among clutter and photos).
+# The model card, models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
 model: install
-	$(BIN)/python -m training.train
+	$(BIN)/python -m training.train --stages base scenes
+	$(BIN)/python -m evaluation
 
 lint:
 	$(BIN)/ruff check .
