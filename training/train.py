@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from config import Settings
 from config.paths import BUNDLED_MODEL, VAR_DIR
@@ -34,7 +35,8 @@ class Stage:
     render: Renderer
     seeds: tuple[int, int, int]  # train, val, held-out test
     counts: tuple[int, int, int]
-    epochs: int
+    epochs: int  # the length of the learning-rate schedule
+    stop_after: int | None  # epochs actually run, when fewer than the schedule (see the model card)
     optimizer: str
     lr0: float
     warmup_epochs: float
@@ -42,8 +44,8 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, "auto", 0.01, 3.0, 10),
-    "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 10, "AdamW", 0.001, 1.0, 3),
+    "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, None, "auto", 0.01, 3.0, 10),
+    "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, 4, "AdamW", 0.001, 1.0, 2),
 }
 
 
@@ -62,13 +64,23 @@ def validate(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
     }
 
 
-def run_stage(stage: Stage, start: str, args: argparse.Namespace) -> tuple[Path, Path]:
-    """Train ``start`` (a model yaml or weights) on the stage's data; return its best weights and data.yaml."""
+def write_stage_data(stage: Stage, var: Path) -> Path:
+    """Generate the stage's train, val and test splits under ``var``; return their data.yaml."""
+    splits = dict(zip(("train", "val", "test"), zip(stage.seeds, stage.counts, strict=True), strict=True))
+    return write_dataset(var / "datasets" / f"shapes-{stage.name}", splits, stage.render)
+
+
+def train_stage(stage: Stage, start: str, data_yaml: Path, args: argparse.Namespace) -> Path:
+    """Train ``start`` (a model yaml or weights) on the stage's data; return its best weights."""
     from ultralytics import YOLO
 
-    splits = dict(zip(("train", "val", "test"), zip(stage.seeds, stage.counts, strict=True), strict=True))
-    data_yaml = write_dataset(args.var / "datasets" / f"shapes-{stage.name}", splits, stage.render)
     model = YOLO(start)
+    if stage.stop_after and not args.epochs:
+
+        def stop_early(trainer: Any) -> None:
+            trainer.stop |= trainer.epoch + 1 >= stage.stop_after
+
+        model.add_callback("on_fit_epoch_end", stop_early)
     model.train(
         data=str(data_yaml),
         epochs=args.epochs or stage.epochs,
@@ -91,7 +103,7 @@ def run_stage(stage: Stage, start: str, args: argparse.Namespace) -> tuple[Path,
         exist_ok=True,
         patience=0,
     )
-    return Path(model.trainer.best), data_yaml
+    return Path(model.trainer.best)
 
 
 def main() -> None:
@@ -111,7 +123,8 @@ def main() -> None:
     weights, data_yaml = Path(args.start), Path()
     for name in args.stages:
         started = time.monotonic()
-        weights, data_yaml = run_stage(STAGES[name], str(weights), args)
+        data_yaml = write_stage_data(STAGES[name], args.var)
+        weights = train_stage(STAGES[name], str(weights), data_yaml, args)
         print(f"stage {name}: {(time.monotonic() - started) / 60:.1f} minutes, best weights {weights}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, args.out)

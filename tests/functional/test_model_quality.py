@@ -29,7 +29,7 @@ from training.shapes import render_sample, write_dataset
 
 pytestmark = pytest.mark.slow
 # Held-out seeds of the two training generators (training/train.py trains on others).
-HELD_OUT = {"scenes": (render_scene, 13, 200), "shapes": (render_sample, 3, 100)}
+HELD_OUT = {"scenes": (render_scene, 13, 150), "shapes": (render_sample, 3, 100)}
 EVAL_SEED = 1
 EVAL_IMAGES = 90  # about 240 objects; a job takes at most 100 files
 SHAPE_FREE_PHOTOS = ("bus.jpg", "zidane.jpg")

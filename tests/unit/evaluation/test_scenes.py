@@ -11,7 +11,7 @@ from config.paths import PROJECT_ROOT
 from evaluation.matching import MatchStats, match
 from evaluation.scenes import CLASSES, NEGATIVE_FRACTION, Truth, render
 
-SAMPLES = 60
+SAMPLES = 40
 
 
 def test_an_image_is_a_pure_function_of_seed_and_index() -> None:

@@ -14,7 +14,7 @@ from training import scenes
 from training.scenes import NEGATIVE_FRACTION, PHOTOS, render_scene
 from training.shapes import write_dataset
 
-SAMPLES = 60
+SAMPLES = 40
 
 
 def test_a_scene_is_a_pure_function_of_seed_and_index() -> None:
