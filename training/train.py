@@ -18,7 +18,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from config import Settings
 from config.paths import BUNDLED_MODEL, VAR_DIR
@@ -35,8 +34,7 @@ class Stage:
     render: Renderer
     seeds: tuple[int, int, int]  # train, val, held-out test
     counts: tuple[int, int, int]
-    epochs: int  # the length of the learning-rate schedule
-    stop_after: int | None  # epochs actually run, when fewer than the schedule (see the model card)
+    epochs: int
     optimizer: str
     lr0: float
     warmup_epochs: float
@@ -44,8 +42,8 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, None, "auto", 0.01, 3.0, 10),
-    "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, 4, "AdamW", 0.001, 1.0, 2),
+    "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, "auto", 0.01, 3.0, 10),
+    "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, "AdamW", 0.001, 1.0, 2),
 }
 
 
@@ -75,12 +73,6 @@ def train_stage(stage: Stage, start: str, data_yaml: Path, args: argparse.Namesp
     from ultralytics import YOLO
 
     model = YOLO(start)
-    if stage.stop_after and not args.epochs:
-
-        def stop_early(trainer: Any) -> None:
-            trainer.stop |= trainer.epoch + 1 >= stage.stop_after
-
-        model.add_callback("on_fit_epoch_end", stop_early)
     model.train(
         data=str(data_yaml),
         epochs=args.epochs or stage.epochs,
