@@ -83,10 +83,11 @@ test-browser: install services $(CHROMIUM)
 bench: install services
 	$(BIN)/python -m bench
 
-# Both stages in order: base (from scratch on clean shapes), then scenes (fine-tuned among clutter and photos).
+# The stages in order: base (from scratch on clean shapes), scenes (fine-tuned among clutter and photos), then
+# scenes2 (border-cut shapes labelled, bands, small shapes, zigzags and bold text).
 # The model card, models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
 model: install
-	$(BIN)/python -m training.train --stages base scenes
+	$(BIN)/python -m training.train --stages base scenes scenes2
 	$(BIN)/python -m evaluation
 
 lint:

@@ -1,7 +1,10 @@
 """Match detections (Ultralytics ``summary()`` dicts, as the API returns them) against ground truth.
 
-Matching goes by class name, so a ground truth only needs ``name`` and ``box``: the
-independent generator's ``Truth`` and the training generator's ``Shape`` both fit.
+Matching goes by class name, so a ground truth only needs ``name``, ``box`` and
+``ignore``. Ignore regions follow COCO's ``iscrowd``: a box that matches no object but
+overlaps an ignore region with IoU ≥ the threshold, whatever its class (the part of a
+square cut by the border can be a triangle), is neither a hit nor a false box, and an
+ignore region is never required.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ class Labelled(Protocol):
     @property
     def box(self) -> tuple[float, float, float, float]: ...
 
+    @property
+    def ignore(self) -> bool: ...
+
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -29,11 +35,12 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 @dataclass
 class MatchStats:
-    """Objects, boxes and matches summed over images."""
+    """Objects, boxes, matches and boxes on ignore regions, summed over images."""
 
     objects: int = 0
     detections: int = 0
     matched: int = 0
+    ignored: int = 0
 
     @property
     def found_rate(self) -> float:
@@ -42,7 +49,7 @@ class MatchStats:
 
     @property
     def false_boxes(self) -> int:
-        return self.detections - self.matched
+        return self.detections - self.matched - self.ignored
 
     @property
     def false_per_object(self) -> float:
@@ -53,22 +60,32 @@ class MatchStats:
         self.objects += other.objects
         self.detections += other.detections
         self.matched += other.matched
+        self.ignored += other.ignored
 
     def __str__(self) -> str:
         return (
             f"{self.matched}/{self.objects} objects found ({self.found_rate:.1%}), "
-            f"{self.false_boxes} false boxes ({self.false_per_object:.1%} per object)"
+            f"{self.false_boxes} false boxes ({self.false_per_object:.1%} per object), "
+            f"{self.ignored} on ignore regions"
         )
 
 
+def _box(detection: dict[str, Any]) -> tuple[float, float, float, float]:
+    box = detection["box"]
+    return box["x1"], box["y1"], box["x2"], box["y2"]
+
+
 def match(truth: Sequence[Labelled], detections: Sequence[dict[str, Any]], threshold: float = 0.5) -> MatchStats:
-    """Greedy one-to-one matching, most confident detection first: same class and IoU ≥ ``threshold``."""
-    unmatched = list(truth)
-    matched = 0
+    """Greedy one-to-one matching, most confident detection first: same class and IoU ≥ ``threshold``.
+
+    A detection left unmatched that overlaps an ignore region with IoU ≥ ``threshold`` is ignored.
+    """
+    unmatched = [labelled for labelled in truth if not labelled.ignore]
+    regions = [labelled.box for labelled in truth if labelled.ignore]
+    objects, matched, ignored = len(unmatched), 0, 0
     for detection in sorted(detections, key=lambda d: -d["confidence"]):
-        box = detection["box"]
         candidates = [
-            (iou((box["x1"], box["y1"], box["x2"], box["y2"]), labelled.box), labelled)
+            (iou(_box(detection), labelled.box), labelled)
             for labelled in unmatched
             if labelled.name == detection["name"]
         ]
@@ -76,4 +93,6 @@ def match(truth: Sequence[Labelled], detections: Sequence[dict[str, Any]], thres
         if best[1] is not None and best[0] >= threshold:
             unmatched.remove(best[1])
             matched += 1
-    return MatchStats(objects=len(truth), detections=len(detections), matched=matched)
+        elif any(iou(_box(detection), region) >= threshold for region in regions):
+            ignored += 1
+    return MatchStats(objects=objects, detections=len(detections), matched=matched, ignored=ignored)

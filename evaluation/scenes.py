@@ -10,8 +10,12 @@ across shapes) and other degradations (motion blur, resolution loss, Gaussian an
 salt-and-pepper noise, JPEG quality 35–90). Sizes and counts follow ranges of its
 own. A tenth of the images hold no shape at all.
 
-A shape is labelled only when whole and at most lightly crossed; everything else
-must come back without a box. Every image is a pure function of ``(seed, index)``.
+A whole shape, at most lightly crossed, is an object. A shape cut by the border is
+labelled by the convention of Ultralytics' and COCO's datasets: with its clipped box, as
+an object when at least half of it is in the picture, and as an *ignore* region (COCO's
+``iscrowd``) when less is: such a part is ambiguous, so a box on it is neither a hit nor
+a false box, and it is never required. Everything else must come back without a box.
+Every image is a pure function of ``(seed, index)``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import numpy as np
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 NEGATIVE_FRACTION = 0.1
+MIN_VISIBLE_FRACTION = 0.5  # a shape cut by the border with less than this share in the picture is ignored
 
 
 @dataclass(frozen=True)
 class Truth:
-    """One labelled shape: its class name and tight pixel box (x1, y1, x2, y2)."""
+    """One labelled shape: its class name, tight pixel box (x1, y1, x2, y2) and whether it is an ignore region."""
 
     name: str
     box: tuple[float, float, float, float]
+    ignore: bool = False
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -163,8 +169,12 @@ def _dots(canvas: np.ndarray, rng: np.random.Generator) -> None:
         cv2.circle(canvas, (int(x), int(y)), int(rng.integers(1, 4)), colour, -1, cv2.LINE_AA)
 
 
-def _outside_shape(canvas: np.ndarray, rng: np.random.Generator) -> None:
-    """A circle, square or triangle whose centre lies beyond the frame: most of it is cut off."""
+def _outside_shape(canvas: np.ndarray, rng: np.random.Generator) -> Truth | None:
+    """A circle, square or triangle whose centre lies beyond the frame, labelled by what is left of it.
+
+    The part in the picture gets its clipped box: an object when at least
+    ``MIN_VISIBLE_FRACTION`` of the shape shows, an ignore region when less does.
+    """
     height, width = canvas.shape[:2]
     radius = rng.uniform(0.06, 0.25) * min(width, height)
     beyond = rng.uniform(0.2, 0.8) * radius
@@ -175,11 +185,21 @@ def _outside_shape(canvas: np.ndarray, rng: np.random.Generator) -> None:
         (rng.uniform(0, width), height + beyond),
     ][int(rng.integers(0, 4))]
     kind = int(rng.integers(0, 3))
+    pad = int(radius) + 2
+    mask = np.zeros((height + 2 * pad, width + 2 * pad), np.uint8)
     if kind == 0:
         cv2.circle(canvas, (int(cx), int(cy)), int(radius), _random_colour(rng), -1, cv2.LINE_AA)
+        cv2.circle(mask, (int(cx) + pad, int(cy) + pad), int(radius), 1, -1)
     else:
         points = _regular_polygon(4 if kind == 1 else 3, cx, cy, radius, rng.uniform(0, math.pi))
         _fill(canvas, points, _random_colour(rng))
+        cv2.fillPoly(mask, [np.round(points + pad).astype(np.int32)], 1)
+    inside = mask[pad : pad + height, pad : pad + width]
+    ys, xs = np.nonzero(inside)
+    if not len(xs):
+        return None
+    box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    return Truth(CLASSES[kind], box, ignore=len(xs) < MIN_VISIBLE_FRACTION * int(mask.sum()))
 
 
 CLUTTER = (_clutter_line, _clutter_line, _bezier, _hatching, _zigzag, _hershey_text, _dots, _outside_shape)
@@ -258,12 +278,16 @@ def render(seed: int, index: int) -> tuple[bytes, int, int, list[Truth]]:
     rng = np.random.default_rng([seed, index, 0xE7A1])
     width, height = int(rng.integers(300, 961)), int(rng.integers(260, 721))
     canvas = _background(rng, width, height)
+    cut: list[Truth] = []
     for _ in range(int(rng.integers(1, 9))):
-        CLUTTER[int(rng.integers(len(CLUTTER)))](canvas, rng)
+        truth = CLUTTER[int(rng.integers(len(CLUTTER)))](canvas, rng)
+        cut += [truth] if truth is not None else []
     truths = [] if rng.random() < NEGATIVE_FRACTION else _shapes(canvas, rng)
     for truth in truths:
         if rng.random() < 0.15:
             _band(canvas, rng, truth)
     for _ in range(int(rng.integers(0, 4))):
         _clutter_line(canvas, rng)
-    return _degrade(canvas, rng), width, height, truths
+    # A whole shape drawn over a cut one hides an unknown part of it: that part is ambiguous.
+    cut = [Truth(c.name, c.box, ignore=c.ignore or any(_boxes_overlap(c.box, t.box, 0) for t in truths)) for c in cut]
+    return _degrade(canvas, rng), width, height, truths + cut

@@ -9,6 +9,14 @@ fifth of images with no shape at all. Then blur, noise, colour jitter and a JPEG
 round trip at quality 30–95. Only the three classes, whole and at most lightly
 covered, are labelled; everything else must stay unboxed.
 
+The ``scenes2`` style (``SCENES2``, for the third training stage) follows the evaluation's
+labelling convention and what it still caught the model on: a shape cut by the border
+is labelled with its clipped box when at least half of it shows (as Ultralytics' and
+COCO's datasets label truncated objects; a smaller part stays unlabelled, ambiguous),
+bands cross shapes that stay labelled whole, a third of the shapes are small at the
+model's input size, strokes zigzag, text comes large and bold, and some images lose
+resolution.
+
 Every image is a pure function of ``(seed, index)``, as in ``training/shapes.py``.
 The photographs are read from the installed wheel (``importlib.resources``), never
 downloaded; Ultralytics' own ``bus.jpg`` and ``zidane.jpg`` are kept out on purpose:
@@ -21,6 +29,7 @@ import functools
 import io
 import math
 import string
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -55,7 +64,24 @@ PHOTOS: tuple[str, ...] = (
     "text.png",
 )
 
+# A shape cut by the border is labelled, with its clipped box, when at least this share of
+# it is in the picture (the ``scenes2`` style); less is ambiguous and stays unlabelled.
+MIN_VISIBLE_FRACTION = 0.5
+# The model's input side: small shapes are sized for what is left of them there.
+INPUT_SIDE = 320
+
 Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """What the later fine-tuning stage adds to the scenes; the defaults draw the ``scenes`` stage's data."""
+
+    label_truncated: bool = False  # cut shapes reach into the picture, and mostly visible ones are labelled
+    band_fraction: float = 0.0  # share of labelled shapes crossed by a band, still labelled whole
+    small_fraction: float = 0.0  # share of shapes 3.5–9 px in radius at the model's input side
+    sharp_strokes: bool = False  # half the strokes zigzag with sharp turns, text comes large and bold
+    resolution_loss: float = 0.0  # share of images scaled down and back up before the JPEG round trip
 
 
 @functools.cache
@@ -111,6 +137,22 @@ def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, hei
     draw.line(points, fill=_colour(rng), width=int(rng.integers(1, 8)), joint="curve" if rng.random() < 0.5 else None)
 
 
+def _zigzag_or_stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """Half the time a zigzag: straight strokes meeting at sharp angles, the corners a triangle has; else a stroke."""
+    if rng.random() < 0.5:
+        _stroke(draw, rng, width, height)
+        return
+    x, y = _point(rng, width, height)
+    step = rng.uniform(0.04, 0.2) * min(width, height)
+    heading = rng.uniform(0, 2 * math.pi)
+    points = [(x, y)]
+    for k in range(int(rng.integers(2, 8))):
+        heading += rng.uniform(1.5, 2.9) * (1 if k % 2 else -1)
+        x, y = x + step * math.cos(heading), y + step * math.sin(heading)
+        points.append((x, y))
+    draw.line(points, fill=_colour(rng), width=int(rng.integers(2, 13)))
+
+
 def _arc(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
     """Part of a circle's or ellipse's outline, never the whole of it."""
     cx, cy = _point(rng, width, height)
@@ -132,6 +174,16 @@ def _text(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, heigh
     alphabet = string.ascii_letters + string.digits + "  -/+=:#"
     text = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=int(rng.integers(1, 14))))
     draw.text(_point(rng, width, height), text, fill=_colour(rng), font=ImageFont.load_default(size))
+
+
+def _bold_text(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """Capitals and digits, large and often outlined thick: letters like A, V, O and D are near the classes."""
+    size = int(rng.uniform(0.05, 0.25) * min(width, height)) + 8
+    alphabet = string.ascii_uppercase + string.digits + " /"
+    text = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=int(rng.integers(1, 7))))
+    outline = int(rng.integers(0, 4))
+    font = ImageFont.load_default(size)
+    draw.text(_point(rng, width, height), text, fill=_colour(rng), font=font, stroke_width=outline)
 
 
 def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
@@ -188,18 +240,58 @@ def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, hei
     draw.polygon(points, fill=_colour(rng))
 
 
-def _cut_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
-    """One of the classes with its centre beyond the border: mostly cut off, so not labelled."""
+def _visible_part(
+    outline: list[tuple[float, float]] | None, circle: tuple[float, float, float], width: int, height: int
+) -> tuple[float, tuple[float, float, float, float] | None]:
+    """The share of a shape inside the picture and the tight box of that part (``None`` when nothing shows).
+
+    ``outline`` is a polygon's corners, or ``None`` for the circle ``circle`` (centre x, y and radius);
+    a polygon lies within ``circle`` too, which sizes the mask.
+    """
+    cx, cy, radius = circle
+    pad = int(radius + max(0.0, -cx, -cy, cx - width, cy - height)) + 2
+    mask = Image.new("L", (width + 2 * pad, height + 2 * pad))
+    draw = ImageDraw.Draw(mask)
+    if outline is None:
+        draw.ellipse((cx - radius + pad, cy - radius + pad, cx + radius + pad, cy + radius + pad), fill=1)
+    else:
+        draw.polygon([(x + pad, y + pad) for x, y in outline], fill=1)
+    pixels = np.asarray(mask)
+    inside = pixels[pad : pad + height, pad : pad + width]
+    total, shown = int(pixels.sum()), int(inside.sum())
+    if not shown:
+        return 0.0, None
+    rows, cols = np.nonzero(inside)
+    return shown / total, (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+
+
+def _cut_shape(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, label_truncated: bool = False
+) -> Shape | None:
+    """One of the classes cut by the border.
+
+    By default its centre lies beyond the border, so most of it is cut off and it is not
+    labelled. With ``label_truncated`` the centre may also lie inside, and a shape with at
+    least ``MIN_VISIBLE_FRACTION`` of it in the picture is labelled with its clipped box,
+    as Ultralytics and COCO label truncated objects.
+    """
     cls = int(rng.integers(0, len(CLASS_NAMES)))
     radius = rng.uniform(0.08, 0.3) * min(width, height)
     edge = int(rng.integers(0, 4))
-    depth = rng.uniform(0.05, 0.9) * radius  # how far beyond the border the centre lies
+    depth = rng.uniform(-0.7 if label_truncated else 0.05, 0.9) * radius  # how far beyond the border the centre lies
     along_x, along_y = rng.uniform(0, width), rng.uniform(0, height)
     cx, cy = [(-depth, along_y), (width + depth, along_y), (along_x, -depth), (along_x, height + depth)][edge]
     if cls == 0:
+        outline = None
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=_colour(rng))
     else:
-        draw.polygon(_polygon(cls, cx, cy, radius * 1.2, rng.uniform(0, 2 * math.pi)), fill=_colour(rng))
+        radius *= 1.2
+        outline = _polygon(cls, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+        draw.polygon(outline, fill=_colour(rng))
+    if not label_truncated:
+        return None
+    fraction, box = _visible_part(outline, (cx, cy, radius), width, height)
+    return Shape(cls, box) if box is not None and fraction >= MIN_VISIBLE_FRACTION else None
 
 
 DISTRACTORS = (_line, _stroke, _arc, _text, _figure, _cut_shape)
@@ -232,15 +324,35 @@ def _occlude(draw: ImageDraw.ImageDraw, rng: np.random.Generator, shape: Shape) 
     draw.polygon(points, fill=_colour(rng))
 
 
+def _band(draw: ImageDraw.ImageDraw, rng: np.random.Generator, shape: Shape) -> None:
+    """A straight band right across ``shape``, 4–15 % of its size thick: it stays recognisable, and labelled whole."""
+    x1, y1, x2, y2 = shape.box
+    w, h = x2 - x1, y2 - y1
+    cx, cy = x1 + w * rng.uniform(0.3, 0.7), y1 + h * rng.uniform(0.3, 0.7)
+    angle = rng.uniform(0, math.pi)
+    reach = math.hypot(w, h) * rng.uniform(0.7, 2.0)
+    dx, dy = reach * math.cos(angle), reach * math.sin(angle)
+    thickness = max(2, int(min(w, h) * rng.uniform(0.04, 0.15)))
+    draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=_colour(rng), width=thickness)
+
+
 def _place_shapes(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, pixels: np.ndarray, width: int, height: int
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    pixels: np.ndarray,
+    width: int,
+    height: int,
+    style: SceneStyle,
+    shapes: list[Shape],
 ) -> list[Shape]:
-    """Draw up to ``MAX_OBJECTS`` whole shapes, overlapping each other only lightly."""
-    shapes: list[Shape] = []
+    """Draw up to ``MAX_OBJECTS`` whole shapes after ``shapes``, overlapping each other only lightly."""
+    shapes = list(shapes)
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         for _attempt in range(20):
             cls = int(rng.integers(0, len(CLASS_NAMES)))
             radius = max(8.0, rng.uniform(0.035, 0.3) * min(width, height))
+            if style.small_fraction and rng.random() < style.small_fraction:
+                radius = max(6.0, rng.uniform(3.5, 9.0) * max(width, height) / INPUT_SIDE)
             if 2 * radius > min(width, height) - 4:
                 continue
             cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
@@ -272,13 +384,17 @@ def _place_shapes(
     return shapes
 
 
-def _photometric(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Colour jitter, blur, sensor noise and a JPEG round trip at quality 30–95."""
+def _photometric(image: Image.Image, rng: np.random.Generator, style: SceneStyle) -> Image.Image:
+    """Colour jitter, blur, maybe resolution loss, sensor noise and a JPEG round trip at quality 30–95."""
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.65, 1.35))
     image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.6, 1.4))
     image = ImageEnhance.Color(image).enhance(rng.uniform(0.5, 1.5))
     if rng.random() < 0.45:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 2.2)))
+    if style.resolution_loss and rng.random() < style.resolution_loss:
+        factor = rng.uniform(0.35, 0.75)
+        small = image.resize((max(8, int(image.width * factor)), max(8, int(image.height * factor))))
+        image = small.resize(image.size, Image.Resampling.BILINEAR)
     if rng.random() < 0.5:
         pixels = np.asarray(image, dtype=np.float32)
         pixels = pixels + rng.normal(0, rng.uniform(3, 20), size=pixels.shape)
@@ -289,20 +405,40 @@ def _photometric(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def render_scene(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """Draw scene ``index`` of the dataset ``seed``: the picture and its ground truth."""
+def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tuple[Image.Image, list[Shape]]:
+    """Draw scene ``index`` of the dataset ``seed`` in ``style``: the picture and its ground truth."""
     rng = np.random.default_rng([seed, index, 7])
     width, height = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
     photo = rng.random() < PHOTO_FRACTION
     pixels = _photo_background(rng, width, height) if photo else _background(rng, width, height)
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
+    distractors = (_line, _zigzag_or_stroke, _arc, _bold_text, *DISTRACTORS[4:]) if style.sharp_strokes else DISTRACTORS
+    truncated: list[Shape] = []
     for _ in range(int(rng.integers(0, 6))):  # clutter under the shapes
-        DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](draw, rng, width, height)
-    shapes = [] if rng.random() < NEGATIVE_FRACTION else _place_shapes(draw, rng, pixels, width, height)
+        distractor = distractors[int(rng.integers(len(distractors)))]
+        if distractor is _cut_shape:
+            cut = _cut_shape(draw, rng, width, height, style.label_truncated)
+            truncated += [cut] if cut is not None else []
+        else:
+            distractor(draw, rng, width, height)
+    negative = rng.random() < NEGATIVE_FRACTION
+    shapes = truncated if negative else _place_shapes(draw, rng, pixels, width, height, style, truncated)
     for shape in shapes:
         if rng.random() < 0.2:
             _occlude(draw, rng, shape)
+        elif style.band_fraction and rng.random() < style.band_fraction:
+            _band(draw, rng, shape)
     for _ in range(int(rng.integers(0, 8))):  # clutter over them: lines and strokes across, text on top
-        DISTRACTORS[int(rng.integers(4))](draw, rng, width, height)
-    return _photometric(image, rng), shapes
+        distractors[int(rng.integers(4))](draw, rng, width, height)
+    return _photometric(image, rng, style), shapes
+
+
+SCENES2 = SceneStyle(
+    label_truncated=True, band_fraction=0.3, small_fraction=0.35, sharp_strokes=True, resolution_loss=0.25
+)
+
+
+def render_scene2(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """Draw scene ``index`` of the dataset ``seed`` for the ``scenes2`` stage, in the ``SCENES2`` style."""
+    return render_scene(seed, index, SCENES2)

@@ -11,7 +11,7 @@ import pytest
 
 from config.paths import PROJECT_ROOT
 from training import scenes
-from training.scenes import NEGATIVE_FRACTION, PHOTOS, render_scene
+from training.scenes import MIN_VISIBLE_FRACTION, NEGATIVE_FRACTION, PHOTOS, _visible_part, render_scene, render_scene2
 from training.shapes import write_dataset
 
 SAMPLES = 40
@@ -37,6 +37,25 @@ def test_labels_are_whole_shapes_inside_the_picture_and_some_scenes_have_none() 
     negatives = counts.count(0) / SAMPLES
     assert NEGATIVE_FRACTION / 2 <= negatives <= NEGATIVE_FRACTION * 2
     assert sum(counts) >= SAMPLES * 2
+
+
+def test_scenes2_labels_mostly_visible_border_cut_shapes_with_their_clipped_box() -> None:
+    touching = 0
+    for index in range(SAMPLES):
+        image, shapes = render_scene2(0, index)
+        for shape in shapes:
+            x1, y1, x2, y2 = shape.box
+            assert 0 <= x1 < x2 <= image.width - 1 and 0 <= y1 < y2 <= image.height - 1
+            touching += x1 == 0 or y1 == 0 or x2 == image.width - 1 or y2 == image.height - 1
+    assert touching >= 2
+
+
+def test_the_visible_part_of_a_shape_cut_by_the_border() -> None:
+    half, box = _visible_part(None, (0.0, 50.0, 20.0), 100, 100)  # a circle centred on the left border
+    assert abs(half - 0.5) < 0.05 and box is not None and box[0] == 0 and abs(box[2] - 20) <= 1
+    assert _visible_part(None, (-30.0, 50.0, 20.0), 100, 100) == (0.0, None)
+    inside, _ = _visible_part([(10, 10), (40, 10), (40, 40), (10, 40)], (25.0, 25.0, 22.0), 100, 100)
+    assert inside == 1.0 > MIN_VISIBLE_FRACTION
 
 
 @pytest.mark.parametrize("name", PHOTOS)
