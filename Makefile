@@ -39,7 +39,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
-	$(BIN)/pip install --quiet -e ".[worker,ops,test]"
+	$(BIN)/pip install --quiet -e ".[worker,ops,test,training]"
 	mkdir -p var/ultralytics
 	touch $(STAMP)
 
@@ -97,8 +97,12 @@ test-browser: install services $(CHROMIUM)
 bench: install services $(BUNDLED_EXPORT)
 	$(BIN)/python -m bench
 
+# The stages in order: base (from scratch on clean shapes), scenes (fine-tuned among clutter and photos), then
+# scenes2 (border-cut shapes labelled, bands, small shapes, zigzags and bold text).
+# The model card, models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
 model: install
-	$(BIN)/python -m training.train
+	$(BIN)/python -m training.train --stages base scenes scenes2
+	$(BIN)/python -m evaluation
 
 lint:
 	$(BIN)/ruff check .

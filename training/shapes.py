@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,22 +137,25 @@ def yolo_label_lines(shapes: list[Shape], width: int, height: int) -> list[str]:
     ]
 
 
-def write_split(root: Path, split: str, seed: int, count: int) -> None:
-    """Write ``count`` images and labels of dataset ``seed`` under ``root``."""
+Renderer = Callable[[int, int], tuple[Image.Image, list[Shape]]]
+
+
+def write_split(root: Path, split: str, seed: int, count: int, render: Renderer) -> None:
+    """Write ``count`` images and labels of dataset ``seed``, drawn by ``render``, under ``root``."""
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     for index in range(count):
-        image, shapes = render_sample(seed, index)
+        image, shapes = render(seed, index)
         stem = f"{seed}_{index:05d}"
         image.save(images / f"{stem}.jpg", quality=int(np.random.default_rng([seed, index, 1]).integers(70, 96)))
         (labels / f"{stem}.txt").write_text("\n".join(yolo_label_lines(shapes, *image.size)) + "\n")
 
 
-def write_dataset(root: Path, splits: dict[str, tuple[int, int]]) -> Path:
-    """Write each split (name → (seed, count)) and the ``data.yaml`` that names them."""
+def write_dataset(root: Path, splits: dict[str, tuple[int, int]], render: Renderer = render_sample) -> Path:
+    """Write each split (name → (seed, count)) drawn by ``render`` and the ``data.yaml`` that names them."""
     for split, (seed, count) in splits.items():
-        write_split(root, split, seed, count)
+        write_split(root, split, seed, count, render)
     paths = {split: f"images/{split}" for split in splits}
     first = next(iter(paths.values()))
     paths = {"train": first, "val": first, **paths}  # Ultralytics requires both keys

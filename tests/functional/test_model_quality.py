@@ -1,12 +1,16 @@
-"""The bundled model really detects shapes: Ultralytics' validation on held-out data, and end to end.
+"""The bundled model holds up: on data it never saw, through the whole system, and on its own held-out data.
 
-Ultralytics runs here in a network namespace with no route anywhere, with its
-settings in a folder of the test's own, so any reach for the network fails.
+One job carries the independent evaluation set (``evaluation/scenes.py``, drawn by
+code that training never imports; shapes cut by the border are labelled by its
+convention, the ambiguous ones as ignore regions) and the shape-free photos
+Ultralytics ships; it goes through the real API and worker at the default conf 0.25. Ultralytics' own validation
+scores the held-out sets of both training generators, run in a network namespace with
+no route anywhere and with its settings in a folder of the test's own, so any reach
+for the network fails. The model card (models/shapes-yolov8n.md) reports the figures.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -17,16 +21,28 @@ import pytest
 import requests
 
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
+from evaluation.matching import MatchStats, match
+from evaluation.scenes import Truth, render
 from harness.processes import ServiceProcess
 from tests.helpers import post_job, wait_for_job
-from training.evaluate import MatchStats, match
+from training.scenes import render_scene
 from training.shapes import render_sample, write_dataset
 
 pytestmark = pytest.mark.slow
-HELD_OUT_SEED = 3
-HELD_OUT_IMAGES = 200
-E2E_SEED = 4
-E2E_IMAGES = 40
+# Held-out seeds of the two training generators (training/train.py trains on others).
+HELD_OUT = {"scenes": (render_scene, 13, 150), "shapes": (render_sample, 3, 100)}
+# (mAP50, mAP50-95) each must reach: the issue's 0.99 on the clean generator the model was first trained on;
+# on the harder scenes (occluded, tiny and low-contrast shapes among clutter) a guard under the shipped
+# model's 0.942 / 0.806.
+HELD_OUT_BARS = {"shapes": (0.99, 0.85), "scenes": (0.90, 0.75)}
+# Issue 14's false-box target: the shipped weights find 97.5 % but add 9.2 % false boxes per object
+# (models/shapes-yolov8n.md); strict, so the marker must go once a model meets it.
+MISSES_FALSE_BOX_TARGET = pytest.mark.xfail(
+    strict=True, reason="the shipped shapes model adds more than 3 % false boxes (see models/shapes-yolov8n.md)"
+)
+EVAL_SEED = 1
+EVAL_IMAGES = 90  # about 240 objects; a job takes at most 100 files
+SHAPE_FREE_PHOTOS = ("bus.jpg", "zidane.jpg")
 
 OFFLINE_SCRIPT = """
 import json, sys
@@ -37,9 +53,13 @@ attempts = []
 NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo")
 sys.addaudithook(lambda event, args: attempts.append(event) if event in NETWORK_EVENTS else None)
 from ultralytics import YOLO
-metrics = YOLO(sys.argv[1]).val(data=sys.argv[2], split="test", imgsz=320, batch=16, device="cpu",
-                                plots=False, verbose=False, workers=0)
-print("RESULT " + json.dumps({"map50": metrics.box.map50, "map": metrics.box.map, "network": attempts}))
+model = YOLO(sys.argv[1])
+scores = {}
+for data in sys.argv[2:]:
+    metrics = model.val(data=data, split="test", imgsz=320, batch=16, device="cpu", plots=False, verbose=False,
+                        workers=0)
+    scores[data] = {"map50": metrics.box.map50, "map": metrics.box.map}
+print("RESULT " + json.dumps({"scores": scores, "network": attempts}))
 """
 
 
@@ -58,53 +78,66 @@ def run_offline(script: str, *args: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_held_out_validation_meets_the_bar_offline(tmp_path: Path, services_env: dict[str, str]) -> None:
-    data_yaml = write_dataset(tmp_path / "held-out", {"test": (HELD_OUT_SEED, HELD_OUT_IMAGES)})
+    data_yamls = {
+        name: str(write_dataset(tmp_path / name, {"test": (seed, count)}, render))
+        for name, (render, seed, count) in HELD_OUT.items()
+    }
     config_dir = tmp_path / "ultralytics-config"
     env = {**services_env, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config_dir)}
-    metrics = run_offline(OFFLINE_SCRIPT, str(BUNDLED_MODEL), str(data_yaml), env=env)
-    scores = f"mAP50={metrics['map50']:.4f} mAP50-95={metrics['map']:.4f}"
-    print(f"\nheld-out seed {HELD_OUT_SEED}, {HELD_OUT_IMAGES} images: {scores}")
-    assert metrics["network"] == [], "Ultralytics tried to reach the network"
+    result = run_offline(OFFLINE_SCRIPT, str(BUNDLED_MODEL), *data_yamls.values(), env=env)
+    assert result["network"] == [], "Ultralytics tried to reach the network"
     assert (config_dir / "Ultralytics" / "settings.json").is_file(), "Ultralytics settings must live in YOLO_CONFIG_DIR"
-    assert metrics["map50"] >= 0.95
-    assert metrics["map"] >= 0.80
+    scores = {name: result["scores"][data_yaml] for name, data_yaml in data_yamls.items()}
+    for name, (_render, seed, count) in HELD_OUT.items():
+        print(f"\nheld-out {name} seed {seed}, {count} images: ", end="")
+        print(f"mAP50={scores[name]['map50']:.4f} mAP50-95={scores[name]['map']:.4f}")
+    for name, (map50, map50_95) in HELD_OUT_BARS.items():
+        assert scores[name]["map50"] >= map50 and scores[name]["map"] >= map50_95, name
 
 
-def test_shapes_come_back_matching_ground_truth_end_to_end(
+@pytest.fixture(scope="module")
+def evaluation_job(
     api: requests.Session, api_url: str, worker: ServiceProcess
-) -> None:
-    samples = [render_sample(E2E_SEED, index) for index in range(E2E_IMAGES)]
+) -> tuple[dict[str, Any], list[list[Truth]]]:
+    """One job through the API and worker: the independent set, then the shape-free photos; its JSON and truth."""
+    import ultralytics
+
+    truths: list[list[Truth]] = []
     files = []
-    for index, (image, _) in enumerate(samples):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        files.append((f"shapes-{index}.png", buffer.getvalue()))
+    for index in range(EVAL_IMAGES):
+        data, _width, _height, image_truths = render(EVAL_SEED, index)
+        files.append((f"eval-{index:03d}.jpg", data))
+        truths.append(image_truths)
+    assets = Path(ultralytics.__file__).parent / "assets"
+    files += [(name, (assets / name).read_bytes()) for name in SHAPE_FREE_PHOTOS]
     response = post_job(api, api_url, files)
     assert response.status_code == 202, response.text
     job = wait_for_job(api_url, response.json()["job_id"], timeout=300, headers=api.headers)
     assert job["status"] == "succeeded", job
-    stats = MatchStats()
-    for (image, truth), result in zip(samples, job["results"], strict=True):
-        assert (result["width"], result["height"]) == image.size
-        stats.add(match(truth, result["detections"]))
-    print(
-        f"\nend to end: {stats.matched}/{stats.objects} objects matched ({stats.match_rate:.1%}), "
-        f"{stats.detections - stats.matched}/{stats.detections} extra boxes ({stats.extra_rate:.1%})"
-    )
-    assert stats.objects >= 100
-    assert stats.match_rate >= 0.95
-    assert stats.extra_rate <= 0.05
+    assert job["parameters"]["conf"] == 0.25 and job["parameters"]["imgsz"] is None  # the defaults
+    assert [result["filename"] for result in job["results"]] == [name for name, _ in files]
+    assert all(result["error"] is None for result in job["results"]), job["results"]
+    assert [(r["width"], r["height"]) for r in job["results"][EVAL_IMAGES:]] == [(810, 1080), (1280, 720)]
+    return job, truths  # checked here, in setup, so that the targets' xfail hides nothing else
 
 
-def test_a_real_photograph_goes_through_the_pipeline(
-    api: requests.Session, api_url: str, worker: ServiceProcess
+@MISSES_FALSE_BOX_TARGET
+def test_the_independent_set_is_found_with_few_false_boxes(
+    evaluation_job: tuple[dict[str, Any], list[list[Truth]]],
 ) -> None:
-    import ultralytics
+    job, truths = evaluation_job
+    stats = MatchStats()
+    for image_truths, result in zip(truths, job["results"][:EVAL_IMAGES], strict=True):
+        stats.add(match(image_truths, result["detections"]))
+    print(f"\nindependent set seed {EVAL_SEED}, {EVAL_IMAGES} images, through the system: {stats}")
+    assert stats.objects >= 200
+    assert stats.found_rate >= 0.97
+    assert stats.false_per_object <= 0.03
 
-    bus = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
-    response = post_job(api, api_url, [("bus.jpg", bus.read_bytes())])
-    assert response.status_code == 202, response.text
-    job = wait_for_job(api_url, response.json()["job_id"], headers=api.headers)
-    assert job["status"] == "succeeded", job
-    (result,) = job["results"]
-    assert (result["width"], result["height"]) == (810, 1080) and result["error"] is None
+
+def test_shape_free_photos_get_no_boxes(evaluation_job: tuple[dict[str, Any], list[list[Truth]]]) -> None:
+    job, _truths = evaluation_job
+    for result in job["results"][EVAL_IMAGES:]:
+        boxes = [(d["name"], d["confidence"]) for d in result["detections"]]
+        print(f"\n{result['filename']}: {len(boxes)} boxes {boxes}")
+        assert boxes == [], f"{result['filename']}: {boxes}"
