@@ -21,13 +21,14 @@ import pytest
 from celery.utils.sysinfo import cpu_budget
 
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
+from evaluation.scenes import render
 from inference.backends import ONNX, OPENVINO, PYTORCH, Choice, Detector, choose, load
 from inference.yolo import Detection
-from tests.functional.test_model_quality import E2E_IMAGES, E2E_SEED
-from training.shapes import render_sample
+from tests.functional.test_model_quality import EVAL_SEED
 
 pytestmark = pytest.mark.slow
 OPTIONS = SimpleNamespace(conf=0.25, iou=0.7, imgsz=None)
+AGREEMENT_IMAGES = 40  # the first of the quality test's independent evaluation images
 MAX_PIXELS = 2.0
 MAX_CONFIDENCE = 0.01
 MIN_IOU = 0.9
@@ -57,7 +58,14 @@ def detectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Detector]:
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    return [np.ascontiguousarray(np.asarray(render_sample(E2E_SEED, i)[0])[..., ::-1]) for i in range(E2E_IMAGES)]
+    return [decoded(render(EVAL_SEED, index)[0]) for index in range(AGREEMENT_IMAGES)]
+
+
+def decoded(jpeg: bytes) -> np.ndarray:
+    """A JPEG as the worker decodes it: BGR pixels."""
+    import cv2
+
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
 
 
 def predicted(detector: Detector, images: list[np.ndarray], batch: int) -> list[list[Detection]]:
