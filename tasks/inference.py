@@ -54,6 +54,7 @@ from tasks.detection import predict_batch
 from tasks.model_pool import ModelUnavailable
 from tasks.outages import DatabaseOutage, ride_out_outages
 from tasks.pacing import Pace
+from tasks.revocations import was_revoked
 from tasks.rounds import Round, can_join_round
 from tasks.runtime import WorkerRuntime, get_runtime
 
@@ -124,7 +125,7 @@ class Attempt:
         return ride_out_outages(transaction, self.jobs.database_retry_seconds)
 
     def run(self) -> dict[str, Any]:
-        if self._revoked_while_queued():
+        if was_revoked(self.task.request.id):  # revoked while no worker that knew of it was running
             self.database(lambda s: cancel_job(s, self.job_id, task_id=self.task.request.id))
             self.stop_as_revoked()
         run = self.database(lambda s: begin_attempt(s, self.job_id, self.jobs.lease))
@@ -200,18 +201,6 @@ class Attempt:
                 pace.wrote()
                 report_progress(self.task, self.job_id, done, run.total)
                 reported = True
-
-    def _revoked_while_queued(self) -> bool:
-        """Whether this message was revoked while no worker that knew of it was running (best effort).
-
-        A revoke writes REVOKED to the result backend at once; workers started later do
-        not know the id and would run it.
-        """
-        try:
-            return self.task.AsyncResult(self.task.request.id).state == states.REVOKED
-        except Exception:
-            log.warning("could not read the task's state from the result backend", exc_info=True)
-            return False
 
     def _not_started(self) -> dict[str, Any]:
         status = self.database(lambda s: job_status(s, self.job_id))

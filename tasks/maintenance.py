@@ -18,8 +18,6 @@ import logging
 import uuid
 from typing import Any
 
-from celery import states
-
 from config.logs import job_context
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import delete_expired_keys
@@ -28,6 +26,7 @@ from jobs.messages import CLEANUP_TASK, REAP_TASK
 from storage.maintenance.retention import run_cleanup
 from tasks import app
 from tasks.inference import detect
+from tasks.revocations import was_revoked
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -55,15 +54,6 @@ def _send_detect(job_id: uuid.UUID, task_id: str) -> None:
     detect.apply_async(args=[str(job_id)], task_id=task_id)
 
 
-def _revoked(task_id: str) -> bool:
-    """Whether the task was revoked (a revoke writes REVOKED to the result backend at once); best effort."""
-    try:
-        return app.AsyncResult(task_id).state == states.REVOKED
-    except Exception:
-        log.warning("could not read the state of task %s", task_id, exc_info=True)
-        return False
-
-
 @app.task(name=REAP_TASK)
 def reap_jobs() -> dict[str, Any]:
     """Re-send the task of every unfinished job nothing is working on; return what was done.
@@ -78,7 +68,7 @@ def reap_jobs() -> dict[str, Any]:
     with runtime.storage.database.transaction() as session:
         for job_id, status, task_id in resendable_jobs(session, runtime.settings.jobs.lease, REAP_BATCH):
             with job_context(str(job_id)):
-                if status == "queued" and task_id and _revoked(task_id):
+                if status == "queued" and task_id and was_revoked(task_id):
                     if cancel_job(session, job_id, task_id=task_id):
                         cancelled.append(str(job_id))
                         log.warning("job cancelled: its task was revoked before any worker took it")

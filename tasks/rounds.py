@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, states
+from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Connection, Message
 
@@ -66,6 +66,7 @@ from tasks import metrics
 from tasks.detection import predict_batch
 from tasks.model_pool import ModelUnavailable
 from tasks.outages import DatabaseOutage, ride_out_outages
+from tasks.revocations import was_revoked
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -184,7 +185,7 @@ class Round:
             task_id, job_id = _detect_job(message)
             if job_id is None:
                 self._settle(message, requeue=True)
-            elif self._revoked(task_id):
+            elif was_revoked(task_id):
                 self.attempt.database(lambda s, job_id=job_id, task_id=task_id: cancel_job(s, job_id, task_id=task_id))
                 self._events("task-revoked", {task_id: {"terminated": False, "signum": None, "expired": False}})
                 self._settle(message)
@@ -209,13 +210,6 @@ class Round:
             "task-started", {m.task_id: {"name": DETECT_TASK, "args": repr([str(m.run.job_id)])} for m in members}
         )
         return members
-
-    def _revoked(self, task_id: str) -> bool:
-        try:
-            return self.task.backend.get_state(task_id) == states.REVOKED
-        except Exception:
-            log.warning("could not read a round-mate's state from the result backend", exc_info=True)
-            return False
 
     def _predict(self, members: Sequence[Member]) -> None:
         """Each member's results, or its failure: per model and parameters, and job by job when a shared call fails."""
