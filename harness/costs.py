@@ -57,13 +57,13 @@ def counting_statements(engine: Engine) -> Iterator[Counter[str]]:
 
 
 class RedisMonitor:
-    """Records, by name, the commands clients send to one Redis database while it runs (``MONITOR``);
-    the commands a Lua script runs count as its one EVALSHA."""
+    """Records the commands clients send to one Redis database while it runs (``MONITOR``); the
+    commands a Lua script runs count as its one EVALSHA."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        self.commands: Counter[str] = Counter()
+        self.commands: list[str] = []
         self._monitor = self.client.monitor()
         self._monitor.__enter__()
         self._thread = threading.Thread(target=self._record, daemon=True)
@@ -73,16 +73,18 @@ class RedisMonitor:
         try:
             for command in self._monitor.listen():
                 if command["db"] == self.db and command.get("client_type") != "lua":  # a script's own commands
-                    self.commands[command["command"].split(" ", 1)[0].upper()] += 1
+                    self.commands.append(command["command"])
         except (redis.ConnectionError, OSError, ValueError, AttributeError):  # stop() closed the connection
             return
 
-    def stop(self) -> Counter[str]:
-        """Stop recording; return the counts, without the PING that marks the end."""
+    def stop(self, about: str | None = None) -> Counter[str]:
+        """Stop recording; return the counts by command name, without the PING that marks the end. With
+        ``about``, only of the commands whose text holds it (a task id): another task's late write is not counted."""
         self.client.ping()  # recorded after every command sent before it
-        wait_until(lambda: self.commands["PING"], 5, interval=0.05, what="MONITOR to record our PING")
+        wait_until(lambda: "PING" in self.commands, 5, interval=0.05, what="MONITOR to record our PING")
         self._monitor.connection.disconnect()
         self._thread.join(5)
         self.client.close()
-        self.commands.pop("PING", None)
-        return self.commands
+        counts = Counter(text.split(" ", 1)[0].upper() for text in self.commands if about is None or about in text)
+        counts.pop("PING", None)
+        return counts
