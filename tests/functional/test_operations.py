@@ -207,7 +207,8 @@ def test_flower_shows_id_only_arguments_and_progress_behind_auth(ops_stack: OpsS
     try:
         wait_until(lambda: _answers(f"{base}/healthcheck"), 30, what="flower")
         assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401
-        job_id = submit(app, fresh_images(8), imgsz="1280")
+        # Long enough to write its progress more than once (a write at most every 2 s) on a fast CPU too.
+        job_id = submit(app, fresh_images(16), imgsz="1280")
         auth = ("ops", "s3cret")
 
         def flower_state(path: str) -> dict[str, Any] | None:
@@ -222,7 +223,7 @@ def test_flower_shows_id_only_arguments_and_progress_behind_auth(ops_stack: OpsS
         assert flower_state("result")["state"] in ("PROGRESS", "SUCCESS")
         backend_state = Celery(backend=env["CELERY_RESULT_BACKEND"]).AsyncResult(job_id)
         if backend_state.state == "PROGRESS":
-            assert backend_state.info["total"] == 8 and 0 <= backend_state.info["done"] <= 8
+            assert backend_state.info["total"] == 16 and 0 <= backend_state.info["done"] <= 16
         wait_until(lambda: finished_job(storage, job_id), 180, what="job")
         done = wait_until(lambda: (info := flower_state("info")) and info["state"] == "SUCCESS" and info, 30)
         assert done["result"].startswith("{") and job_id in done["result"]
