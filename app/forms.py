@@ -25,6 +25,7 @@ MAX_FILENAME_LENGTH = 255
 CONF_RANGE = (0.0, 1.0)
 IOU_RANGE = (0.0, 1.0)
 IMGSZ_RANGE = (32, 4096)
+FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 # The longest callback URL a job may carry (schema.sql's jobs_callback_url_check).
 MAX_CALLBACK_URL_LENGTH = 2048
 
@@ -46,7 +47,9 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
         raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.") from None
     if not math.isfinite(value) or not low <= value <= high:
         raise ApiError(400, "invalid_parameter", f"{name} must be a number between {low} and {high}.")
-    return value
+    # The jobs table keeps it as a 32-bit REAL, which refuses a non-zero value under its smallest normal
+    # number; as a threshold on 32-bit scores such a value is 0.
+    return 0.0 if abs(value) < FLOAT32_SMALLEST_NORMAL else value
 
 
 def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:

@@ -62,6 +62,14 @@ def test_bad_parameter_is_400(client: FlaskClient, field: str, value: str) -> No
     assert_error(post_images(client, ("a.png", image_bytes()), **{field: value}), 400, "invalid_parameter")
 
 
+def test_a_threshold_too_small_for_the_database_is_zero(client: FlaskClient) -> None:
+    """Found by schemathesis: 3.5e-252 made PostgreSQL's REAL column refuse the job with a 500."""
+    response = post_images(client, ("a.png", image_bytes(seed=4711)), conf="3.5184033367871584e-252", iou="1e-40")
+    assert response.status_code == 202, response.get_data(as_text=True)
+    job = client.get(f"/api/v1/jobs/{response.get_json()['job_id']}").get_json()
+    assert (job["parameters"]["conf"], job["parameters"]["iou"]) == (0.0, 0.0)
+
+
 def test_unknown_model_is_400(client: FlaskClient) -> None:
     assert_error(post_images(client, ("a.png", image_bytes()), model="nope"), 400, "unknown_model")
 
