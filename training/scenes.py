@@ -25,6 +25,7 @@ they are the evaluation's shape-free photos.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -35,7 +36,15 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from training.shapes import CLASS_NAMES, Shape, _background, _contrasting_colour, _covered_fraction, _polygon
+from training.shapes import (
+    CLASS_NAMES,
+    Shape,
+    _background,
+    _contrasting_colour,
+    _covered_fraction,
+    _polygon,
+    render_sample,
+)
 
 MIN_SIDE, MAX_SIDE = 224, 800
 MAX_OBJECTS = 6
@@ -82,6 +91,7 @@ class SceneStyle:
     small_fraction: float = 0.0  # share of shapes 3.5–9 px in radius at the model's input side
     sharp_strokes: bool = False  # half the strokes zigzag with sharp turns, text comes large and bold
     resolution_loss: float = 0.0  # share of images scaled down and back up before the JPEG round trip
+    font_glyphs: bool = False  # half the text is a few shape-sized glyphs in one of matplotlib's bundled fonts
 
 
 @functools.cache
@@ -184,6 +194,42 @@ def _bold_text(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, 
     outline = int(rng.integers(0, 4))
     font = ImageFont.load_default(size)
     draw.text(_point(rng, width, height), text, fill=_colour(rng), font=font, stroke_width=outline)
+
+
+# Fonts that ship inside matplotlib's wheel (an Ultralytics dependency), read from the installed package.
+FONTS: tuple[str, ...] = (
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "STIXGeneralBol.ttf",
+    "cmss10.ttf",
+    "cmr10.ttf",
+)
+# Letters, digits and signs whose outline is near a circle, a square or a triangle, then any.
+ROUND_OR_ANGULAR = "0O8BDQGCSA4VWMNZ"
+GLYPHS = ROUND_OR_ANGULAR + string.ascii_letters + string.digits + "#%&@"
+
+
+@functools.cache
+def _font_bytes(name: str) -> bytes:
+    return resources.files("matplotlib").joinpath("mpl-data", "fonts", "ttf", name).read_bytes()
+
+
+def _glyphs(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """One to four glyphs as large as the shapes, in a bundled font, often bold or outlined: O, 8, A and W are
+    near the classes, and a model that has seen only one font boxes another's."""
+    size = int(rng.uniform(0.05, 0.3) * min(width, height)) + 8
+    font = ImageFont.truetype(io.BytesIO(_font_bytes(FONTS[int(rng.integers(len(FONTS)))])), size)
+    pool = ROUND_OR_ANGULAR if rng.random() < 0.6 else GLYPHS
+    text = "".join(pool[i] for i in rng.integers(0, len(pool), size=int(rng.integers(1, 5))))
+    draw.text(_point(rng, width, height), text, fill=_colour(rng), font=font, stroke_width=int(rng.integers(0, 3)))
+
+
+def _text_or_glyphs(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """Half the time shape-sized glyphs in a bundled font, else large bold capitals in Pillow's."""
+    (_glyphs if rng.random() < 0.5 else _bold_text)(draw, rng, width, height)
 
 
 def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
@@ -413,7 +459,10 @@ def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tup
     pixels = _photo_background(rng, width, height) if photo else _background(rng, width, height)
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
-    distractors = (_line, _zigzag_or_stroke, _arc, _bold_text, *DISTRACTORS[4:]) if style.sharp_strokes else DISTRACTORS
+    distractors = DISTRACTORS
+    if style.sharp_strokes:
+        text = _text_or_glyphs if style.font_glyphs else _bold_text
+        distractors = (_line, _zigzag_or_stroke, _arc, text, *DISTRACTORS[4:])
     truncated: list[Shape] = []
     for _ in range(int(rng.integers(0, 6))):  # clutter under the shapes
         distractor = distractors[int(rng.integers(len(distractors)))]
@@ -442,3 +491,16 @@ SCENES2 = SceneStyle(
 def render_scene2(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
     """Draw scene ``index`` of the dataset ``seed`` for the ``scenes2`` stage, in the ``SCENES2`` style."""
     return render_scene(seed, index, SCENES2)
+
+
+# The ``hard`` stage's pool: the ``scenes2`` style, with text in more fonts.
+SCENES3 = dataclasses.replace(SCENES2, font_glyphs=True)
+
+
+# In the ``hard`` stage's pool every this-many-th image is a clean one: fine-tuning keeps what stage base learnt.
+CLEAN_EVERY = 5
+
+
+def render_mixed(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """Every ``CLEAN_EVERY``-th image from ``training/shapes.py``, the others in the ``SCENES3`` style."""
+    return render_sample(seed, index) if index % CLEAN_EVERY == 0 else render_scene(seed, index, SCENES3)

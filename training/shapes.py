@@ -156,6 +156,11 @@ def write_dataset(root: Path, splits: dict[str, tuple[int, int]], render: Render
     """Write each split (name → (seed, count)) drawn by ``render`` and the ``data.yaml`` that names them."""
     for split, (seed, count) in splits.items():
         write_split(root, split, seed, count, render)
+    return write_data_yaml(root, list(splits))
+
+
+def write_data_yaml(root: Path, splits: list[str]) -> Path:
+    """The ``data.yaml`` naming the splits already under ``root`` (the first stands for any missing train/val)."""
     paths = {split: f"images/{split}" for split in splits}
     first = next(iter(paths.values()))
     paths = {"train": first, "val": first, **paths}  # Ultralytics requires both keys

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import ast
+import io
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from config.paths import PROJECT_ROOT
 from training import scenes
-from training.scenes import MIN_VISIBLE_FRACTION, NEGATIVE_FRACTION, PHOTOS, _visible_part, render_scene, render_scene2
-from training.shapes import write_dataset
+from training.scenes import (
+    CLEAN_EVERY,
+    FONTS,
+    MIN_VISIBLE_FRACTION,
+    NEGATIVE_FRACTION,
+    PHOTOS,
+    SCENES3,
+    _visible_part,
+    render_mixed,
+    render_scene,
+    render_scene2,
+)
+from training.shapes import render_sample, write_dataset
 
 SAMPLES = 40
 
@@ -50,6 +63,26 @@ def test_scenes2_labels_mostly_visible_border_cut_shapes_with_their_clipped_box(
     assert touching >= 2
 
 
+def test_the_hard_stage_pool_mixes_clean_images_into_scenes_with_text_in_more_fonts() -> None:
+    for index in (0, 1, CLEAN_EVERY, CLEAN_EVERY + 1):
+        image, shapes = render_mixed(4, index)
+        if index % CLEAN_EVERY == 0:
+            expected, expected_shapes = render_sample(4, index)
+        else:
+            expected, expected_shapes = render_scene(4, index, SCENES3)
+        assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
+
+
+def test_glyphs_draw_text_as_large_as_the_shapes() -> None:
+    drawn = []
+    for seed in range(30):
+        canvas = Image.new("RGB", (320, 240))
+        scenes._glyphs(ImageDraw.Draw(canvas), np.random.default_rng(seed), *canvas.size)
+        rows, cols = np.nonzero(np.asarray(canvas).any(axis=2))
+        drawn.append(rows.size and max(np.ptp(rows), np.ptp(cols)))
+    assert sum(1 for extent in drawn if extent >= 16) >= 20, drawn
+
+
 def test_the_visible_part_of_a_shape_cut_by_the_border() -> None:
     half, box = _visible_part(None, (0.0, 50.0, 20.0), 100, 100)  # a circle centred on the left border
     assert abs(half - 0.5) < 0.05 and box is not None and box[0] == 0 and abs(box[2] - 20) <= 1
@@ -63,9 +96,17 @@ def test_photo_backgrounds_ship_in_the_scikit_image_wheel(name: str) -> None:
     assert resources.files("skimage").joinpath("data", name).is_file()
 
 
-def test_the_evaluation_photos_are_never_training_backgrounds() -> None:
+@pytest.mark.parametrize("name", FONTS)
+def test_fonts_ship_in_the_matplotlib_wheel(name: str) -> None:
+    font = ImageFont.truetype(io.BytesIO(scenes._font_bytes(name)), 40)
+    assert font.getbbox("O")[2] > 10
+
+
+def test_the_evaluation_photos_and_fonts_are_never_in_training_scenes() -> None:
     assert not {"bus.jpg", "zidane.jpg"} & set(PHOTOS)
-    assert "ultralytics" not in Path(scenes.__file__).read_text()
+    source = Path(scenes.__file__).read_text()
+    assert "ultralytics" not in source
+    assert "cv2" not in source  # the evaluation writes its text in OpenCV's Hershey fonts
 
 
 def test_training_never_imports_the_evaluation() -> None:
