@@ -48,7 +48,8 @@ def test_a_bad_callback_url_is_400_and_makes_no_job(client: FlaskClient, storage
 
 def test_a_job_shows_its_callback_url_and_no_delivery_until_it_ends(client: FlaskClient) -> None:
     url = "https://hooks.example/in?source=yolo"
-    response = post_images(client, ("a.png", image_bytes(seed=9)), callback_url=url)
+    # Slow enough that a worker the session started elsewhere cannot end it before the next request.
+    response = post_images(client, ("a.png", image_bytes(seed=9)), callback_url=url, imgsz="2048")
     assert response.status_code == 202
     job = client.get(f"/api/v1/jobs/{response.get_json()['job_id']}").get_json()
     assert job["webhook"] == {"url": url, "status": None, "event_id": None, "next_attempt_at": None, "attempts": []}
