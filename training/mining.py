@@ -18,13 +18,16 @@ apart from the same images predicted one by one, as a job predicts them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from more_itertools import chunked
 
-CONF = 0.25  # the confidence a job runs at by default (jobs.lifecycle.JobParams)
+from jobs.lifecycle import JobParams
+
+CONF = JobParams.conf  # the confidence a job runs at by default
 IOU_MATCH = 0.5
 BATCH = 32  # images predicted per call; bounds the memory a large pool takes
 
@@ -41,9 +44,10 @@ class Errors:
 
 def labelled_boxes(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """A YOLO label file's classes and pixel boxes (x1, y1, x2, y2)."""
+    from ultralytics.utils.ops import xywhn2xyxy
+
     rows = np.loadtxt(label_file, ndmin=2) if label_file.stat().st_size > 1 else np.zeros((0, 5))
-    classes, (cx, cy, w, h) = rows[:, 0].astype(int), rows[:, 1:].T * [[width], [height], [width], [height]]
-    return classes, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return rows[:, 0].astype(int), xywhn2xyxy(rows[:, 1:], width, height)
 
 
 def count_errors(
@@ -76,11 +80,6 @@ def label_file_of(image: Path) -> Path:
     return image.parents[2] / "labels" / image.parent.name / f"{image.stem}.txt"
 
 
-def _batches(paths: list[Path]) -> Iterator[list[Path]]:
-    for start in range(0, len(paths), BATCH):
-        yield paths[start : start + BATCH]
-
-
 def errors(weights: Path, images: Iterable[Path], imgsz: int | None = None) -> list[Errors]:
     """Each image's errors under ``weights`` at conf ``CONF`` on the CPU, at input size ``imgsz`` (None: the
     weights' own, as a job runs them by default)."""
@@ -89,7 +88,7 @@ def errors(weights: Path, images: Iterable[Path], imgsz: int | None = None) -> l
     model = YOLO(str(weights))
     options = {"conf": CONF, "device": "cpu", "verbose": False, **({"imgsz": imgsz} if imgsz else {})}
     found = []
-    for batch in _batches(list(images)):
+    for batch in chunked(images, BATCH):
         for image, result in zip(batch, model.predict([str(p) for p in batch], **options), strict=True):
             height, width = result.orig_shape
             classes, boxes = labelled_boxes(label_file_of(image), width, height)

@@ -76,7 +76,12 @@ def validate(weights: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
     }
 
 
-def write_stage_data(stage: Stage, var: Path, weights: Path) -> Path:
+def input_size(stage: Stage, args: argparse.Namespace) -> int:
+    """The size the stage trains, mines and chooses its epoch at: its own, unless ``--imgsz`` overrides it."""
+    return args.imgsz or stage.imgsz
+
+
+def write_stage_data(stage: Stage, var: Path, weights: Path, imgsz: int) -> Path:
     """Generate the stage's train, val and test splits under ``var``; return their data.yaml.
 
     A hard-examples stage draws a pool instead of its train split, and makes the train split of
@@ -89,7 +94,7 @@ def write_stage_data(stage: Stage, var: Path, weights: Path) -> Path:
     shutil.rmtree(root, ignore_errors=True)  # the train split depends on the weights it was mined with
     for split, (seed, count) in {"pool": splits.pop("train"), **splits}.items():
         write_split(root, split, seed, count, stage.render)
-    pool = mining.errors(weights, mining.split_images(root / "images" / "pool"), stage.imgsz)
+    pool = mining.errors(weights, mining.split_images(root / "images" / "pool"), imgsz)
     hard = [found.image for found in pool if found.false_boxes]
     others = [found.image for found in pool if not found.false_boxes][: len(hard)]
     print(f"stage {stage.name}: {len(hard)} of {len(pool)} pool images with a false box under {weights}")
@@ -119,7 +124,7 @@ def train_stage(stage: Stage, start: str, data_yaml: Path, args: argparse.Namesp
     model.train(
         data=str(data_yaml),
         epochs=args.epochs or stage.epochs,
-        imgsz=args.imgsz or stage.imgsz,
+        imgsz=input_size(stage, args),
         batch=args.batch,
         device="cpu",
         workers=2,
@@ -142,7 +147,7 @@ def train_stage(stage: Stage, start: str, data_yaml: Path, args: argparse.Namesp
     )
     if not stage.hard_examples:
         return Path(model.trainer.best)
-    chosen = fewest_errors(Path(model.trainer.wdir), data_yaml, args.imgsz or stage.imgsz)
+    chosen = fewest_errors(Path(model.trainer.wdir), data_yaml, input_size(stage, args))
     shipped = chosen.with_name("chosen.pt")
     shutil.copyfile(chosen, shipped)
     strip_optimizer(shipped)  # as Ultralytics strips best.pt: the weights alone
@@ -167,12 +172,12 @@ def main() -> None:
     weights, data_yaml = Path(args.start), Path()
     for name in args.stages:
         started = time.monotonic()
-        data_yaml = write_stage_data(STAGES[name], args.var, weights)
+        data_yaml = write_stage_data(STAGES[name], args.var, weights, input_size(STAGES[name], args))
         weights = train_stage(STAGES[name], str(weights), data_yaml, args)
         print(f"stage {name}: {(time.monotonic() - started) / 60:.1f} minutes, best weights {weights}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, args.out)
-    metrics = validate(args.out, data_yaml, args.imgsz or STAGES[args.stages[-1]].imgsz)
+    metrics = validate(args.out, data_yaml, input_size(STAGES[args.stages[-1]], args))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), held-out {data_yaml.parent.name}: {metrics}")
 
 
