@@ -8,11 +8,13 @@ and missed shapes, made on a validation split, picks the stage's epoch: the one 
 the fewest errors at the operating point, which Ultralytics' fitness (mostly
 mAP50-95) does not weigh.
 
-Matching is greedy, most confident box first, one box per shape: same class and
-IoU ≥ 0.5. Only the training generator's own splits are read here; the independent
-evaluation (``evaluation/``) never is. Images go to Ultralytics as lists of ``BATCH``
-paths, as in the run that made the shipped weights; a list can come out a box or two
-apart from the same images predicted one by one, as a job predicts them.
+Boxes are matched to labels by the evaluation's own rule (``evaluation/matching.py``:
+greedy, most confident box first, one box per shape, same class and IoU ≥ 0.5), the one
+module of ``evaluation/`` that training imports: the scoring rule, never the independent
+generator or its images. Only the training generator's own splits are read here. Images
+go to Ultralytics as lists of ``BATCH`` paths, as in the run that made the shipped
+weights; a list can come out a box or two apart from the same images predicted one by
+one, as a job predicts them.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from more_itertools import chunked
 
+from evaluation.matching import match
 from jobs.lifecycle import JobParams
 
 CONF = JobParams.conf  # the confidence a job runs at by default
-IOU_MATCH = 0.5
 BATCH = 32  # images predicted per call; bounds the memory a large pool takes
 
 
@@ -42,33 +44,22 @@ class Errors:
     misses: int
 
 
-def labelled_boxes(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file's classes and pixel boxes (x1, y1, x2, y2)."""
+@dataclass(frozen=True)
+class Label:
+    """One labelled shape, as ``evaluation.matching`` reads it; YOLO labels have no ignore regions."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    ignore: bool = False
+
+
+def labels(label_file: Path, width: int, height: int, names: dict[int, str]) -> list[Label]:
+    """A YOLO label file's shapes, named by ``names`` (the model's classes), with pixel boxes (x1, y1, x2, y2)."""
     from ultralytics.utils.ops import xywhn2xyxy
 
     rows = np.loadtxt(label_file, ndmin=2) if label_file.stat().st_size > 1 else np.zeros((0, 5))
-    return rows[:, 0].astype(int), xywhn2xyxy(rows[:, 1:], width, height)
-
-
-def count_errors(
-    classes: np.ndarray, boxes: np.ndarray, predicted: np.ndarray, scores: np.ndarray, labels: np.ndarray
-) -> tuple[int, int]:
-    """False boxes and misses of one image's predictions (``labels``, ``predicted``) against its truth."""
-    import torch
-    from ultralytics.utils.metrics import box_iou
-
-    if not len(boxes) or not len(predicted):
-        return len(predicted), len(boxes)
-    overlaps = box_iou(torch.as_tensor(predicted), torch.as_tensor(boxes)).numpy()
-    free = np.ones(len(boxes), dtype=bool)
-    matched = 0
-    for index in np.argsort(-scores, kind="stable"):
-        candidates = np.where(free & (classes == labels[index]), overlaps[index], 0.0)
-        best = int(candidates.argmax())
-        if candidates[best] >= IOU_MATCH:
-            free[best] = False
-            matched += 1
-    return len(predicted) - matched, len(boxes) - matched
+    boxes = xywhn2xyxy(rows[:, 1:], width, height)
+    return [Label(names[int(row[0])], tuple(map(float, box))) for row, box in zip(rows, boxes, strict=True)]
 
 
 def split_images(images: Path) -> list[Path]:
@@ -91,12 +82,8 @@ def errors(weights: Path, images: Iterable[Path], imgsz: int | None = None) -> l
     for batch in chunked(images, BATCH):
         for image, result in zip(batch, model.predict([str(p) for p in batch], **options), strict=True):
             height, width = result.orig_shape
-            classes, boxes = labelled_boxes(label_file_of(image), width, height)
-            predicted = result.boxes
-            false_boxes, misses = count_errors(
-                classes, boxes, predicted.xyxy.numpy(), predicted.conf.numpy(), predicted.cls.numpy().astype(int)
-            )
-            found.append(Errors(image, len(classes), false_boxes, misses))
+            stats = match(labels(label_file_of(image), width, height, result.names), result.summary())
+            found.append(Errors(image, stats.objects, stats.false_boxes, stats.objects - stats.matched))
     return found
 
 

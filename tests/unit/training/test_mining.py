@@ -9,36 +9,9 @@ import pytest
 
 from config.paths import BUNDLED_MODEL
 from training import mining
-from training.shapes import render_sample, write_dataset, write_split
+from training.shapes import CLASS_NAMES, render_sample, write_dataset, write_split
 
-CIRCLE, SQUARE = 0, 1
-BOX = [10.0, 10.0, 50.0, 50.0]
-
-
-def errors_of(truth: list[tuple[int, list[float]]], predicted: list[tuple[int, list[float], float]]) -> tuple[int, int]:
-    classes = np.array([c for c, _ in truth], dtype=int)
-    boxes = np.array([b for _, b in truth], dtype=np.float32).reshape(-1, 4)
-    labels = np.array([c for c, _, _ in predicted], dtype=int)
-    predicted_boxes = np.array([b for _, b, _ in predicted], dtype=np.float32).reshape(-1, 4)
-    scores = np.array([s for _, _, s in predicted], dtype=np.float32)
-    return mining.count_errors(classes, boxes, predicted_boxes, scores, labels)
-
-
-def test_a_right_box_is_no_error_and_a_shifted_one_is_both_a_false_box_and_a_miss() -> None:
-    assert errors_of([(CIRCLE, BOX)], [(CIRCLE, [12.0, 11.0, 51.0, 49.0], 0.9)]) == (0, 0)
-    assert errors_of([(CIRCLE, BOX)], [(CIRCLE, [40.0, 40.0, 80.0, 80.0], 0.9)]) == (1, 1)
-
-
-def test_a_box_of_the_wrong_class_misses_the_shape_and_a_second_box_on_it_is_false() -> None:
-    assert errors_of([(CIRCLE, BOX)], [(SQUARE, BOX, 0.9)]) == (1, 1)
-    assert errors_of([(CIRCLE, BOX)], [(SQUARE, BOX, 0.4), (CIRCLE, BOX, 0.8)]) == (1, 0)
-    assert errors_of([(CIRCLE, BOX)], [(CIRCLE, BOX, 0.4), (CIRCLE, BOX, 0.8)]) == (1, 0)
-
-
-def test_nothing_predicted_misses_every_shape_and_boxes_on_an_empty_image_are_all_false() -> None:
-    assert errors_of([(CIRCLE, BOX), (SQUARE, [60.0, 60.0, 90.0, 90.0])], []) == (0, 2)
-    assert errors_of([], [(CIRCLE, BOX, 0.3)]) == (1, 0)
-    assert errors_of([], []) == (0, 0)
+NAMES = dict(enumerate(CLASS_NAMES))  # as the model names its classes
 
 
 def test_labels_read_back_as_the_drawn_boxes(tmp_path: Path) -> None:
@@ -46,9 +19,10 @@ def test_labels_read_back_as_the_drawn_boxes(tmp_path: Path) -> None:
     for image in mining.split_images(tmp_path / "images" / "val"):
         index = int(image.stem.split("_")[1])
         picture, shapes = render_sample(0, index)
-        classes, boxes = mining.labelled_boxes(mining.label_file_of(image), *picture.size)
-        assert classes.tolist() == [shape.cls for shape in shapes]
-        assert np.allclose(boxes, [shape.box for shape in shapes], atol=0.01)
+        labels = mining.labels(mining.label_file_of(image), *picture.size, NAMES)
+        assert [label.name for label in labels] == [NAMES[shape.cls] for shape in shapes]
+        assert np.allclose([label.box for label in labels], [shape.box for shape in shapes], atol=0.01)
+        assert not any(label.ignore for label in labels)
 
 
 def test_chosen_images_become_a_split_of_hard_links(tmp_path: Path) -> None:
