@@ -1,9 +1,10 @@
 """Score weights on the independent set and on shape-free photos, straight through Ultralytics.
 
 ``python -m evaluation [WEIGHTS] --seed 1 --count 300`` prints objects found, false
-boxes per object and boxes on Ultralytics' bus and zidane photos at conf 0.25 and the
-model's own input size, as the worker runs it. It is the quick measure for the model
-card; ``tests/functional/test_model_quality.py`` is the gate, through the whole system.
+boxes per object and boxes on Ultralytics' bus and zidane photos at conf 0.25 (a job's
+default; ``--conf`` for another) and the model's own input size, as the worker runs it.
+It is the quick measure for the model card; ``tests/functional/test_model_quality.py``
+is the gate, through the whole system.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics
 from evaluation.matching import MatchStats, match
 from evaluation.scenes import render
+from jobs.lifecycle import JobParams
 
-CONF = 0.25
 PHOTOS = ("bus.jpg", "zidane.jpg")
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--imgsz", type=int, help="input size (default: the model's own)")
+    parser.add_argument("--conf", type=float, default=JobParams.conf, help="confidence threshold (default: a job's)")
     args = parser.parse_args()
     worker = Settings.from_env().worker
     configure_ultralytics(dataclasses.replace(worker, ultralytics_config_dir=VAR_DIR / "ultralytics"))
@@ -39,7 +41,7 @@ def main() -> None:
     from ultralytics import YOLO
 
     model = YOLO(str(args.weights))
-    options = {"conf": CONF, "device": "cpu", "verbose": False, **({"imgsz": args.imgsz} if args.imgsz else {})}
+    options = {"conf": args.conf, "device": "cpu", "verbose": False, **({"imgsz": args.imgsz} if args.imgsz else {})}
     stats = MatchStats()
     started = time.perf_counter()
     for index in range(args.count):
@@ -48,7 +50,8 @@ def main() -> None:
         (prediction,) = model.predict(pixels, **options)
         stats.add(match(truths, prediction.summary()))
     per_image_ms = (time.perf_counter() - started) / args.count * 1000
-    print(f"independent set seed {args.seed}, {args.count} images: {stats} ({per_image_ms:.0f} ms per image)")
+    print(f"independent set seed {args.seed}, {args.count} images, conf {args.conf}: {stats}")
+    print(f"{per_image_ms:.0f} ms per image")
     assets = Path(ultralytics.__file__).parent / "assets"
     for name in PHOTOS:
         (prediction,) = model.predict(str(assets / name), **options)
