@@ -99,10 +99,11 @@ bench: install services $(BUNDLED_EXPORT)
 
 # The stages in order: base (from scratch on clean shapes), scenes (fine-tuned among clutter and photos),
 # scenes2 (border-cut shapes labelled, bands, small shapes, zigzags and bold text), then hard (the images of a
-# large pool that the scenes2 weights put a false box on, with as many others; the epoch with the fewest errors).
+# large pool that the scenes2 weights put a false box on, with as many others; the epoch with the fewest errors),
+# hard2 (a second round of hard, mining a new pool with the hard weights): training/train.py.
 # The model card, models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
 model: install
-	$(BIN)/python -m training.train --stages base scenes scenes2 hard
+	$(BIN)/python -m training.train
 	$(BIN)/python -m evaluation
 
 lint:

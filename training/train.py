@@ -1,4 +1,4 @@
-"""Train the bundled shapes model in four stages on CPU and ship the weights.
+"""Train the bundled shapes model in five stages on CPU and ship the weights.
 
 Run with ``make model``. Stage ``base`` trains a nano YOLO from scratch on clean
 shapes (``training/shapes.py``); stage ``scenes`` fine-tunes those weights on shapes
@@ -9,7 +9,8 @@ mostly visible, bands across shapes, small shapes, zigzags and bold text, resolu
 loss; stage ``hard`` draws a large pool of both generators' images, trains on those the
 ``scenes2`` weights still put a false box on at conf 0.25 (``training/mining.py``) with as
 many others, at input 384 (which the shipped weights keep as their size), and keeps the
-epoch with the fewest errors on its validation split.
+epoch with the fewest errors on its validation split; ``hard2`` is a second round of
+it, mining a new pool with the ``hard`` weights.
 Each stage's data has its own seeds; ``--from`` starts the first stage named
 from weights already trained by the stages before it (the shipped ones were made that way). The weights go to
 ``models/shapes-yolov8n.pt``; the held-out metrics of the last stage are printed
@@ -58,6 +59,8 @@ STAGES: dict[str, Stage] = {
     "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, "AdamW", 0.001, 1.0, 2),
     "scenes2": Stage("scenes2", render_scene2, (20, 21, 22), (900, 100, 200), 10, "AdamW", 0.0007, 0.5, 2),
     "hard": Stage("hard", render_mixed, (30, 31, 32), (2400, 300, 200), 7, "AdamW", 0.0004, 0.5, 2, True, 384, 1.0),
+    # A second round of the same: a new pool, mined with the ``hard`` weights.
+    "hard2": Stage("hard2", render_mixed, (40, 41, 42), (2400, 300, 200), 7, "AdamW", 0.0004, 0.5, 2, True, 384, 1.0),
 }
 
 
