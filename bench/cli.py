@@ -13,7 +13,7 @@ import sys
 import time
 
 from bench.environment import bench_stack
-from bench.pipeline import bare_predict_loop, shapes_png
+from bench.pipeline import bare_predict_loop, shapes_jpegs
 from config.paths import PROJECT_ROOT
 from harness.processes import start_api, start_worker
 
@@ -21,13 +21,13 @@ IMAGES = 500
 
 
 def run() -> dict[str, float]:
-    images = shapes_png(IMAGES)
+    images = shapes_jpegs(IMAGES)
     bare = bare_predict_loop(images[:48])
     with bench_stack() as stack:
         folder = stack.workdir / "images"
         folder.mkdir()
         for index, data in enumerate(images):
-            (folder / f"{index:04}.png").write_bytes(data)
+            (folder / f"{index:04}.jpg").write_bytes(data)
         worker = start_worker(stack.env, stack.workdir / "worker.log", queues="inference", concurrency=2)
         server, base_url = start_api(stack.env, stack.workdir / "gunicorn.log")
         out = stack.workdir / "all.json"
