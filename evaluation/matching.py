@@ -1,7 +1,8 @@
 """Match detections (Ultralytics ``summary()`` dicts, as the API returns them) against ground truth.
 
-Matching goes by class name, so a ground truth only needs ``name``, ``box`` and
-``ignore``. Ignore regions follow COCO's ``iscrowd``: a box that matches no object but
+Matching goes by class name, so a ground truth (``Truth``) is a name, a box and an
+ignore flag: the independent generator draws them, and training reads its YOLO labels
+into them to count errors by the same rule. Ignore regions follow COCO's ``iscrowd``: a box that matches no object but
 overlaps an ignore region with IoU ≥ the threshold, whatever its class (the part of a
 square cut by the border can be a triangle), is neither a hit nor a false box, and an
 ignore region is never required.
@@ -11,18 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 
-class Labelled(Protocol):
-    @property
-    def name(self) -> str: ...
+@dataclass(frozen=True)
+class Truth:
+    """One labelled shape: its class name, tight pixel box (x1, y1, x2, y2) and whether it is an ignore region."""
 
-    @property
-    def box(self) -> tuple[float, float, float, float]: ...
-
-    @property
-    def ignore(self) -> bool: ...
+    name: str
+    box: tuple[float, float, float, float]
+    ignore: bool = False
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -52,6 +51,10 @@ class MatchStats:
         return self.detections - self.matched - self.ignored
 
     @property
+    def misses(self) -> int:
+        return self.objects - self.matched
+
+    @property
     def false_per_object(self) -> float:
         """Boxes that match no object, per object (boxes on images without objects count too)."""
         return self.false_boxes / self.objects if self.objects else float(self.false_boxes)
@@ -75,7 +78,7 @@ def _box(detection: dict[str, Any]) -> tuple[float, float, float, float]:
     return box["x1"], box["y1"], box["x2"], box["y2"]
 
 
-def match(truth: Sequence[Labelled], detections: Sequence[dict[str, Any]], threshold: float = 0.5) -> MatchStats:
+def match(truth: Sequence[Truth], detections: Sequence[dict[str, Any]], threshold: float = 0.5) -> MatchStats:
     """Greedy one-to-one matching, most confident detection first: same class and IoU ≥ ``threshold``.
 
     A detection left unmatched that overlaps an ignore region with IoU ≥ ``threshold`` is ignored.

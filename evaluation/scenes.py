@@ -21,23 +21,15 @@ Every image is a pure function of ``(seed, index)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from evaluation.matching import Truth
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 NEGATIVE_FRACTION = 0.1
 MIN_VISIBLE_FRACTION = 0.5  # a shape cut by the border with less than this share in the picture is ignored
-
-
-@dataclass(frozen=True)
-class Truth:
-    """One labelled shape: its class name, tight pixel box (x1, y1, x2, y2) and whether it is an ignore region."""
-
-    name: str
-    box: tuple[float, float, float, float]
-    ignore: bool = False
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:

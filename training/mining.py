@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from more_itertools import chunked
 
-from evaluation.matching import match
+from evaluation.matching import MatchStats, Truth, match
 from jobs.lifecycle import JobParams
 
 CONF = JobParams.conf  # the confidence a job runs at by default
@@ -36,30 +36,20 @@ BATCH = 32  # images predicted per call; bounds the memory a large pool takes
 
 @dataclass(frozen=True)
 class Errors:
-    """What a model got wrong on one image."""
+    """What a model got wrong on one image: its objects, false boxes and misses."""
 
     image: Path
-    objects: int
-    false_boxes: int
-    misses: int
+    stats: MatchStats
 
 
-@dataclass(frozen=True)
-class Label:
-    """One labelled shape, as ``evaluation.matching`` reads it; YOLO labels have no ignore regions."""
-
-    name: str
-    box: tuple[float, float, float, float]
-    ignore: bool = False
-
-
-def labels(label_file: Path, width: int, height: int, names: dict[int, str]) -> list[Label]:
-    """A YOLO label file's shapes, named by ``names`` (the model's classes), with pixel boxes (x1, y1, x2, y2)."""
+def labels(label_file: Path, width: int, height: int, names: dict[int, str]) -> list[Truth]:
+    """A YOLO label file's shapes, named by ``names`` (the model's classes), with pixel boxes (x1, y1, x2, y2);
+    YOLO labels have no ignore regions."""
     from ultralytics.utils.ops import xywhn2xyxy
 
     rows = np.loadtxt(label_file, ndmin=2) if label_file.stat().st_size > 1 else np.zeros((0, 5))
     boxes = xywhn2xyxy(rows[:, 1:], width, height)
-    return [Label(names[int(row[0])], tuple(map(float, box))) for row, box in zip(rows, boxes, strict=True)]
+    return [Truth(names[int(row[0])], tuple(map(float, box))) for row, box in zip(rows, boxes, strict=True)]
 
 
 def split_images(images: Path) -> list[Path]:
@@ -82,8 +72,9 @@ def errors(weights: Path, images: Iterable[Path], imgsz: int | None = None) -> l
     for batch in chunked(images, BATCH):
         for image, result in zip(batch, model.predict([str(p) for p in batch], **options), strict=True):
             height, width = result.orig_shape
-            stats = match(labels(label_file_of(image), width, height, result.names), result.summary())
-            found.append(Errors(image, stats.objects, stats.false_boxes, stats.objects - stats.matched))
+            found.append(
+                Errors(image, match(labels(label_file_of(image), width, height, result.names), result.summary()))
+            )
     return found
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from config import Settings
 from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics
+from evaluation.matching import MatchStats
 from training import mining
 from training.scenes import render_mixed, render_scene, render_scene2
 from training.shapes import Renderer, render_sample, write_data_yaml, write_dataset, write_split
@@ -98,8 +99,8 @@ def write_stage_data(stage: Stage, var: Path, weights: Path, imgsz: int) -> Path
     for split, (seed, count) in {"pool": splits.pop("train"), **splits}.items():
         write_split(root, split, seed, count, stage.render)
     pool = mining.errors(weights, mining.split_images(root / "images" / "pool"), imgsz)
-    hard = [found.image for found in pool if found.false_boxes]
-    others = [found.image for found in pool if not found.false_boxes][: len(hard)]
+    hard = [found.image for found in pool if found.stats.false_boxes]
+    others = [found.image for found in pool if not found.stats.false_boxes][: len(hard)]
     print(f"stage {stage.name}: {len(hard)} of {len(pool)} pool images with a false box under {weights}")
     mining.link_split(hard + others, root, "train")
     return write_data_yaml(root, ["train", "val", "test"])
@@ -110,11 +111,11 @@ def fewest_errors(weights_dir: Path, data_yaml: Path, imgsz: int) -> Path:
     val = data_yaml.parent / "images" / "val"
     scores = {}
     for checkpoint in sorted(weights_dir.glob("epoch*.pt"), key=lambda path: int(path.stem.removeprefix("epoch"))):
-        found = mining.errors(checkpoint, mining.split_images(val), imgsz)
-        false_boxes, misses = sum(e.false_boxes for e in found), sum(e.misses for e in found)
-        objects = sum(e.objects for e in found)
-        scores[checkpoint] = false_boxes + misses
-        print(f"{checkpoint.name}: {false_boxes} false boxes, {misses} misses of {objects} objects on {val}")
+        total = MatchStats()
+        for found in mining.errors(checkpoint, mining.split_images(val), imgsz):
+            total.add(found.stats)
+        scores[checkpoint] = total.false_boxes + total.misses
+        print(f"{checkpoint.name} on {val}: {total}")  # false boxes plus misses is its score
     return min(reversed(scores), key=scores.__getitem__)
 
 

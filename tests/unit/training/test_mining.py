@@ -40,10 +40,10 @@ def test_the_bundled_model_gets_clean_shapes_right_and_unlabelled_shapes_are_its
     write_split(tmp_path, "val", 3, 10, render_sample)  # the clean generator's held-out seed
     images = mining.split_images(tmp_path / "images" / "val")
     found = mining.errors(BUNDLED_MODEL, images)
-    objects = sum(e.objects for e in found)
+    objects = sum(e.stats.objects for e in found)
     assert objects >= 20
-    assert sum(e.false_boxes + e.misses for e in found) <= objects / 10, found
+    assert sum(e.stats.false_boxes + e.stats.misses for e in found) <= objects / 10, found
     mining.label_file_of(images[0]).write_text("\n")  # as if its shapes were not there
     (first, *_rest) = mining.errors(BUNDLED_MODEL, images)  # the same list: Ultralytics letterboxes it alike
-    boxes = found[0].objects - found[0].misses + found[0].false_boxes  # every box it drew there before
-    assert first.objects == 0 and first.misses == 0 and first.false_boxes == boxes > 0
+    boxes = found[0].stats.detections  # every box it drew there before
+    assert first.stats.objects == 0 and first.stats.misses == 0 and first.stats.false_boxes == boxes > 0
