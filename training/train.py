@@ -31,7 +31,7 @@ from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics
 from evaluation.matching import MatchStats
 from training import mining
-from training.scenes import render_mixed, render_scene, render_scene2
+from training.scenes import render_hollow, render_mixed, render_scene, render_scene2
 from training.shapes import Renderer, render_sample, write_data_yaml, write_dataset, write_split
 
 
@@ -55,13 +55,20 @@ class Stage:
     cls: float = 0.5  # the weight of the classification loss, background included (Ultralytics' default 0.5)
 
 
+def hard_round(name: str, render: Renderer, seeds: tuple[int, int, int]) -> Stage:
+    """A round on hard examples: a pool of 2,400 mined with the weights before it, 7 epochs at input 384."""
+    return Stage(name, render, seeds, (2400, 300, 200), 7, "AdamW", 0.0004, 0.5, 2, True, 384, 1.0)
+
+
 STAGES: dict[str, Stage] = {
     "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, "auto", 0.01, 3.0, 10),
     "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, "AdamW", 0.001, 1.0, 2),
     "scenes2": Stage("scenes2", render_scene2, (20, 21, 22), (900, 100, 200), 10, "AdamW", 0.0007, 0.5, 2),
-    "hard": Stage("hard", render_mixed, (30, 31, 32), (2400, 300, 200), 7, "AdamW", 0.0004, 0.5, 2, True, 384, 1.0),
-    # A second round of the same: a new pool, mined with the ``hard`` weights.
-    "hard2": Stage("hard2", render_mixed, (40, 41, 42), (2400, 300, 200), 7, "AdamW", 0.0004, 0.5, 2, True, 384, 1.0),
+    "hard": hard_round("hard", render_mixed, (30, 31, 32)),
+    "hard2": hard_round("hard2", render_mixed, (40, 41, 42)),  # a new pool, mined with the ``hard`` weights
+    # Pools whose clutter also holds the classes' outlines and sprays of specks, mined with the weights before.
+    "hollow": hard_round("hollow", render_hollow, (60, 61, 62)),
+    "hollow2": hard_round("hollow2", render_hollow, (70, 71, 72)),
 }
 
 
