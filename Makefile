@@ -97,11 +97,8 @@ test-browser: install services $(CHROMIUM)
 bench: install services $(BUNDLED_EXPORT)
 	$(BIN)/python -m bench
 
-# The stages in order: base (from scratch on clean shapes), scenes (fine-tuned among clutter and photos),
-# scenes2 (border-cut shapes labelled, bands, small shapes, zigzags and bold text), then hard (the images of a
-# large pool that the scenes2 weights put a false box on, with as many others; the epoch with the fewest errors),
-# hard2 (a second round of hard, mining a new pool with the hard weights): training/train.py.
-# The model card, models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
+# Every stage of training/train.py's STAGES, in order (its docstring says what each adds); the model card,
+# models/shapes-yolov8n.md, gives seeds, times and how to measure the result.
 model: install
 	$(BIN)/python -m training.train
 	$(BIN)/python -m evaluation
