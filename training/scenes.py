@@ -92,6 +92,7 @@ class SceneStyle:
     sharp_strokes: bool = False  # half the strokes zigzag with sharp turns, text comes large and bold
     resolution_loss: float = 0.0  # share of images scaled down and back up before the JPEG round trip
     font_glyphs: bool = False  # half the text is a few shape-sized glyphs in one of matplotlib's bundled fonts
+    hollow: bool = False  # the clutter also holds the classes' outlines, hollow or open, and sprays of specks
 
 
 @functools.cache
@@ -286,6 +287,35 @@ def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, hei
     draw.polygon(points, fill=_colour(rng))
 
 
+def _hollow(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """A class's outline, not filled: a ring, a frame, or part of one (a chevron, a bracket). The classes are
+    filled shapes; letters such as O, A and V are their outlines drawn with a pen."""
+    cx, cy = _point(rng, width, height)
+    radius = rng.uniform(0.03, 0.2) * min(width, height) + 4
+    pen = int(max(1, radius * rng.uniform(0.08, 0.35)))
+    cls = int(rng.integers(0, len(CLASS_NAMES)))
+    if cls == 0:
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=_colour(rng), width=pen)
+        return
+    corners = _polygon(cls, cx, cy, radius, rng.uniform(0, 2 * math.pi))
+    sides = len(corners) if rng.random() < 0.5 else len(corners) - 1  # closed, or open by one side
+    start = int(rng.integers(len(corners)))
+    points = [corners[(start + k) % len(corners)] for k in range(sides + 1)]
+    draw.line(points, fill=_colour(rng), width=pen, joint="curve" if rng.random() < 0.5 else None)
+
+
+def _specks(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+    """A spray of round specks, each smaller at the model's input than the smallest labelled shape."""
+    cx, cy = _point(rng, width, height)
+    spread = rng.uniform(0.02, 0.12) * min(width, height)
+    scale = max(width, height) / INPUT_SIDE  # image pixels per input pixel
+    colour = _colour(rng)
+    for _ in range(int(rng.integers(3, 30))):
+        x, y = rng.normal(cx, spread), rng.normal(cy, spread)
+        r = rng.uniform(0.5, 2.5) * scale
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+
+
 def _visible_part(
     outline: list[tuple[float, float]] | None, circle: tuple[float, float, float], width: int, height: int
 ) -> tuple[float, tuple[float, float, float, float] | None]:
@@ -463,6 +493,8 @@ def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tup
     if style.sharp_strokes:
         text = _text_or_glyphs if style.font_glyphs else _bold_text
         distractors = (_line, _zigzag_or_stroke, _arc, text, *DISTRACTORS[4:])
+    if style.hollow:
+        distractors = (*distractors, _hollow, _hollow, _specks)
     truncated: list[Shape] = []
     for _ in range(int(rng.integers(0, 6))):  # clutter under the shapes
         distractor = distractors[int(rng.integers(len(distractors)))]
@@ -497,10 +529,19 @@ def render_scene2(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
 SCENES3 = dataclasses.replace(SCENES2, font_glyphs=True)
 
 
+# The ``hollow`` stage's pool: the ``SCENES3`` style with the classes' outlines and sprays of specks.
+SCENES4 = dataclasses.replace(SCENES3, hollow=True)
+
+
 # In the ``hard`` stage's pool every this-many-th image is a clean one: fine-tuning keeps what stage base learnt.
 CLEAN_EVERY = 5
 
 
-def render_mixed(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """Every ``CLEAN_EVERY``-th image from ``training/shapes.py``, the others in the ``SCENES3`` style."""
-    return render_sample(seed, index) if index % CLEAN_EVERY == 0 else render_scene(seed, index, SCENES3)
+def render_mixed(seed: int, index: int, style: SceneStyle = SCENES3) -> tuple[Image.Image, list[Shape]]:
+    """Every ``CLEAN_EVERY``-th image from ``training/shapes.py``, the others in ``style``."""
+    return render_sample(seed, index) if index % CLEAN_EVERY == 0 else render_scene(seed, index, style)
+
+
+def render_hollow(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """``render_mixed`` in the ``SCENES4`` style, for the ``hollow`` stage."""
+    return render_mixed(seed, index, SCENES4)

@@ -31,7 +31,7 @@ from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics
 from evaluation.matching import MatchStats
 from training import mining
-from training.scenes import render_mixed, render_scene, render_scene2
+from training.scenes import render_hollow, render_mixed, render_scene, render_scene2
 from training.shapes import Renderer, render_sample, write_data_yaml, write_dataset, write_split
 
 
@@ -66,6 +66,9 @@ STAGES: dict[str, Stage] = {
     "scenes2": Stage("scenes2", render_scene2, (20, 21, 22), (900, 100, 200), 10, "AdamW", 0.0007, 0.5, 2),
     "hard": hard_round("hard", render_mixed, (30, 31, 32)),
     "hard2": hard_round("hard2", render_mixed, (40, 41, 42)),  # a new pool, mined with the ``hard`` weights
+    # Pools whose clutter also holds the classes' outlines and sprays of specks, mined with the weights before.
+    "hollow": hard_round("hollow", render_hollow, (60, 61, 62)),
+    "hollow2": hard_round("hollow2", render_hollow, (70, 71, 72)),
 }
 
 

@@ -7,6 +7,7 @@ import io
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -16,11 +17,14 @@ from training import scenes
 from training.scenes import (
     CLEAN_EVERY,
     FONTS,
+    INPUT_SIDE,
     MIN_VISIBLE_FRACTION,
     NEGATIVE_FRACTION,
     PHOTOS,
     SCENES3,
+    SCENES4,
     _visible_part,
+    render_hollow,
     render_mixed,
     render_scene,
     render_scene2,
@@ -71,6 +75,42 @@ def test_the_hard_stage_pool_mixes_clean_images_into_scenes_with_text_in_more_fo
         else:
             expected, expected_shapes = render_scene(4, index, SCENES3)
         assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
+
+
+def test_hollow_outlines_leave_the_shape_unfilled() -> None:
+    """The pen covers well under the hull of what it drew (a filled shape covers all of it; a stroke
+    cut by the border can too, hence the percentiles)."""
+    covered = []
+    for seed in range(100):
+        canvas = Image.new("RGB", (320, 240))
+        scenes._hollow(ImageDraw.Draw(canvas), np.random.default_rng(seed), *canvas.size)
+        rows, cols = np.nonzero(np.asarray(canvas).any(axis=2))
+        if rows.size > 20:
+            hull = cv2.convexHull(np.stack([cols, rows], axis=1).astype(np.int32))
+            covered.append(rows.size / cv2.contourArea(hull))
+    assert len(covered) > 90 and np.median(covered) < 0.5 and np.percentile(covered, 90) < 0.75
+
+
+def test_specks_are_smaller_than_the_smallest_labelled_shape_at_the_input() -> None:
+    canvas = Image.new("RGB", (800, 600))
+    draw, rng = ImageDraw.Draw(canvas), np.random.default_rng(0)
+    for _ in range(20):
+        scenes._specks(draw, rng, *canvas.size)
+    count, _labels, stats, _centres = cv2.connectedComponentsWithStats(np.asarray(canvas).any(axis=2).astype(np.uint8))
+    scale = max(canvas.size) / INPUT_SIDE
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    assert count > 100 and np.median(areas) <= np.pi * (2.5 * scale) ** 2 < np.pi * (3.5 * scale) ** 2
+
+
+def test_the_hollow_stage_pool_is_the_hard_pool_with_outlines_and_specks() -> None:
+    for index in (0, 1, CLEAN_EVERY + 1):
+        image, shapes = render_hollow(4, index)
+        if index % CLEAN_EVERY == 0:
+            expected, expected_shapes = render_sample(4, index)
+        else:
+            expected, expected_shapes = render_scene(4, index, SCENES4)
+        assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
+    assert SCENES4.hollow and not SCENES3.hollow
 
 
 def test_glyphs_draw_text_as_large_as_the_shapes() -> None:
