@@ -52,26 +52,34 @@ NEGATIVE_FRACTION = 0.2
 PHOTO_FRACTION = 0.35
 # How much of a labelled shape's box an occluder or another shape may cover.
 MAX_COVERED_FRACTION = 0.25
+# A photograph in an installed wheel: its package and its path in the package.
+PhotoRef = tuple[str, str]
 # Photographs in scikit-image's wheel (skimage/data), none of them showing a filled
 # circle, square or triangle: coins, chessboards, logos, the retina's disc and the
 # horse silhouette are left out.
-PHOTOS: tuple[str, ...] = (
-    "astronaut.png",
-    "brick.png",
-    "camera.png",
-    "chelsea.png",
-    "clock_motion.png",
-    "coffee.png",
-    "grass.png",
-    "gravel.png",
-    "hubble_deep_field.jpg",
-    "ihc.png",
-    "moon.png",
-    "motorcycle_left.png",
-    "page.png",
-    "rocket.jpg",
-    "text.png",
+PHOTOS: tuple[PhotoRef, ...] = tuple(
+    ("skimage", f"data/{name}")
+    for name in (
+        "astronaut.png",
+        "brick.png",
+        "camera.png",
+        "chelsea.png",
+        "clock_motion.png",
+        "coffee.png",
+        "grass.png",
+        "gravel.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "moon.png",
+        "motorcycle_left.png",
+        "page.png",
+        "rocket.jpg",
+        "text.png",
+    )
 )
+# Matplotlib's sample portrait, a person in a dark uniform on a plain background: the
+# ``photos`` stage's pool adds it to the photographs above.
+GRACE_HOPPER: PhotoRef = ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
 
 # A shape cut by the border is labelled, with its clipped box, when at least this share of
 # it is in the picture (the ``scenes2`` style); less is ambiguous and stays unlabelled.
@@ -93,17 +101,23 @@ class SceneStyle:
     resolution_loss: float = 0.0  # share of images scaled down and back up before the JPEG round trip
     font_glyphs: bool = False  # half the text is a few shape-sized glyphs in one of matplotlib's bundled fonts
     hollow: bool = False  # the clutter also holds the classes' outlines, hollow or open, and sprays of specks
+    photos: tuple[PhotoRef, ...] = PHOTOS  # the photographs backgrounds are cut from
+    photo_fraction: float = PHOTO_FRACTION  # share of images on a photograph
+    bare_photo_fraction: float = 0.0  # share of those that are the photograph alone: no clutter and no shape
 
 
 @functools.cache
-def _photo(name: str) -> Image.Image:
-    with resources.files("skimage").joinpath("data", name).open("rb") as stream:
+def _photo(ref: PhotoRef) -> Image.Image:
+    package, path = ref
+    with resources.files(package).joinpath(path).open("rb") as stream:
         return Image.open(stream).convert("RGB")
 
 
-def _photo_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A random crop of a bundled photograph, resized to the image and maybe mirrored."""
-    photo = _photo(PHOTOS[int(rng.integers(len(PHOTOS)))])
+def _photo_background(
+    rng: np.random.Generator, width: int, height: int, photos: tuple[PhotoRef, ...] = PHOTOS
+) -> np.ndarray:
+    """A random crop of one of ``photos``, resized to the image and maybe mirrored."""
+    photo = _photo(photos[int(rng.integers(len(photos)))])
     scale = rng.uniform(0.35, 1.0)
     crop_w = max(16, int(photo.width * scale))
     crop_h = max(16, int(min(photo.height, crop_w * height / width)))
@@ -485,8 +499,10 @@ def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tup
     """Draw scene ``index`` of the dataset ``seed`` in ``style``: the picture and its ground truth."""
     rng = np.random.default_rng([seed, index, 7])
     width, height = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
-    photo = rng.random() < PHOTO_FRACTION
-    pixels = _photo_background(rng, width, height) if photo else _background(rng, width, height)
+    photo = rng.random() < style.photo_fraction
+    pixels = _photo_background(rng, width, height, style.photos) if photo else _background(rng, width, height)
+    if photo and style.bare_photo_fraction and rng.random() < style.bare_photo_fraction:
+        return _photometric(Image.fromarray(pixels), rng, style), []
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     distractors = DISTRACTORS
@@ -545,3 +561,13 @@ def render_mixed(seed: int, index: int, style: SceneStyle = SCENES3) -> tuple[Im
 def render_hollow(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
     """``render_mixed`` in the ``SCENES4`` style, for the ``hollow`` stage."""
     return render_mixed(seed, index, SCENES4)
+
+
+# The ``photos`` stage's pool: the ``SCENES4`` style, 70 % of it on photographs, a portrait
+# among them, and half of those the photograph alone.
+SCENES5 = dataclasses.replace(SCENES4, photos=(*PHOTOS, GRACE_HOPPER), photo_fraction=0.7, bare_photo_fraction=0.5)
+
+
+def render_photos(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """``render_mixed`` in the ``SCENES5`` style, for the ``photos`` stage."""
+    return render_mixed(seed, index, SCENES5)

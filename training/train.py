@@ -1,6 +1,7 @@
-"""Train the bundled shapes model in five stages on CPU and ship the weights.
+"""Train the bundled shapes model on CPU, stage by stage, and ship the weights.
 
-Run with ``make model``. Stage ``base`` trains a nano YOLO from scratch on clean
+Run with ``make model``; the model card (``models/shapes-yolov8n.md``) gives every
+stage's seeds, times and results. Stage ``base`` trains a nano YOLO from scratch on clean
 shapes (``training/shapes.py``); stage ``scenes`` fine-tunes those weights on shapes
 among clutter, photographs and shape-free images (``training/scenes.py``), so that
 lines, text and edges stop coming back as triangles; stage ``scenes2`` goes on with
@@ -10,7 +11,9 @@ loss; stage ``hard`` draws a large pool of both generators' images, trains on th
 ``scenes2`` weights still put a false box on at conf 0.25 (``training/mining.py``) with as
 many others, at input 384 (which the shipped weights keep as their size), and keeps the
 epoch with the fewest errors on its validation split; ``hard2`` is a second round of
-it, mining a new pool with the ``hard`` weights.
+it, mining a new pool with the ``hard`` weights. The rounds after it keep the recipe and
+change the pool: ``hollow`` and ``hollow2`` add the classes' outlines and sprays of specks
+to the clutter, ``photos`` puts most of the pool on photographs, half of them bare.
 Each stage's data has its own seeds; ``--from`` starts the first stage named
 from weights already trained by the stages before it (the shipped ones were made that way). The weights go to
 ``models/shapes-yolov8n.pt``; the held-out metrics of the last stage are printed
@@ -31,7 +34,7 @@ from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics
 from evaluation.matching import MatchStats
 from training import mining
-from training.scenes import render_hollow, render_mixed, render_scene, render_scene2
+from training.scenes import render_hollow, render_mixed, render_photos, render_scene, render_scene2
 from training.shapes import Renderer, render_sample, write_data_yaml, write_dataset, write_split
 
 
@@ -69,6 +72,8 @@ STAGES: dict[str, Stage] = {
     # Pools whose clutter also holds the classes' outlines and sprays of specks, mined with the weights before.
     "hollow": hard_round("hollow", render_hollow, (60, 61, 62)),
     "hollow2": hard_round("hollow2", render_hollow, (70, 71, 72)),
+    # A pool mostly on photographs, half of them bare, a portrait among them, mined with the ``hollow2`` weights.
+    "photos": hard_round("photos", render_photos, (90, 91, 92)),
 }
 
 

@@ -17,15 +17,18 @@ from training import scenes
 from training.scenes import (
     CLEAN_EVERY,
     FONTS,
+    GRACE_HOPPER,
     INPUT_SIDE,
     MIN_VISIBLE_FRACTION,
     NEGATIVE_FRACTION,
     PHOTOS,
     SCENES3,
     SCENES4,
+    SCENES5,
     _visible_part,
     render_hollow,
     render_mixed,
+    render_photos,
     render_scene,
     render_scene2,
 )
@@ -113,6 +116,23 @@ def test_the_hollow_stage_pool_is_the_hard_pool_with_outlines_and_specks() -> No
     assert SCENES4.hollow and not SCENES3.hollow
 
 
+def test_the_photos_stage_pool_adds_bare_photographs_and_a_portrait() -> None:
+    bare = 0
+    for index in range(SAMPLES):
+        image, shapes = render_photos(8, index)
+        if index % CLEAN_EVERY == 0:
+            expected, expected_shapes = render_sample(8, index)
+        else:
+            expected, expected_shapes = render_scene(8, index, SCENES5)
+        assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
+        # A bare photograph: no label, and not one of the flat synthetic backgrounds (many distinct colours).
+        colours = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3) // 16, axis=0))
+        bare += not shapes and colours > 200
+    expected_bare = SAMPLES * (1 - 1 / CLEAN_EVERY) * SCENES5.photo_fraction * SCENES5.bare_photo_fraction
+    assert expected_bare / 3 < bare < expected_bare * 3
+    assert GRACE_HOPPER in SCENES5.photos and GRACE_HOPPER not in PHOTOS
+
+
 def test_glyphs_draw_text_as_large_as_the_shapes() -> None:
     drawn = []
     for seed in range(30):
@@ -131,9 +151,10 @@ def test_the_visible_part_of_a_shape_cut_by_the_border() -> None:
     assert inside == 1.0 > MIN_VISIBLE_FRACTION
 
 
-@pytest.mark.parametrize("name", PHOTOS)
-def test_photo_backgrounds_ship_in_the_scikit_image_wheel(name: str) -> None:
-    assert resources.files("skimage").joinpath("data", name).is_file()
+@pytest.mark.parametrize("ref", (*PHOTOS, GRACE_HOPPER))
+def test_photographs_ship_in_the_wheels(ref: scenes.PhotoRef) -> None:
+    package, path = ref
+    assert resources.files(package).joinpath(path).is_file()
 
 
 @pytest.mark.parametrize("name", FONTS)
@@ -143,7 +164,7 @@ def test_fonts_ship_in_the_matplotlib_wheel(name: str) -> None:
 
 
 def test_the_evaluation_photos_and_fonts_are_never_in_training_scenes() -> None:
-    assert not {"bus.jpg", "zidane.jpg"} & set(PHOTOS)
+    assert not {"bus.jpg", "zidane.jpg"} & {Path(path).name for _, path in SCENES5.photos}
     source = Path(scenes.__file__).read_text()
     assert "ultralytics" not in source
     assert "cv2" not in source  # the evaluation writes its text in OpenCV's Hershey fonts
