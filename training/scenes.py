@@ -15,12 +15,14 @@ is labelled with its clipped box when at least half of it shows (as Ultralytics'
 COCO's datasets label truncated objects; a smaller part stays unlabelled, ambiguous),
 bands cross shapes that stay labelled whole, a third of the shapes are small at the
 model's input size, strokes zigzag, text comes large and bold, and some images lose
-resolution.
+resolution. The hard-example rounds' pools go further: text in more fonts (``SCENES3``),
+the classes' outlines and sprays of specks (``SCENES4``), and most scenes on photographs,
+a portrait among them, half of them bare (``SCENES5``).
 
 Every image is a pure function of ``(seed, index)``, as in ``training/shapes.py``.
-The photographs are read from the installed wheel (``importlib.resources``), never
-downloaded; Ultralytics' own ``bus.jpg`` and ``zidane.jpg`` are kept out on purpose:
-they are the evaluation's shape-free photos.
+The photographs and fonts are read from the installed wheels of scikit-image and
+matplotlib (``importlib.resources``), never downloaded; Ultralytics' own ``bus.jpg``
+and ``zidane.jpg`` are kept out on purpose: they are the evaluation's shape-free photos.
 """
 
 from __future__ import annotations
