@@ -25,19 +25,23 @@ from config import Settings
 from config.paths import VAR_DIR
 from config.ultralytics import configure_ultralytics
 from training import mining
-from training.scenes import MAX_SIDE, MIN_SIDE, SCENES5, _photo_background
+from training.scenes import MAX_SIDE, MIN_SIDE, SCENES5, PhotoRef, _photo_background
 from training.shapes import Shape, write_split
 
 # Drawn by no stage of training/train.py (a unit test checks), so no crop is one a pool trained on.
 CROP_SEED = 999
 
 
+def photo_of(index: int) -> PhotoRef:
+    """The photograph crop ``index`` is cut from: each in turn, so that they all get as many crops."""
+    return SCENES5.photos[index % len(SCENES5.photos)]
+
+
 def render_photo_crop(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """Crop ``index``: of photograph ``index`` modulo their number, with nothing drawn on it and no label."""
+    """Crop ``index`` of its photograph, with nothing drawn on it and no label."""
     rng = np.random.default_rng([seed, index, 11])
     width, height = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
-    photo = SCENES5.photos[index % len(SCENES5.photos)]
-    return Image.fromarray(_photo_background(rng, width, height, (photo,))), []
+    return Image.fromarray(_photo_background(rng, width, height, (photo_of(index),))), []
 
 
 def boxes_per_photo(weights: Path, count: int, root: Path) -> Counter[str]:
@@ -47,7 +51,7 @@ def boxes_per_photo(weights: Path, count: int, root: Path) -> Counter[str]:
         write_split(root, "crops", CROP_SEED, count, render_photo_crop)
     boxes: Counter[str] = Counter()
     for index, found in enumerate(mining.errors(weights, mining.split_images(images))):
-        boxes[Path(SCENES5.photos[index % len(SCENES5.photos)][1]).name] += found.stats.false_boxes
+        boxes[Path(photo_of(index)[1]).name] += found.stats.false_boxes
     return boxes
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from config.paths import BUNDLED_MODEL
 from training import photo_crops
-from training.photo_crops import CROP_SEED, boxes_per_photo, render_photo_crop
+from training.photo_crops import CROP_SEED, boxes_per_photo, photo_of, render_photo_crop
 from training.scenes import SCENES5
 from training.shapes import render_sample
 from training.train import STAGES
@@ -22,6 +22,7 @@ def test_crops_are_unlabelled_deterministic_and_go_round_the_photographs() -> No
     assert shapes == [] and np.array_equal(np.asarray(first), np.asarray(again))
     following, _ = render_photo_crop(CROP_SEED, 3 + len(SCENES5.photos))  # the same photograph, another crop
     assert not np.array_equal(np.asarray(first), np.asarray(following.resize(first.size)))
+    assert {photo_of(index) for index in range(len(SCENES5.photos))} == set(SCENES5.photos)
 
 
 def test_no_stage_draws_the_crop_seed() -> None:
@@ -37,6 +38,6 @@ def test_each_box_counts_against_the_photograph_of_its_crop(tmp_path: Path, monk
     boxes = boxes_per_photo(BUNDLED_MODEL, count, tmp_path)
     drawn: Counter[str] = Counter()
     for index in range(count):
-        drawn[Path(SCENES5.photos[index % len(SCENES5.photos)][1]).name] += len(render_sample(3, index)[1])
+        drawn[Path(photo_of(index)[1]).name] += len(render_sample(3, index)[1])
     assert drawn.total() >= 40
     assert sum(abs(boxes[name] - drawn[name]) for name in drawn) <= drawn.total() / 10, (boxes, drawn)

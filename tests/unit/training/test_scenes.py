@@ -23,9 +23,11 @@ from training.scenes import (
     MIN_VISIBLE_FRACTION,
     NEGATIVE_FRACTION,
     PHOTOS,
+    SCENES2,
     SCENES3,
     SCENES4,
     SCENES5,
+    SceneStyle,
     _visible_part,
     render_hollow,
     render_mixed,
@@ -33,7 +35,7 @@ from training.scenes import (
     render_scene,
     render_scene2,
 )
-from training.shapes import render_sample, write_dataset
+from training.shapes import Renderer, render_sample, write_dataset
 
 SAMPLES = 40
 
@@ -71,16 +73,6 @@ def test_scenes2_labels_mostly_visible_border_cut_shapes_with_their_clipped_box(
     assert touching >= 2
 
 
-def test_the_hard_stage_pool_mixes_clean_images_into_scenes_with_text_in_more_fonts() -> None:
-    for index in (0, 1, CLEAN_EVERY, CLEAN_EVERY + 1):
-        image, shapes = render_mixed(4, index)
-        if index % CLEAN_EVERY == 0:
-            expected, expected_shapes = render_sample(4, index)
-        else:
-            expected, expected_shapes = render_scene(4, index, SCENES3)
-        assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
-
-
 def test_hollow_outlines_leave_the_shape_unfilled() -> None:
     """The pen covers well under the hull of what it drew (a filled shape covers all of it; a stroke
     cut by the border can too, hence the percentiles)."""
@@ -106,27 +98,24 @@ def test_specks_are_smaller_than_the_smallest_labelled_shape_at_the_input() -> N
     assert count > 100 and np.median(areas) <= np.pi * (2.5 * scale) ** 2 < np.pi * (3.5 * scale) ** 2
 
 
-def test_the_hollow_stage_pool_is_the_hard_pool_with_outlines_and_specks() -> None:
-    for index in (0, 1, CLEAN_EVERY + 1):
-        image, shapes = render_hollow(4, index)
+@pytest.mark.parametrize(
+    ("render", "style"), [(render_mixed, SCENES3), (render_hollow, SCENES4), (render_photos, SCENES5)]
+)
+def test_a_hard_stage_pool_mixes_clean_images_into_scenes_of_its_style(render: Renderer, style: SceneStyle) -> None:
+    for index in (0, 1, CLEAN_EVERY, CLEAN_EVERY + 1):
+        image, shapes = render(4, index)
         if index % CLEAN_EVERY == 0:
             expected, expected_shapes = render_sample(4, index)
         else:
-            expected, expected_shapes = render_scene(4, index, SCENES4)
+            expected, expected_shapes = render_scene(4, index, style)
         assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
+
+
+def test_each_pool_style_adds_to_the_one_before() -> None:
+    assert SCENES3.font_glyphs and not SCENES2.font_glyphs
     assert SCENES4.hollow and not SCENES3.hollow
-
-
-def test_the_photos_stage_pool_adds_bare_photographs_and_a_portrait() -> None:
-    for index in (0, 1, CLEAN_EVERY + 1):
-        image, shapes = render_photos(8, index)
-        if index % CLEAN_EVERY == 0:
-            expected, expected_shapes = render_sample(8, index)
-        else:
-            expected, expected_shapes = render_scene(8, index, SCENES5)
-        assert np.array_equal(np.asarray(image), np.asarray(expected)) and shapes == expected_shapes
-    assert GRACE_HOPPER in SCENES5.photos and GRACE_HOPPER not in PHOTOS
-    assert 0 < SCENES5.bare_photo_fraction < 1 and SCENES3.bare_photo_fraction == SCENES4.bare_photo_fraction == 0
+    assert GRACE_HOPPER in SCENES5.photos and GRACE_HOPPER not in SCENES4.photos
+    assert 0 < SCENES5.bare_photo_fraction < 1 and SCENES4.bare_photo_fraction == 0
 
 
 def test_a_bare_photograph_carries_no_label() -> None:
