@@ -8,12 +8,14 @@ which stands in for it. It never installs packages at run time here.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
-from config.settings import WorkerSettings
+from config.paths import VAR_DIR
+from config.settings import Settings, WorkerSettings
 
 
 def configure_ultralytics(worker: WorkerSettings) -> Path:
@@ -30,3 +32,10 @@ def configure_ultralytics(worker: WorkerSettings) -> Path:
             if font.is_file() and not (settings_dir / name).exists():
                 shutil.copyfile(font, settings_dir / name)
     return settings_dir
+
+
+def configure_ultralytics_under(var: Path = VAR_DIR) -> Path:
+    """For the command-line tools (training, evaluation): the worker's settings from the environment, with
+    Ultralytics' settings folder under ``var`` whatever the environment names; return that folder."""
+    worker = dataclasses.replace(Settings.from_env().worker, ultralytics_config_dir=var / "ultralytics")
+    return configure_ultralytics(worker)

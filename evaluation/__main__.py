@@ -10,13 +10,11 @@ is the gate, through the whole system.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
-from config import Settings
-from config.paths import BUNDLED_MODEL, VAR_DIR
-from config.ultralytics import configure_ultralytics
+from config.paths import BUNDLED_MODEL
+from config.ultralytics import configure_ultralytics_under
 from evaluation.matching import MatchStats, match
 from evaluation.scenes import render
 from jobs.lifecycle import JobParams
@@ -32,8 +30,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, help="input size (default: the model's own)")
     parser.add_argument("--conf", type=float, default=JobParams.conf, help="confidence threshold (default: a job's)")
     args = parser.parse_args()
-    worker = Settings.from_env().worker
-    configure_ultralytics(dataclasses.replace(worker, ultralytics_config_dir=VAR_DIR / "ultralytics"))
+    configure_ultralytics_under()
 
     import cv2
     import numpy as np

@@ -13,7 +13,6 @@ hard-example rounds mine with (``training/mining.py``). Every box is a false box
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -21,9 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from config import Settings
-from config.paths import VAR_DIR
-from config.ultralytics import configure_ultralytics
+from config.ultralytics import configure_ultralytics_under
 from training import mining
 from training.scenes import MAX_SIDE, MIN_SIDE, SCENES5, PhotoRef, _photo_background
 from training.shapes import Shape, write_split
@@ -60,8 +57,7 @@ def main() -> None:
     parser.add_argument("weights", nargs="+", type=Path)
     parser.add_argument("--count", type=int, default=50 * len(SCENES5.photos), help="crops, spread over the photos")
     args = parser.parse_args()
-    worker = Settings.from_env().worker
-    configure_ultralytics(dataclasses.replace(worker, ultralytics_config_dir=VAR_DIR / "ultralytics"))
+    configure_ultralytics_under()
     with tempfile.TemporaryDirectory() as folder:
         for weights in args.weights:
             boxes = boxes_per_photo(weights, args.count, Path(folder))

@@ -115,9 +115,7 @@ def _photo(ref: PhotoRef) -> Image.Image:
         return Image.open(stream).convert("RGB")
 
 
-def _photo_background(
-    rng: np.random.Generator, width: int, height: int, photos: tuple[PhotoRef, ...] = PHOTOS
-) -> np.ndarray:
+def _photo_background(rng: np.random.Generator, width: int, height: int, photos: tuple[PhotoRef, ...]) -> np.ndarray:
     """A random crop of one of ``photos``, resized to the image and maybe mirrored."""
     photo = _photo(photos[int(rng.integers(len(photos)))])
     scale = rng.uniform(0.35, 1.0)

@@ -23,15 +23,13 @@ for the model card.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import Settings
 from config.paths import BUNDLED_MODEL, VAR_DIR
-from config.ultralytics import configure_ultralytics
+from config.ultralytics import configure_ultralytics_under
 from evaluation.matching import MatchStats
 from training import mining
 from training.scenes import render_hollow, render_mixed, render_photos, render_scene, render_scene2
@@ -182,8 +180,7 @@ def main() -> None:
     parser.add_argument("--var", type=Path, default=VAR_DIR)
     args = parser.parse_args()
     args.var = args.var.resolve()  # Ultralytics would put a relative project folder under runs/
-    worker = Settings.from_env().worker
-    configure_ultralytics(dataclasses.replace(worker, ultralytics_config_dir=args.var / "ultralytics"))
+    configure_ultralytics_under(args.var)
 
     weights, data_yaml = Path(args.start), Path()
     for name in args.stages:
