@@ -31,15 +31,17 @@ FLOWER_CMD := FLOWER_BASIC_AUTH="$$(cat var/flower_auth)" $(BIN)/celery -A tasks
 BUNDLED_WEIGHTS := models/shapes-yolov8n.pt
 BUNDLED_EXPORT := models/shapes-yolov8n_openvino_model/metadata.yaml
 
-.PHONY: install run api proxy worker beat flower db services test test-browser bench model lint format clean
+.PHONY: install run api proxy worker beat flower db services test test-browser bench model lint audit format clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml yolo_jobs_client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(BIN)/pip install --quiet -e ".[worker,ops,test,training]"
+	@# The client is a distribution of its own (yolo_jobs_client/pyproject.toml): it brings the yolo-jobs command.
+	$(BIN)/pip install --quiet -e ./yolo_jobs_client
 	mkdir -p var/ultralytics
 	touch $(STAMP)
 
@@ -106,6 +108,12 @@ model: install
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
+
+# pip-audit over the installed packages; fails when its service could not check them (scripts/audit.py).
+# Not part of `make test`: it needs PyPI's JSON API, or OSV with AUDIT_ARGS='-s osv'.
+audit: install
+	$(BIN)/python -m scripts.audit $(AUDIT_ARGS)
 
 format:
 	$(BIN)/ruff format .

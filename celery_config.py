@@ -18,6 +18,12 @@ from kombu import Exchange, Queue
 from config import Settings
 from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
 
+# How long any Redis call of yolo-jobs waits to connect, and then for a reply (the result backend here,
+# the API's rate limiter in ``app/quotas.py``). A Redis that hangs (a network partition: the connection
+# is accepted, nothing answers) must cost what one that is down costs; Celery's defaults wait 120 s for
+# a reply. Redis answers in well under a millisecond; what waits on it is best effort.
+REDIS_TIMEOUT_SECONDS = 0.5
+
 EXCHANGE = Exchange("yolo-jobs", type="direct", durable=True)
 QUEUES = (
     Queue("inference", EXCHANGE, routing_key="inference", durable=True),
@@ -46,6 +52,11 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "result_expires": 24 * 3600,
+        # The result backend holds progress and revokes only, both best effort (job state is in PostgreSQL):
+        # one attempt per write, where Celery's default retries 20 times, a second apart.
+        "redis_socket_timeout": REDIS_TIMEOUT_SECONDS,
+        "redis_socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "result_backend_transport_options": {"retry_policy": {"max_retries": 0}},
         "result_extended": True,
         "task_queues": QUEUES,
         "task_default_queue": "inference",
@@ -85,23 +96,25 @@ def from_settings(settings: Settings) -> dict[str, Any]:
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Retention daily at RETENTION_CLEANUP_TIME (UTC), or every RETENTION_CLEANUP_INTERVAL_SECONDS when set;
     the reaper every REAPER_INTERVAL_SECONDS, the webhook sweep every WEBHOOK_SWEEP_INTERVAL_SECONDS.
-    A message no worker took before the next one is due expires."""
+    A message no worker took before the next one is due expires. No result is kept: beat sending a task
+    with a result would SUBSCRIBE to its result channel first: a Redis that was down stalled beat for
+    20 reconnects a second apart, then CRITICAL "must be restarted", and the task was not sent."""
     interval = settings.retention.cleanup_interval_seconds
     hour, minute = settings.retention.cleanup_time
     return {
         "cleanup-expired-files": {
             "task": CLEANUP_TASK,
             "schedule": timedelta(seconds=interval) if interval else crontab(hour=hour, minute=minute),
-            "options": {"expires": interval or 23 * 3600},
+            "options": {"expires": interval or 23 * 3600, "ignore_result": True},
         },
         "reap-jobs": {
             "task": REAP_TASK,
             "schedule": timedelta(seconds=settings.jobs.reaper_interval_seconds),
-            "options": {"expires": settings.jobs.reaper_interval_seconds},
+            "options": {"expires": settings.jobs.reaper_interval_seconds, "ignore_result": True},
         },
         "sweep-webhooks": {
             "task": SWEEP_WEBHOOKS_TASK,
             "schedule": timedelta(seconds=settings.webhooks.sweep_interval_seconds),
-            "options": {"expires": settings.webhooks.sweep_interval_seconds},
+            "options": {"expires": settings.webhooks.sweep_interval_seconds, "ignore_result": True},
         },
     }

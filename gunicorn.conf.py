@@ -9,7 +9,10 @@ import os
 import shutil
 import tempfile
 
+from gunicorn.http.errors import ParseException
+
 from config import Settings
+from proxy import UPSTREAM_IDLE_SECONDS
 
 _settings = Settings.from_env()
 _api = _settings.api
@@ -21,7 +24,9 @@ threads = _api.threads
 # Large uploads over slow links stream for a while; the limit still ends stuck requests.
 timeout = _api.timeout
 graceful_timeout = 30
-keepalive = 5
+# nginx drops a connection it kept to gunicorn after UPSTREAM_IDLE_SECONDS idle; gunicorn waits
+# longer, so nginx never sends a request on a connection gunicorn is closing that moment.
+keepalive = UPSTREAM_IDLE_SECONDS + 1
 forwarded_allow_ips = _api.forwarded_allow_ips
 
 # Clients reach gunicorn through nginx (proxy/nginx.conf.in), which reads each request
@@ -65,6 +70,38 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 def on_exit(server):  # type: ignore[no-untyped-def]
     """The folder is this server's alone (on_starting empties it): nothing of it outlives the server."""
     shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# How long the drain below waits for each read: nginx sends a body it holds at loopback speed.
+DRAIN_READ_TIMEOUT = 5.0
+DRAIN_BLOCK = 64 * 1024
+
+
+def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]
+    """Read what is left of a body the app answered without reading (a 401, 415 or 429 comes first).
+
+    gunicorn itself reads at most 64 KiB of an unread body, then closes a connection its
+    answer said it would keep alive; nginx, which had already sent the whole body, sends
+    the next request (any client's) on that connection and answers that one 502: it
+    never retries a POST. A body through nginx is at most MAX_UPLOAD_BYTES and already
+    whole in nginx's buffer, so reading it to the end costs little and keeps the
+    connection good. Should nginx stop sending, the read times out and gunicorn closes.
+    """
+    if resp is None or resp.should_close() or req.body is None:
+        return
+    sock = environ.get("gunicorn.socket")
+    previous_timeout = sock.gettimeout() if sock is not None else None
+    left = _api.max_upload_bytes  # the most nginx passes on; past it gunicorn drains 64 KiB more, then closes
+    try:
+        if sock is not None:
+            sock.settimeout(DRAIN_READ_TIMEOUT)
+        while left > 0 and (block := req.body.read(min(DRAIN_BLOCK, left))):
+            left -= len(block)
+    except (OSError, ParseException):
+        pass  # cut short, timed out or malformed: gunicorn's own drain fails too, and closes the connection
+    finally:
+        if sock is not None:
+            sock.settimeout(previous_timeout)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -8,20 +8,27 @@
   The cookie also authenticates the API's *reads* (the job page polls the JSON),
   never its writes: a cross-site form can never spend a signed-in user's quota.
 - ``/metrics`` is for admins only.
+- nginx asks ``/_proxy/key-check`` (headers only) before it takes a request's body,
+  and takes it only when the credentials are good for that method and path
+  (``proxy/nginx.conf.in``); a client without a key never fills its temp files.
+- An address with too many failed authentications is refused before its
+  credentials are checked (:mod:`app.auth_throttle`).
 """
 
 from __future__ import annotations
 
 import uuid
+from urllib.parse import unquote, urlsplit
 
-from flask import Flask, g, redirect, request, session, url_for
-from werkzeug.wrappers import Response
+from flask import Blueprint, Flask, Response, g, redirect, request, session, url_for
 
 from accounts.keys import Principal, find_principal, note_used, principal_of_key_id
-from app.errors import ApiError
+from app.errors import ApiError, error_response, to_api_error
 from app.extensions import db_session
+from app.metrics import AUTH_FAILURES
 
 SESSION_KEY = "key_id"
+KEY_CHECK_ENDPOINT = "auth.key_check"
 # The API's description is public too (app/openapi.py says why).
 OPEN_ENDPOINTS = frozenset(
     {
@@ -33,12 +40,17 @@ OPEN_ENDPOINTS = frozenset(
         "api.openapi_document",
         "docs.page",
         "docs.static",
+        KEY_CHECK_ENDPOINT,
     }
 )
+# Open endpoints that check a key themselves: an address over its failure limit is refused them too.
+KEY_CHECKING_ENDPOINTS = frozenset({"web.sign_in", KEY_CHECK_ENDPOINT})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 CHALLENGE = 'Bearer realm="yolo-jobs"'
+
+bp = Blueprint("auth", __name__)
 
 
 def unauthorized(message: str) -> ApiError:
@@ -85,17 +97,37 @@ def _session_principal() -> Principal | None:
     return principal
 
 
+def checks_credentials() -> bool:
+    """Whether this request's credentials are checked (every endpoint but the open ones, and the sign-in)."""
+    endpoint = request.endpoint
+    return endpoint is not None and (endpoint not in OPEN_ENDPOINTS or endpoint in KEY_CHECKING_ENDPOINTS)
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith("/api/") or path == "/metrics"
+
+
+def _principal_for(path: str, method: str) -> Principal | None:
+    """Who the credentials stand for on ``method path``: the bearer key, else (web pages, API reads) the session."""
+    principal = _bearer_principal()
+    if principal is None and (not _is_api(path) or method in SAFE_METHODS):
+        principal = _session_principal()
+    return principal
+
+
+def _refuse(path: str, full_path: str) -> Response:
+    """No principal: 401 for the API (raised), the sign-in page (303) for the web pages."""
+    if _is_api(path):
+        raise unauthorized("This API needs an API key: 'Authorization: Bearer <key>'.")
+    return redirect(url_for("web.sign_in_form", next=full_path), 303)
+
+
 def _authenticate() -> Response | None:
     if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
         return None  # unmatched URLs answer 404 without telling who may see what
-    api = request.path.startswith("/api/") or request.path == "/metrics"
-    principal = _bearer_principal()
-    if principal is None and (not api or request.method in SAFE_METHODS):
-        principal = _session_principal()
+    principal = _principal_for(request.path, request.method)
     if principal is None:
-        if api:
-            raise unauthorized("This API needs an API key: 'Authorization: Bearer <key>'.")
-        return redirect(url_for("web.sign_in_form", next=request.full_path.rstrip("?")), 303)
+        return _refuse(request.path, request.full_path.rstrip("?"))
     if request.path == "/metrics" and not principal.admin:
         raise ApiError(403, "forbidden", "Metrics are for admin keys only.")
     g.principal = principal
@@ -104,12 +136,53 @@ def _authenticate() -> Response | None:
     return None
 
 
+def for_nginx(answer: Response) -> Response:
+    """The key check's "no": 401 (a 401 answer) or 403, with the answer nginx sends in its place.
+
+    nginx's auth_request takes 2xx, 401 or 403 only; it sends ``X-Refusal-Status`` with
+    ``X-Refusal-Body`` (or ``Location``), ``Retry-After`` and ``WWW-Authenticate``.
+    """
+    refusal = Response(status=401 if answer.status_code == 401 else 403)
+    refusal.headers["X-Refusal-Status"] = str(answer.status_code)
+    if "Location" in answer.headers:
+        refusal.headers["Location"] = answer.headers["Location"]
+    else:
+        refusal.headers["X-Refusal-Body"] = answer.get_data(as_text=True).strip()
+    if "Retry-After" in answer.headers:
+        refusal.headers["Retry-After"] = answer.headers["Retry-After"]
+    return refusal
+
+
+@bp.get("/_proxy/key-check")
+def key_check() -> Response:
+    """nginx's question before it reads a body: are the credentials good for X-Original-Method on X-Original-URI?
+
+    204 yes; otherwise the answer the app would give the request (:func:`for_nginx`),
+    which nginx sends without reading the body. A body to an unknown path needs
+    credentials too. nginx answers 404 to this path from outside.
+    """
+    original_uri = request.headers.get("X-Original-URI", "")
+    path = unquote(urlsplit(original_uri).path)
+    try:
+        if _principal_for(path, request.headers.get("X-Original-Method", "")) is not None:
+            return Response(status=204)
+        answer = _refuse(path, original_uri)
+    except Exception as exc:  # a bad key (401), or the database down (503)
+        answer = error_response(to_api_error(exc))
+    return for_nginx(answer)
+
+
 def _challenge(response: Response) -> Response:
     if response.status_code == 401:
+        AUTH_FAILURES.labels("refused").inc()
         response.headers.setdefault("WWW-Authenticate", CHALLENGE)
     return response
 
 
 def init_app(app: Flask) -> None:
+    from app import auth_throttle  # here: it reads this module's endpoints
+
+    auth_throttle.init_app(app)  # first: an address over its limit is refused before its credentials are checked
     app.before_request(_authenticate)
     app.after_request(_challenge)
+    app.register_blueprint(bp)

@@ -7,6 +7,7 @@ import errno
 import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
+from gunicorn.http.errors import ParseException as MalformedHttp
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -67,6 +68,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, RequestEntityTooLarge):
         return ApiError(413, "too_large", _too_large_message())
+    if isinstance(exc, MalformedHttp):  # gunicorn's, raised as the app reads a body it cannot parse
+        return ApiError(400, "bad_request", "The request body is malformed: its chunked encoding could not be read.")
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         return ApiError(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name)

@@ -30,9 +30,13 @@ from config.logs import job_context
 from jobs.catalog import ModelInfo, configured_models
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import (
+    Claim,
+    Claimed,
     KeyInProgress,
     KeyReused,
+    Replay,
     StoredResponse,
+    TakenOver,
     attach_job,
     claim_key,
     fingerprint,
@@ -104,12 +108,14 @@ class JobService:
         uploads = identify_uploads(files)
         if key is not None:
             digests = [u.incoming.sha256 for u in uploads]
-            claimed = self._claim(session, tenant_id, key, fingerprint(requested, digests, callback_url))
-            if isinstance(claimed, StoredResponse):
-                return Submission(uuid.UUID(claimed.body["job_id"]), claimed.status_code, claimed.body, True)
-            if isinstance(claimed, uuid.UUID):  # an abandoned request with this key made this job
-                job = self.find(session, claimed, tenant_id)
-                return self._answer(session, tenant_id, key, Submission(job.id, 202, render(job), replayed=True))
+            match self._claim(session, tenant_id, key, fingerprint(requested, digests, callback_url)):
+                case Replay(stored):
+                    return Submission(uuid.UUID(stored.body["job_id"]), stored.status_code, stored.body, True)
+                case TakenOver(job_id):
+                    job = self.find(session, job_id, tenant_id)
+                    return self._answer(session, tenant_id, key, Submission(job.id, 202, render(job), replayed=True))
+                case Claimed():
+                    pass  # this request creates the job
         try:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
@@ -141,9 +147,7 @@ class JobService:
         info = next(m for m in self.models_of(session) if m.name == params.model)
         return replace(params, imgsz=info.size_for(params.imgsz))
 
-    def _claim(
-        self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str
-    ) -> StoredResponse | uuid.UUID | None:
+    def _claim(self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str) -> Claim:
         try:
             claimed = claim_key(session, tenant_id, key, request_fingerprint)
             session.commit()

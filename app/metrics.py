@@ -1,4 +1,5 @@
-"""API metrics for Prometheus at ``/metrics``: requests, upload bytes and jobs created by status.
+"""API metrics for Prometheus at ``/metrics``: requests, upload bytes, jobs created by status, and failed
+authentications.
 
 Under gunicorn every worker process records into prometheus_client's
 multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py and read
@@ -27,6 +28,11 @@ REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a req
 UPLOAD_BYTES = Counter("yolo_api_upload_bytes_total", "Bytes of images accepted in new jobs")
 JOBS_CREATED = Counter("yolo_api_jobs_created_total", "Job submissions, by outcome", ["status"])
 JOB_ACTIONS = Counter("yolo_api_job_actions_total", "Jobs cancelled or queued again on request", ["action"])
+AUTH_FAILURES = Counter(
+    "yolo_api_auth_failures_total",
+    "Requests refused for their credentials: refused (401), or throttled (429: too many failures from the address)",
+    ["outcome"],
+)
 
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger("app.requests")

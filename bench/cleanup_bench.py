@@ -21,6 +21,7 @@ from sqlalchemy import insert
 
 from config import Settings
 from harness.services import create_database, drop_database
+from jobs.retention import RetentionPolicy
 from storage import Storage
 from storage.blobs import blob_relpath
 from storage.maintenance.retention import run_cleanup
@@ -85,10 +86,10 @@ def run(files: int = 10_000) -> dict[str, float]:
     database_url = create_database(name)
     with tempfile.TemporaryDirectory(prefix="yolo-cleanup-bench-") as tmp:
         storage = Storage(database_url, Path(tmp) / "store")
-        retention_days = Settings.from_env().retention.days
+        policy = RetentionPolicy(Settings.from_env().retention.days)
         try:
             seed_expired(storage, files)
-            report = run_cleanup(storage, retention_days)
+            report = run_cleanup(storage, policy)
             baseline = time_unlink_loop(Path(tmp) / "baseline", files)
         finally:
             storage.dispose()

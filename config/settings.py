@@ -90,6 +90,12 @@ class ApiSettings:
     max_active_jobs: int = 200
     # Where the rate limiter keeps its counters (default: the result backend's Redis).
     rate_limit_storage_url: str | None = None
+    # Failed authentications (401s) a client address may have in a minute; past it, 429 before any key is looked up.
+    auth_failures_per_minute: int = 20
+    # Per client address at the proxy (nginx): requests in progress at once, and requests a second
+    # (with a burst of two seconds' worth). Past either: 429.
+    proxy_connections_per_address: int = 32
+    proxy_requests_per_second: int = 20
     # Where gunicorn's processes record metrics for /metrics to add up (set by gunicorn.conf.py).
     metrics_dir: Path | None = None
 
@@ -179,6 +185,11 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where the API's rate limiters keep their counters: RATE_LIMIT_STORAGE_URL, else the result backend."""
+        return self.api.rate_limit_storage_url or self.result_backend
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on a bad value."""
@@ -254,6 +265,11 @@ def _api_settings(env: Mapping[str, str]) -> ApiSettings:
         jobs_per_minute=_int(env, "QUOTA_JOBS_PER_MINUTE", defaults.jobs_per_minute),
         max_active_jobs=_int(env, "QUOTA_ACTIVE_JOBS", defaults.max_active_jobs),
         rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or None,
+        auth_failures_per_minute=_int(env, "AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute),
+        proxy_connections_per_address=_int(
+            env, "PROXY_CONNECTIONS_PER_ADDRESS", defaults.proxy_connections_per_address
+        ),
+        proxy_requests_per_second=_int(env, "PROXY_REQUESTS_PER_SECOND", defaults.proxy_requests_per_second),
         metrics_dir=Path(metrics_dir) if metrics_dir else None,
     )
 

@@ -17,7 +17,7 @@ from config.paths import BUNDLED_MODEL
 from config.ultralytics import configure_ultralytics_under
 from evaluation.matching import MatchStats, match
 from evaluation.scenes import render
-from jobs.lifecycle import JobParams
+from inference.defaults import DEFAULT_CONF
 
 PHOTOS = ("bus.jpg", "zidane.jpg")
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--imgsz", type=int, help="input size (default: the model's own)")
-    parser.add_argument("--conf", type=float, default=JobParams.conf, help="confidence threshold (default: a job's)")
+    parser.add_argument("--conf", type=float, default=DEFAULT_CONF, help="confidence threshold (default: a job's)")
     args = parser.parse_args()
     configure_ultralytics_under()
 

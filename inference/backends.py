@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from inference.defaults import DEFAULT_INFERENCE_SIZE
 from inference.yolo import Detection, detections, inference_shape, letterbox
-from jobs.catalog import DEFAULT_INFERENCE_SIZE
 
 log = logging.getLogger(__name__)
 

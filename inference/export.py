@@ -19,6 +19,7 @@ from pathlib import Path
 from config import Settings
 from config.ultralytics import configure_ultralytics
 from inference.backends import ONNX, OPENVINO, openvino_export_of
+from inference.defaults import DEFAULT_INFERENCE_SIZE
 
 FORMATS = {OPENVINO: "openvino", ONNX: "onnx"}
 
@@ -39,9 +40,10 @@ def export(weights: Path, backend: str = OPENVINO, destination: Path | None = No
         copy = Path(tmp) / weights.name
         shutil.copyfile(weights, copy)
         model = YOLO(str(copy))
+        size = model.overrides.get("imgsz", DEFAULT_INFERENCE_SIZE)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.trace's deprecation, which Ultralytics' exporter calls
-            made = Path(model.export(format=FORMATS[backend], imgsz=model.overrides.get("imgsz", 640), dynamic=True))
+            made = Path(model.export(format=FORMATS[backend], imgsz=size, dynamic=True))
         if destination.is_dir():
             shutil.rmtree(destination)
         made.replace(destination)

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from config import Settings
+from inference.defaults import DEFAULT_INFERENCE_SIZE
 from storage.blobs import file_sha256
 from storage.tables import ModelRecord
 
@@ -51,10 +52,6 @@ class ModelInfo:
         if self.record is None or not self.record.stride:
             return requested
         return inference_size(requested, self.record.imgsz, self.record.stride)
-
-
-# Ultralytics' own default when neither the job nor the weights name an inference size.
-DEFAULT_INFERENCE_SIZE = 640
 
 
 def inference_size(requested: int | None, trained: int | None, stride: int) -> int:

@@ -57,6 +57,29 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """The key is this request's: create the job."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key's request was answered before: answer this one the same."""
+
+    response: StoredResponse
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """The key's request died after creating ``job_id`` and before answering: answer with that job."""
+
+    job_id: uuid.UUID
+
+
+# What claiming a key comes to, unless the key was reused or is still in progress (raised).
+Claim = Claimed | Replay | TakenOver
+
+
 def fingerprint(params: JobParams, digests: Sequence[str], callback_url: str | None = None) -> str:
     """A digest of what makes two submissions the same request: parameters, files in order, and the callback URL
     (left out when there is none, so a request without one keeps the digest it had before webhooks existed)."""
@@ -66,15 +89,13 @@ def fingerprint(params: JobParams, digests: Sequence[str], callback_url: str | N
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
-def claim_key(
-    session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str
-) -> StoredResponse | uuid.UUID | None:
+def claim_key(session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str) -> Claim:
     """Claim the tenant's ``key`` for this request; the caller commits.
 
-    Returns None when the caller should create the job, the stored response when
-    the key was answered before, or a job id when an abandoned request with this
-    key created that job without answering. Raises :class:`KeyReused` or
-    :class:`KeyInProgress`.
+    Raises :class:`KeyReused` when the key was used for another request, and
+    :class:`KeyInProgress` while its request is still being served. A claim whose
+    request was abandoned is taken over: :class:`TakenOver` when that request made
+    its job, :class:`Claimed` when it did not.
     """
     claimed = session.execute(
         insert(IdempotencyKey)
@@ -89,14 +110,14 @@ def claim_key(
         .returning(IdempotencyKey.key)
     ).first()
     if claimed is not None:
-        return None
+        return Claimed()
     row = session.execute(
         select(
             IdempotencyKey,
             IdempotencyKey.expires_at < func.now(),
             IdempotencyKey.locked_until < func.now(),
         )
-        .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
+        .where(_is_key(tenant_id, key))
         .with_for_update()
     ).first()
     if row is None:  # deleted since the insert: try once more
@@ -109,31 +130,32 @@ def claim_key(
     if existing.fingerprint != request_fingerprint:
         raise KeyReused
     if existing.response is not None and existing.status_code is not None:
-        return StoredResponse(existing.status_code, existing.response)
+        return Replay(StoredResponse(existing.status_code, existing.response))
     if not abandoned:
         raise KeyInProgress
     existing.locked_until = func.now() + CLAIM_TIMEOUT
-    return existing.job_id
+    return Claimed() if existing.job_id is None else TakenOver(existing.job_id)
 
 
-def _the(tenant_id: uuid.UUID, key: str) -> ColumnElement[bool]:
+def _is_key(tenant_id: uuid.UUID, key: str) -> ColumnElement[bool]:
+    """The condition that selects the tenant's row of ``key``."""
     return and_(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
 
 
 def attach_job(session: Session, tenant_id: uuid.UUID, key: str, job_id: uuid.UUID) -> None:
     """Link the key to the job it created, in the job's own transaction."""
-    session.execute(update(IdempotencyKey).where(_the(tenant_id, key)).values(job_id=job_id))
+    session.execute(update(IdempotencyKey).where(_is_key(tenant_id, key)).values(job_id=job_id))
 
 
 def store_response(session: Session, tenant_id: uuid.UUID, key: str, response: StoredResponse) -> None:
     """Remember what the request with this key was answered, for its replays."""
-    statement = update(IdempotencyKey).where(_the(tenant_id, key))
+    statement = update(IdempotencyKey).where(_is_key(tenant_id, key))
     session.execute(statement.values(status_code=response.status_code, response=response.body))
 
 
 def release_key(session: Session, tenant_id: uuid.UUID, key: str) -> None:
     """Give up a claim whose request failed without creating a job."""
-    session.execute(delete(IdempotencyKey).where(_the(tenant_id, key), IdempotencyKey.job_id.is_(None)))
+    session.execute(delete(IdempotencyKey).where(_is_key(tenant_id, key), IdempotencyKey.job_id.is_(None)))
 
 
 def delete_expired_keys(session: Session) -> int:

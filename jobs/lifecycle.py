@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
 
+from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from storage.blobs import BlobStore, IncomingFile
 from storage.files import store_incoming
 from storage.images import ImageInfo
@@ -52,8 +53,8 @@ class JobParams:
     """What a job asks of inference."""
 
     model: str
-    conf: float = 0.25
-    iou: float = 0.7
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
     imgsz: int | None = None
 
 

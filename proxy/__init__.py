@@ -24,18 +24,29 @@ from config.settings import ApiSettings
 TEMPLATE = Path(__file__).with_name("nginx.conf.in")
 # How much longer nginx waits for a response than gunicorn lets a request run (API_TIMEOUT).
 READ_TIMEOUT_MARGIN = 10
+# nginx drops an idle connection to gunicorn after this long; gunicorn's keep-alive is longer.
+UPSTREAM_IDLE_SECONDS = 4
+# The burst of requests a client address may send at once over its rate, in seconds of that rate.
+BURST_SECONDS = 2
+# Behind the OpenShift router, the only peer the API pods' NetworkPolicy lets reach nginx:
+# every peer is the router, and the client is the address it put last in X-Forwarded-For.
+ROUTER_PEERS = ("0.0.0.0/0", "::/0")
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """What the template needs: nginx's address, gunicorn's, the body limit, the read timeout, a writable dir."""
+    """What the template needs: nginx's address, gunicorn's, the body limit, the read timeout, a writable
+    dir, the per-address limits, and the proxies in front of nginx whose X-Forwarded-For it believes."""
 
     listen: str
     upstream: str
     max_body_bytes: str
     read_timeout: int
     temp_dir: str
+    connections_per_address: int
+    requests_per_second: int
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def upstream_of(bind: str) -> str:
@@ -55,12 +66,33 @@ def from_settings(api: ApiSettings, temp_dir: Path) -> ProxyConfig:
         max_body_bytes=str(api.max_upload_bytes),
         read_timeout=api.timeout + READ_TIMEOUT_MARGIN,
         temp_dir=str(temp_dir),
+        connections_per_address=api.proxy_connections_per_address,
+        requests_per_second=api.proxy_requests_per_second,
     )
 
 
 def openshift_config() -> ProxyConfig:
-    """The API pod's sidecar: 8080 for the Service and probes, gunicorn on the loopback, temp files on /tmp."""
-    return ProxyConfig("8080", "127.0.0.1:8081", "${MAX_UPLOAD_BYTES}", 120 + READ_TIMEOUT_MARGIN, "/tmp/nginx")
+    """The API pod's sidecar: 8080 for the Service and probes, gunicorn on the loopback, temp files on /tmp,
+    the default per-address limits, behind the router."""
+    defaults = ApiSettings()
+    return ProxyConfig(
+        listen="8080",
+        upstream="127.0.0.1:8081",
+        max_body_bytes="${MAX_UPLOAD_BYTES}",
+        read_timeout=120 + READ_TIMEOUT_MARGIN,
+        temp_dir="/tmp/nginx",
+        connections_per_address=defaults.proxy_connections_per_address,
+        requests_per_second=defaults.proxy_requests_per_second,
+        trusted_proxies=ROUTER_PEERS,
+    )
+
+
+def real_ip(trusted_proxies: tuple[str, ...]) -> str:
+    """The realip directives: the client is the last X-Forwarded-For address when a trusted proxy sends it."""
+    if not trusted_proxies:
+        return "# No proxy in front of nginx: the client is the connection's peer."
+    trusted = " ".join(f"set_real_ip_from {address};" for address in trusted_proxies)
+    return f"{trusted} real_ip_header X-Forwarded-For;"
 
 
 def render(config: ProxyConfig) -> str:
@@ -71,6 +103,11 @@ def render(config: ProxyConfig) -> str:
         "MAX_BODY_BYTES": config.max_body_bytes,
         "READ_TIMEOUT": str(config.read_timeout),
         "TEMP_DIR": config.temp_dir,
+        "UPSTREAM_IDLE": str(UPSTREAM_IDLE_SECONDS),
+        "CONNECTIONS_PER_ADDRESS": str(config.connections_per_address),
+        "REQUESTS_PER_SECOND": str(config.requests_per_second),
+        "REQUEST_BURST": str(config.requests_per_second * BURST_SECONDS),
+        "REAL_IP": real_ip(config.trusted_proxies),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():

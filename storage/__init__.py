@@ -3,7 +3,9 @@
 :class:`Storage` is the one face of it that the API, the workers and the maintenance
 commands hold: ``storage.database`` (rows, ``storage/db.py``, tables in
 ``storage/tables.py``) and ``storage.blobs`` (bytes, ``storage/blobs.py``). This
-package knows nothing of HTTP, Celery, torch or the job lifecycle (``jobs/``).
+package knows nothing of HTTP, Celery, torch or the job lifecycle (``jobs/``): which
+stored files have expired is ``jobs.retention``'s decision, handed to the cleanup by its
+callers (the one import of ``jobs`` here is the operators' command line, ``maintenance/cli.py``).
 """
 
 from __future__ import annotations

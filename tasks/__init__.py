@@ -22,6 +22,8 @@ states.PRECEDENCE_LOOKUP["PROGRESS"] = states.PRECEDENCE_LOOKUP[states.STARTED]
 
 app = Celery("yolo_jobs", include=["tasks.inference", "tasks.maintenance", "tasks.webhooks"])
 app.config_from_object(celery_config.from_settings(settings))
+# Every worker applies the revokes broadcast while no worker was online before it takes a task.
+app.steps["worker"].add("tasks.missed_revokes:ApplyMissedRevokes")
 
 from tasks import logs  # noqa: E402,F401  (connects Celery's setup_logging signal)
 

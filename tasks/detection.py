@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from jobs.catalog import inference_size as rounded_size
+from jobs.catalog import inference_size
 from jobs.lifecycle import FileResult, JobParams, WorkItem
 
 if TYPE_CHECKING:
@@ -64,10 +64,10 @@ class Decoded:
         return self.width / columns, self.height / rows
 
 
-def inference_size(detector: Detector, params: JobParams) -> int:
-    """The longest side YOLO resizes images to: the job's ``imgsz``, else the weights' own, rounded to the
-    model's stride as Ultralytics rounds it."""
-    return rounded_size(params.imgsz, detector.imgsz, detector.stride)
+def inference_size_on(detector: Detector, params: JobParams) -> int:
+    """The longest side YOLO resizes the job's images to on ``detector``: the domain's rule
+    (:func:`jobs.catalog.inference_size`) applied to the trained size and stride the detector reports."""
+    return inference_size(params.imgsz, detector.imgsz, detector.stride)
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
@@ -160,7 +160,7 @@ def predict_batch(detector: Detector, root: Path, items: Sequence[WorkItem], par
     from tasks import settings
 
     max_pixels = settings.worker.max_image_pixels
-    size = inference_size(detector, params)
+    size = inference_size_on(detector, params)
     results: dict[int, FileResult] = {}
     decoded: list[Decoded] = []
     positions: list[int] = []

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from celery import Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
@@ -103,7 +103,6 @@ def detect(self: Task, job_id: str) -> dict[str, Any]:
         except DatabaseOutage as exc:
             log.warning("giving the job back to the reaper: %s", exc)
             attempt.leave_for_reaper(exc)
-            raise  # not reached: leave_for_reaper raises Ignore
 
 
 class Attempt:
@@ -224,7 +223,7 @@ class Attempt:
             metrics.job_finished("failed")
         return {"job_id": str(run.job_id), "status": "failed", "error": code}
 
-    def stop_as_revoked(self) -> None:
+    def stop_as_revoked(self) -> NoReturn:
         """End the task as REVOKED (result state and event, so Flower stops showing progress); ack the message."""
         try:
             self.task.backend.mark_as_revoked(self.task.request.id, reason="cancelled", request=self.task.request)
@@ -233,7 +232,7 @@ class Attempt:
             log.warning("could not publish the task's REVOKED state", exc_info=True)
         raise Ignore() from None
 
-    def leave_for_reaper(self, exc: Exception) -> None:
+    def leave_for_reaper(self, exc: Exception) -> NoReturn:
         """Acknowledge the message and leave the job to the reaper; the task shows RETRY meanwhile."""
         try:
             self.task.backend.mark_as_retry(self.task.request.id, exc, request=self.task.request)

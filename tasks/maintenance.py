@@ -7,9 +7,10 @@
 - ``tasks.maintenance.reap_jobs``: every ``REAPER_INTERVAL_SECONDS``, re-sends the
   detect task of every unfinished job nothing is working on: running with an expired
   lease, or queued and not sent within a lease period (a lost or purged message, an
-  API that died between commit and send). A queued job whose task was revoked while
-  no worker was there to see it ends cancelled instead. It also deletes expired
-  idempotency keys.
+  API that died between commit and send). First it applies the revokes that no worker
+  received (:mod:`tasks.missed_revokes`); a queued job whose task a worker saw revoked
+  without holding its message (REVOKED in the result backend) ends cancelled instead of
+  being re-sent. It also deletes expired idempotency keys.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import delete_expired_keys
 from jobs.lifecycle import cancel_job, resendable_jobs
 from jobs.messages import CLEANUP_TASK, REAP_TASK
+from jobs.retention import RetentionPolicy
 from storage.maintenance.retention import run_cleanup
 from tasks import app
 from tasks.inference import detect
+from tasks.missed_revokes import apply_missed_revokes
 from tasks.revocations import was_revoked
 from tasks.runtime import get_runtime
 
@@ -42,7 +45,8 @@ def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
     """Tombstone expired files, delete their bytes and leftovers; return the counts."""
     runtime = get_runtime()
     budget = app.conf.task_soft_time_limit - TIME_LIMIT_MARGIN if app.conf.task_soft_time_limit else None
-    report = run_cleanup(runtime.storage, runtime.settings.retention.days, dry_run=dry_run, time_budget=budget)
+    policy = RetentionPolicy(runtime.settings.retention.days)
+    report = run_cleanup(runtime.storage, policy, dry_run=dry_run, time_budget=budget)
     counts = report.as_dict()
     status = f"{report.status}: {report.reason}" if report.reason else report.status
     fields = " ".join(f"{key}={value}" for key, value in counts.items() if key not in ("status", "reason"))
@@ -64,7 +68,7 @@ def reap_jobs() -> dict[str, Any]:
     """
     runtime = get_runtime()
     resent: list[str] = []
-    cancelled: list[str] = []
+    cancelled = apply_missed_revokes()
     with runtime.storage.database.transaction() as session:
         for job_id, status, task_id in resendable_jobs(session, runtime.settings.jobs.lease, REAP_BATCH):
             with job_context(str(job_id)):

@@ -49,7 +49,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Connection, Message
 
 import celery_config
-from jobs.catalog import DEFAULT_INFERENCE_SIZE
+from inference.defaults import DEFAULT_INFERENCE_SIZE
 from jobs.lifecycle import (
     FileResult,
     Finishing,

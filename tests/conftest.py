@@ -31,8 +31,13 @@ from storage import Storage
 from tests.helpers import TEST_KEY, TEST_TENANT, KeyClient, TestKey, add_key
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-# The suite submits far more jobs than a person would, from one tenant; the quota tests set their own limits.
-GENEROUS_QUOTAS = {"QUOTA_JOBS_PER_MINUTE": "1000000", "QUOTA_ACTIVE_JOBS": "1000000"}
+# The suite submits far more jobs than a person would, from one tenant, and fails authentication far more often,
+# from one address; the quota and throttle tests set their own limits.
+GENEROUS_QUOTAS = {
+    "QUOTA_JOBS_PER_MINUTE": "1000000",
+    "QUOTA_ACTIVE_JOBS": "1000000",
+    "AUTH_FAILURES_PER_MINUTE": "1000000",
+}
 
 MakeApp = Callable[..., Flask]
 

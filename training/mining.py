@@ -28,9 +28,8 @@ import numpy as np
 from more_itertools import chunked
 
 from evaluation.matching import MatchStats, Truth, match
-from jobs.lifecycle import JobParams
+from inference.defaults import DEFAULT_CONF
 
-CONF = JobParams.conf  # the confidence a job runs at by default
 BATCH = 32  # images predicted per call; bounds the memory a large pool takes
 
 
@@ -62,12 +61,12 @@ def label_file_of(image: Path) -> Path:
 
 
 def errors(weights: Path, images: Iterable[Path], imgsz: int | None = None) -> list[Errors]:
-    """Each image's errors under ``weights`` at conf ``CONF`` on the CPU, at input size ``imgsz`` (None: the
+    """Each image's errors under ``weights`` at a job's default conf on the CPU, at input size ``imgsz`` (None: the
     weights' own, as a job runs them by default)."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    options = {"conf": CONF, "device": "cpu", "verbose": False, **({"imgsz": imgsz} if imgsz else {})}
+    options = {"conf": DEFAULT_CONF, "device": "cpu", "verbose": False, **({"imgsz": imgsz} if imgsz else {})}
     found = []
     for batch in chunked(images, BATCH):
         for image, result in zip(batch, model.predict([str(p) for p in batch], **options), strict=True):

@@ -9,15 +9,16 @@ fifth of images with no shape at all. Then blur, noise, colour jitter and a JPEG
 round trip at quality 30–95. Only the three classes, whole and at most lightly
 covered, are labelled; everything else must stay unboxed.
 
-The ``scenes2`` style (``SCENES2``, for the third training stage) follows the evaluation's
-labelling convention and what it still caught the model on: a shape cut by the border
+The ``EVALUATION_CASES`` style (for the third training stage, ``evaluation-cases``) follows the
+evaluation's labelling convention and what it still caught the model on: a shape cut by the border
 is labelled with its clipped box when at least half of it shows (as Ultralytics' and
 COCO's datasets label truncated objects; a smaller part stays unlabelled, ambiguous),
 bands cross shapes that stay labelled whole, a third of the shapes are small at the
 model's input size, strokes zigzag, text comes large and bold, and some images lose
-resolution. The hard-example rounds' pools go further: text in more fonts (``SCENES3``),
-the classes' outlines and sprays of specks (``SCENES4``), and most scenes on photographs,
-a portrait among them, half of them bare (``SCENES5``).
+resolution. The hard-example rounds' pools go further, each style adding to the one before:
+text also in shape-sized glyphs of more fonts (``FONT_GLYPHS``), the classes' outlines and
+sprays of specks (``OUTLINES_AND_SPECKS``), and most scenes on photographs, a portrait among
+them, half of them bare (``MOSTLY_PHOTOS``).
 
 Every image is a pure function of ``(seed, index)``, as in ``training/shapes.py``.
 The photographs and fonts are read from the installed wheels of scikit-image and
@@ -40,20 +41,17 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from training.shapes import (
     CLASS_NAMES,
+    MAX_COVERED_FRACTION,
     Shape,
     _background,
-    _contrasting_colour,
-    _covered_fraction,
     _polygon,
+    place_shapes,
     render_sample,
 )
 
 MIN_SIDE, MAX_SIDE = 224, 800
-MAX_OBJECTS = 6
 NEGATIVE_FRACTION = 0.2
 PHOTO_FRACTION = 0.35
-# How much of a labelled shape's box an occluder or another shape may cover.
-MAX_COVERED_FRACTION = 0.25
 # A photograph in an installed wheel: its package and its path in the package.
 PhotoRef = tuple[str, str]
 # Photographs in scikit-image's wheel (skimage/data), none of them showing a filled
@@ -84,7 +82,7 @@ PHOTOS: tuple[PhotoRef, ...] = tuple(
 GRACE_HOPPER: PhotoRef = ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
 
 # A shape cut by the border is labelled, with its clipped box, when at least this share of
-# it is in the picture (the ``scenes2`` style); less is ambiguous and stays unlabelled.
+# it is in the picture (the ``EVALUATION_CASES`` style on); less is ambiguous and stays unlabelled.
 MIN_VISIBLE_FRACTION = 0.5
 # The model's input side: small shapes are sized for what is left of them there.
 INPUT_SIDE = 320
@@ -426,52 +424,17 @@ def _band(draw: ImageDraw.ImageDraw, rng: np.random.Generator, shape: Shape) -> 
     draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=_colour(rng), width=thickness)
 
 
-def _place_shapes(
-    draw: ImageDraw.ImageDraw,
-    rng: np.random.Generator,
-    pixels: np.ndarray,
-    width: int,
-    height: int,
-    style: SceneStyle,
-    shapes: list[Shape],
-) -> list[Shape]:
-    """Draw up to ``MAX_OBJECTS`` whole shapes after ``shapes``, overlapping each other only lightly."""
-    shapes = list(shapes)
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
-        for _attempt in range(20):
-            cls = int(rng.integers(0, len(CLASS_NAMES)))
-            radius = max(8.0, rng.uniform(0.035, 0.3) * min(width, height))
-            if style.small_fraction and rng.random() < style.small_fraction:
-                radius = max(6.0, rng.uniform(3.5, 9.0) * max(width, height) / INPUT_SIDE)
-            if 2 * radius > min(width, height) - 4:
-                continue
-            cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
-            if cls == 0:
-                points = None
-                box = (cx - radius, cy - radius, cx + radius, cy + radius)
-            else:
-                points = _polygon(cls, cx, cy, radius * (1.25 if cls == 2 else 1.15), rng.uniform(0, 2 * math.pi))
-                xs, ys = [p[0] for p in points], [p[1] for p in points]
-                box = (min(xs), min(ys), max(xs), max(ys))
-            if box[0] < 0 or box[1] < 0 or box[2] > width - 1 or box[3] > height - 1:
-                continue
-            if any(
-                _covered_fraction(s.box, box) > MAX_COVERED_FRACTION or _covered_fraction(box, s.box) > 0.6
-                for s in shapes
-            ):
-                continue
-            x1, y1, x2, y2 = (round(v) for v in box)
-            region = pixels[max(y1, 0) : y2 + 1, max(x1, 0) : x2 + 1]
-            colour = _contrasting_colour(rng, region)
-            outline = _contrasting_colour(rng, region) if rng.random() < 0.3 else None
-            outline_width = int(rng.integers(1, 5))
-            if points is None:
-                draw.ellipse(box, fill=colour, outline=outline, width=outline_width)
-            else:
-                draw.polygon(points, fill=colour, outline=outline, width=outline_width)
-            shapes.append(Shape(cls, box))
-            break
-    return shapes
+def _radius(style: SceneStyle, rng: np.random.Generator, width: int, height: int) -> float | None:
+    """A whole shape's radius: 3.5–30 % of the picture's shorter side and at least 8 pixels, or in ``style`` small
+    at the model's input side; None when the shape would not fit the picture."""
+    radius = max(8.0, rng.uniform(0.035, 0.3) * min(width, height))
+    if style.small_fraction and rng.random() < style.small_fraction:
+        radius = max(6.0, rng.uniform(3.5, 9.0) * max(width, height) / INPUT_SIDE)
+    return None if 2 * radius > min(width, height) - 4 else radius
+
+
+def _outline_width(rng: np.random.Generator) -> int:
+    return int(rng.integers(1, 5))
 
 
 def _photometric(image: Image.Image, rng: np.random.Generator, style: SceneStyle) -> Image.Image:
@@ -520,7 +483,8 @@ def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tup
         else:
             distractor(draw, rng, width, height)
     negative = rng.random() < NEGATIVE_FRACTION
-    shapes = truncated if negative else _place_shapes(draw, rng, pixels, width, height, style, truncated)
+    radius = functools.partial(_radius, style)
+    shapes = truncated if negative else place_shapes(draw, rng, pixels, radius, _outline_width, truncated)
     for shape in shapes:
         if rng.random() < 0.2:
             _occlude(draw, rng, shape)
@@ -531,43 +495,46 @@ def render_scene(seed: int, index: int, style: SceneStyle = SceneStyle()) -> tup
     return _photometric(image, rng, style), shapes
 
 
-SCENES2 = SceneStyle(
+# What the independent evaluation still caught the ``scenes`` weights on, labelled by its convention.
+EVALUATION_CASES = SceneStyle(
     label_truncated=True, band_fraction=0.3, small_fraction=0.35, sharp_strokes=True, resolution_loss=0.25
 )
 
 
-def render_scene2(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """Draw scene ``index`` of the dataset ``seed`` for the ``scenes2`` stage, in the ``SCENES2`` style."""
-    return render_scene(seed, index, SCENES2)
+def render_evaluation_cases(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """Draw scene ``index`` of the dataset ``seed`` in the ``EVALUATION_CASES`` style, for the stage of that name."""
+    return render_scene(seed, index, EVALUATION_CASES)
 
 
-# The ``hard`` stage's pool: the ``scenes2`` style, with text in more fonts.
-SCENES3 = dataclasses.replace(SCENES2, font_glyphs=True)
+# The ``hard`` stage's pool: the ``EVALUATION_CASES`` style, with text also in shape-sized glyphs of more fonts.
+FONT_GLYPHS = dataclasses.replace(EVALUATION_CASES, font_glyphs=True)
 
 
-# The ``hollow`` stage's pool: the ``SCENES3`` style with the classes' outlines and sprays of specks.
-SCENES4 = dataclasses.replace(SCENES3, hollow=True)
+# The ``hollow`` stage's pool: the ``FONT_GLYPHS`` style with the classes' outlines and sprays of specks.
+OUTLINES_AND_SPECKS = dataclasses.replace(FONT_GLYPHS, hollow=True)
 
 
 # In the ``hard`` stage's pool every this-many-th image is a clean one: fine-tuning keeps what stage base learnt.
 CLEAN_EVERY = 5
 
 
-def render_mixed(seed: int, index: int, style: SceneStyle = SCENES3) -> tuple[Image.Image, list[Shape]]:
+def render_mixed(seed: int, index: int, style: SceneStyle = FONT_GLYPHS) -> tuple[Image.Image, list[Shape]]:
     """Every ``CLEAN_EVERY``-th image from ``training/shapes.py``, the others in ``style``."""
     return render_sample(seed, index) if index % CLEAN_EVERY == 0 else render_scene(seed, index, style)
 
 
 def render_hollow(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """``render_mixed`` in the ``SCENES4`` style, for the ``hollow`` stage."""
-    return render_mixed(seed, index, SCENES4)
+    """``render_mixed`` in the ``OUTLINES_AND_SPECKS`` style, for the ``hollow`` stage."""
+    return render_mixed(seed, index, OUTLINES_AND_SPECKS)
 
 
-# The ``photos`` stage's pool: the ``SCENES4`` style, 70 % of it on photographs, a portrait
+# The ``photos`` stage's pool: the ``OUTLINES_AND_SPECKS`` style, 70 % of it on photographs, a portrait
 # among them, and half of those the photograph alone.
-SCENES5 = dataclasses.replace(SCENES4, photos=(*PHOTOS, GRACE_HOPPER), photo_fraction=0.7, bare_photo_fraction=0.5)
+MOSTLY_PHOTOS = dataclasses.replace(
+    OUTLINES_AND_SPECKS, photos=(*PHOTOS, GRACE_HOPPER), photo_fraction=0.7, bare_photo_fraction=0.5
+)
 
 
 def render_photos(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """``render_mixed`` in the ``SCENES5`` style, for the ``photos`` stage."""
-    return render_mixed(seed, index, SCENES5)
+    """``render_mixed`` in the ``MOSTLY_PHOTOS`` style, for the ``photos`` stage."""
+    return render_mixed(seed, index, MOSTLY_PHOTOS)

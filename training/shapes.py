@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,9 @@ from PIL import Image, ImageDraw, ImageFilter
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle")
 MIN_SIDE, MAX_SIDE = 240, 640
 MAX_OBJECTS = 6
+# How much of a labelled shape's box another shape (or, in training/scenes.py, an occluder) may cover.
 MAX_COVERED_FRACTION = 0.25
+OUTLINE_WIDTH = 2  # pixels, of the shapes drawn with an outline
 
 
 @dataclass(frozen=True)
@@ -86,24 +88,35 @@ def _covered_fraction(box: tuple[float, ...], other: tuple[float, ...]) -> float
     return ix * iy / area if area else 1.0
 
 
-def render_sample(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
-    """Draw image ``index`` of the dataset ``seed``: the picture and its ground truth."""
-    rng = np.random.default_rng([seed, index])
-    width, height = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
-    pixels = _background(rng, width, height)
-    image = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(image)
-    shapes: list[Shape] = []
+# Draws a whole shape's radius for a picture of this width and height; None when it cannot fit (draw again).
+RadiusDraw = Callable[[np.random.Generator, int, int], float | None]
+
+
+def place_shapes(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    pixels: np.ndarray,
+    radius: RadiusDraw,
+    outline_width: Callable[[np.random.Generator], int],
+    placed: Sequence[Shape] = (),
+) -> list[Shape]:
+    """Draw up to ``MAX_OBJECTS`` whole shapes on the picture whose background is ``pixels``, each in a colour
+    that stands out there, inside the picture and overlapping ``placed`` and each other only lightly (20 tries
+    a shape); return ``placed`` and them."""
+    height, width = pixels.shape[:2]
+    shapes = list(placed)
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         for _attempt in range(20):
             cls = int(rng.integers(0, len(CLASS_NAMES)))
-            radius = rng.uniform(0.05, 0.22) * min(width, height)
-            cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+            size = radius(rng, width, height)
+            if size is None:
+                continue
+            cx, cy = rng.uniform(size, width - size), rng.uniform(size, height - size)
             if cls == 0:
                 points = None
-                box = (cx - radius, cy - radius, cx + radius, cy + radius)
+                box = (cx - size, cy - size, cx + size, cy + size)
             else:
-                points = _polygon(cls, cx, cy, radius * (1.25 if cls == 2 else 1.15), rng.uniform(0, 2 * math.pi))
+                points = _polygon(cls, cx, cy, size * (1.25 if cls == 2 else 1.15), rng.uniform(0, 2 * math.pi))
                 xs, ys = [p[0] for p in points], [p[1] for p in points]
                 box = (min(xs), min(ys), max(xs), max(ys))
             if box[0] < 0 or box[1] < 0 or box[2] > width - 1 or box[3] > height - 1:
@@ -117,12 +130,28 @@ def render_sample(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
             region = pixels[max(y1, 0) : y2 + 1, max(x1, 0) : x2 + 1]
             colour = _contrasting_colour(rng, region)
             outline = _contrasting_colour(rng, region) if rng.random() < 0.3 else None
+            pen = outline_width(rng)
             if points is None:
-                draw.ellipse(box, fill=colour, outline=outline, width=2)
+                draw.ellipse(box, fill=colour, outline=outline, width=pen)
             else:
-                draw.polygon(points, fill=colour, outline=outline, width=2)
+                draw.polygon(points, fill=colour, outline=outline, width=pen)
             shapes.append(Shape(cls, box))
             break
+    return shapes
+
+
+def _radius(rng: np.random.Generator, width: int, height: int) -> float:
+    """A radius of 5–22 % of the picture's shorter side."""
+    return rng.uniform(0.05, 0.22) * min(width, height)
+
+
+def render_sample(seed: int, index: int) -> tuple[Image.Image, list[Shape]]:
+    """Draw image ``index`` of the dataset ``seed``: the picture and its ground truth."""
+    rng = np.random.default_rng([seed, index])
+    width, height = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
+    pixels = _background(rng, width, height)
+    image = Image.fromarray(pixels)
+    shapes = place_shapes(ImageDraw.Draw(image), rng, pixels, _radius, lambda _rng: OUTLINE_WIDTH)
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     return image, shapes

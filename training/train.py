@@ -4,15 +4,15 @@ Run with ``make model``; the model card (``models/shapes-yolov8n.md``) gives eve
 stage's seeds, times and results. Stage ``base`` trains a nano YOLO from scratch on clean
 shapes (``training/shapes.py``); stage ``scenes`` fine-tunes those weights on shapes
 among clutter, photographs and shape-free images (``training/scenes.py``), so that
-lines, text and edges stop coming back as triangles; stage ``scenes2`` goes on with
+lines, text and edges stop coming back as triangles; stage ``evaluation-cases`` goes on with
 what the independent evaluation still caught it on: border-cut shapes labelled when
 mostly visible, bands across shapes, small shapes, zigzags and bold text, resolution
 loss; stage ``hard`` draws a large pool of both generators' images, trains on those the
-``scenes2`` weights still put a false box on at conf 0.25 (``training/mining.py``) with as
+``evaluation-cases`` weights still put a false box on at conf 0.25 (``training/mining.py``) with as
 many others, at input 384 (which the shipped weights keep as their size), and keeps the
-epoch with the fewest errors on its validation split; ``hard2`` is a second round of
+epoch with the fewest errors on its validation split; ``hard-again`` is a second round of
 it, mining a new pool with the ``hard`` weights. The rounds after it keep the recipe and
-change the pool: ``hollow`` and ``hollow2`` add the classes' outlines and sprays of specks
+change the pool: ``hollow`` and ``hollow-again`` add the classes' outlines and sprays of specks
 to the clutter, ``photos`` puts most of the pool on photographs, half of them bare.
 Each stage's data has its own seeds; ``--from`` starts the first stage named
 from weights already trained by the stages before it (the shipped ones were made that way). The weights go to
@@ -32,7 +32,7 @@ from config.paths import BUNDLED_MODEL, VAR_DIR
 from config.ultralytics import configure_ultralytics_under
 from evaluation.matching import MatchStats
 from training import mining
-from training.scenes import render_hollow, render_mixed, render_photos, render_scene, render_scene2
+from training.scenes import render_evaluation_cases, render_hollow, render_mixed, render_photos, render_scene
 from training.shapes import Renderer, render_sample, write_data_yaml, write_dataset, write_split
 
 
@@ -62,16 +62,19 @@ def hard_round(name: str, render: Renderer, seeds: tuple[int, int, int]) -> Stag
 
 
 STAGES: dict[str, Stage] = {
-    "base": Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, "auto", 0.01, 3.0, 10),
-    "scenes": Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, "AdamW", 0.001, 1.0, 2),
-    "scenes2": Stage("scenes2", render_scene2, (20, 21, 22), (900, 100, 200), 10, "AdamW", 0.0007, 0.5, 2),
-    "hard": hard_round("hard", render_mixed, (30, 31, 32)),
-    "hard2": hard_round("hard2", render_mixed, (40, 41, 42)),  # a new pool, mined with the ``hard`` weights
-    # Pools whose clutter also holds the classes' outlines and sprays of specks, mined with the weights before.
-    "hollow": hard_round("hollow", render_hollow, (60, 61, 62)),
-    "hollow2": hard_round("hollow2", render_hollow, (70, 71, 72)),
-    # A pool mostly on photographs, half of them bare, a portrait among them, mined with the ``hollow2`` weights.
-    "photos": hard_round("photos", render_photos, (90, 91, 92)),
+    stage.name: stage
+    for stage in (
+        Stage("base", render_sample, (0, 1, 2), (800, 100, 200), 45, "auto", 0.01, 3.0, 10),
+        Stage("scenes", render_scene, (10, 11, 12), (900, 100, 200), 6, "AdamW", 0.001, 1.0, 2),
+        Stage("evaluation-cases", render_evaluation_cases, (20, 21, 22), (900, 100, 200), 10, "AdamW", 0.0007, 0.5, 2),
+        hard_round("hard", render_mixed, (30, 31, 32)),
+        hard_round("hard-again", render_mixed, (40, 41, 42)),  # a new pool, mined with the ``hard`` weights
+        # Pools whose clutter also holds the classes' outlines and sprays of specks, mined with the weights before.
+        hard_round("hollow", render_hollow, (60, 61, 62)),
+        hard_round("hollow-again", render_hollow, (70, 71, 72)),
+        # A pool mostly on photographs, half of them bare, a portrait among them, mined with the weights before.
+        hard_round("photos", render_photos, (90, 91, 92)),
+    )
 }
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.converters import CANONICAL_UUID
 from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGTH, MAX_FILES_PER_JOB
+from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
 from storage.images import ACCEPTED_FORMATS
@@ -39,7 +40,7 @@ SECURITY = [{BEARER: []}]
 
 # What the API stores, and so serves back: decided from the bytes.
 IMAGE_TYPES = tuple(media_type for media_type, _magic in ACCEPTED_FORMATS.values())
-MAX_PAGE = 100
+MAX_PAGE_SIZE = 100  # jobs per page at most
 MAX_OFFSET = 10**9
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
@@ -91,7 +92,7 @@ class JobFilePath(JobPath, FilePath):
 
 
 class PageQuery(BaseModel):
-    limit: int = Field(20, ge=1, le=MAX_PAGE, description="Jobs per page.")
+    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE, description="Jobs per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip, newest first.")
     status: list[str] = Field(
         default_factory=list,
@@ -126,8 +127,10 @@ class SubmitForm(BaseModel):
         description="The images (JPEG, PNG, WebP, BMP or TIFF, decided from their bytes), one part each.",
     )
     model: str | None = Field(None, description="A model from `GET /api/v1/models`; default: the default model.")
-    conf: float | None = Field(None, ge=CONF_RANGE[0], le=CONF_RANGE[1], description="Confidence threshold (0.25).")
-    iou: float | None = Field(None, ge=IOU_RANGE[0], le=IOU_RANGE[1], description="NMS IoU threshold (0.7).")
+    conf: float | None = Field(
+        None, ge=CONF_RANGE[0], le=CONF_RANGE[1], description=f"Confidence threshold ({DEFAULT_CONF})."
+    )
+    iou: float | None = Field(None, ge=IOU_RANGE[0], le=IOU_RANGE[1], description=f"NMS IoU threshold ({DEFAULT_IOU}).")
     imgsz: int | None = Field(None, ge=IMGSZ_RANGE[0], le=IMGSZ_RANGE[1], description="Inference size in pixels.")
     callback_url: str | None = Field(
         None,

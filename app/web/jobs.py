@@ -23,7 +23,7 @@ from app.web import bp
 from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
-MAX_PAGE = 100_000
+MAX_PAGE_NUMBER = 100_000  # the last page the list serves: a larger number is read as this one
 NAMES_PER_JOB = 3
 
 JobAction = Response | tuple[str, int]
@@ -142,7 +142,7 @@ def retry_job(job_id: uuid.UUID) -> JobAction:
 
 @bp.get("/jobs")
 def jobs_page() -> str:
-    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE_NUMBER)
     statuses = status_filter(request.args.getlist("status"))
     offset = (page - 1) * JOBS_PER_PAGE
     jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, offset, tenant_scope(), statuses)

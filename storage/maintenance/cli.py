@@ -1,7 +1,9 @@
 """The maintenance command line: ``python -m storage.maintenance schema|cleanup|fsck``.
 
 Each command reads the settings once, works on the configured database and
-storage volume, prints one line per finding and a JSON summary last.
+storage volume, prints one line per finding and a JSON summary last. Like the beat
+task (``tasks.maintenance``), ``cleanup`` runs storage's cleanup under the domain's
+retention policy (``jobs.retention``): an entry point, above the layers it joins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import contextmanager, nullcontext
 import click
 
 from config import Settings
+from jobs.retention import RetentionPolicy
 from storage import Storage
 from storage.locks import maintenance_lock
 from storage.maintenance.fsck import run_fsck
@@ -58,7 +61,7 @@ def cleanup(settings: Settings, dry_run: bool, batch_size: int) -> None:
     with _storage(settings) as storage:
         report = run_cleanup(
             storage,
-            settings.retention.days,
+            RetentionPolicy(settings.retention.days),
             dry_run=dry_run,
             batch_size=batch_size,
             listener=lambda kind, what: click.echo(f"{kind}\t{what}"),

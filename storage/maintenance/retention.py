@@ -1,17 +1,16 @@
-"""Retention: delete stored bytes once every job using them finished more than RETENTION_DAYS ago.
+"""Retention's mechanics: tombstone the stored files an expiry policy names, delete their bytes, remove leftovers.
 
-Policy. A live stored file is *expired* when no job that references it is unfinished
-or finished less than ``retention_days`` ago, and either some job references it or
-(a row whose job was withdrawn after a broker failure) it is older than
-:data:`UNREFERENCED_ROW_GRACE`. Its row is tombstoned (``deleted_at``) and its bytes
-deleted; jobs, uploads and results stay for the audit trail, the content endpoint
-answers 410, and the same content uploaded later is stored anew.
+Policy. Which live files are *expired* is the domain's decision, handed in as an
+:class:`ExpiryPolicy` (the job retention policy, :class:`jobs.retention.RetentionPolicy`):
+this module knows rows and bytes, not jobs. An expired file's row is tombstoned
+(``deleted_at``) and its bytes deleted; the rows that refer to it stay, and the same
+content uploaded later is stored anew.
 
 Safety. Each batch is two short transactions. The first takes the digests' advisory
 locks without waiting (an upload holding one is skipped until the next run),
 re-checks the policy and tombstones the rows. After it commits, the second takes
 the locks again and deletes the bytes of digests that still have no live row (see
-:mod:`storage.reclaim`), so bytes a concurrent re-upload installed are never
+:mod:`storage.maintenance.reclaim`), so bytes a concurrent re-upload installed are never
 removed. One run at a time across the cluster (:func:`storage.locks.maintenance_lock`);
 a crash leaves tombstones whose bytes the next run's orphan sweep removes.
 
@@ -28,14 +27,14 @@ import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Protocol
 
 from more_itertools import chunked
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from storage import Storage
-from storage.files import referenced_by_jobs
 from storage.locks import maintenance_lock, try_lock_digests
 from storage.maintenance.reclaim import (
     TEMP_FILE_GRACE,
@@ -44,26 +43,25 @@ from storage.maintenance.reclaim import (
     reclaim_blobs,
     stale_temp_files,
 )
-from storage.tables import Job, StoredFile
+from storage.tables import StoredFile
 
-# A row no upload references (its job was withdrawn) expires once this old.
-UNREFERENCED_ROW_GRACE = timedelta(hours=1)
 BATCH_SIZE = 500
 
 # Called with (kind, description) for each thing a dry run would delete.
 Listener = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
-class Cutoffs:
-    """Jobs finished before ``finished_before`` are expired; so are rows nobody uses created before the other."""
+class ExpiryPolicy(Protocol):
+    """Which stored files have expired: the files are the storage's, the decision the domain's."""
 
-    finished_before: datetime
-    unreferenced_before: datetime
+    @property
+    def days(self) -> int:
+        """How long files are kept, as the report states it."""
+        ...
 
-    @classmethod
-    def at(cls, now: datetime, retention_days: int) -> Cutoffs:
-        return cls(now - timedelta(days=retention_days), now - UNREFERENCED_ROW_GRACE)
+    def expired(self, now: datetime) -> ColumnElement[bool]:
+        """The condition a ``stored_files`` row meets once expired, at the database's time ``now``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -95,33 +93,26 @@ class CleanupReport:
         return asdict(self)
 
 
-def expired_clause(cutoffs: Cutoffs) -> ColumnElement[bool]:
-    """The retention policy as a condition on ``stored_files`` rows."""
-    still_needed = referenced_by_jobs(or_(Job.finished_at.is_(None), Job.finished_at >= cutoffs.finished_before))
-    return and_(
-        StoredFile.deleted_at.is_(None),
-        ~still_needed,
-        or_(referenced_by_jobs(), StoredFile.created_at < cutoffs.unreferenced_before),
-    )
-
-
-def find_expired(session: Session, cutoffs: Cutoffs, after: uuid.UUID | None, limit: int) -> list[ExpiredFile]:
-    """Up to ``limit`` expired rows with ids above ``after``, in id order (no locks taken)."""
-    query = select(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path).where(expired_clause(cutoffs))
+def find_expired(
+    session: Session, expired: ColumnElement[bool], after: uuid.UUID | None, limit: int
+) -> list[ExpiredFile]:
+    """Up to ``limit`` live rows meeting ``expired`` with ids above ``after``, in id order (no locks taken)."""
+    live_expired = and_(StoredFile.deleted_at.is_(None), expired)
+    query = select(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path).where(live_expired)
     if after is not None:
         query = query.where(StoredFile.id > after)
     return [ExpiredFile(*row) for row in session.execute(query.order_by(StoredFile.id).limit(limit))]
 
 
-def tombstone_expired(session: Session, cutoffs: Cutoffs, files: list[ExpiredFile]) -> list[ExpiredFile]:
-    """Tombstone those of ``files`` whose digest lock is free and that are still expired; return them."""
+def tombstone_expired(session: Session, expired: ColumnElement[bool], files: list[ExpiredFile]) -> list[ExpiredFile]:
+    """Tombstone those of ``files`` whose digest lock is free and that are live and still ``expired``; return them."""
     locked = try_lock_digests(session, [f.sha256 for f in files])
     ids = [f.id for f in files if f.sha256 in locked]
     if not ids:
         return []
     statement = (
         update(StoredFile)
-        .where(StoredFile.id.in_(ids), expired_clause(cutoffs))
+        .where(StoredFile.id.in_(ids), StoredFile.deleted_at.is_(None), expired)
         .values(deleted_at=func.now())
         .returning(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path)
         .execution_options(synchronize_session=False)
@@ -133,9 +124,16 @@ class _Run:
     """One cleanup: expired files, then stale temp files, then orphan blobs, stopping at the deadline."""
 
     def __init__(
-        self, storage: Storage, report: CleanupReport, batch_size: int, deadline: float | None, listener: Listener
+        self,
+        storage: Storage,
+        policy: ExpiryPolicy,
+        report: CleanupReport,
+        batch_size: int,
+        deadline: float | None,
+        listener: Listener,
     ) -> None:
         self.storage = storage
+        self.policy = policy
         self.report = report
         self.batch_size = batch_size
         self.deadline = deadline
@@ -149,11 +147,11 @@ class _Run:
 
     def expire_files(self) -> None:
         with self.storage.database.transaction() as session:
-            cutoffs = Cutoffs.at(session.scalar(select(func.now())), self.report.retention_days)
+            expired = self.policy.expired(session.scalar(select(func.now())))
         after = None
         while not self.out_of_time():
             with self.storage.database.transaction() as session:
-                batch = find_expired(session, cutoffs, after, self.batch_size)
+                batch = find_expired(session, expired, after, self.batch_size)
             if not batch:
                 return
             after = batch[-1].id
@@ -166,7 +164,7 @@ class _Run:
                         self.report.bytes_freed += file.size
                 continue
             with self.storage.database.transaction() as session:
-                tombstoned = tombstone_expired(session, cutoffs, batch)
+                tombstoned = tombstone_expired(session, expired, batch)
             self.report.tombstoned += len(tombstoned)
             self.report.skipped += len(batch) - len(tombstoned)
             reclaimed = reclaim_blobs(self.storage, {f.sha256 for f in tombstoned})
@@ -206,23 +204,23 @@ class _Run:
 
 def run_cleanup(
     storage: Storage,
-    retention_days: int,
+    policy: ExpiryPolicy,
     *,
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     time_budget: float | None = None,
     listener: Listener | None = None,
 ) -> CleanupReport:
-    """Apply the retention policy and remove leftovers; a dry run only counts and lists (``listener``).
+    """Apply the expiry ``policy`` and remove leftovers; a dry run only counts and lists (``listener``).
 
     Returns at once with status ``skipped`` when another cleanup holds the cluster-wide
     lock (a dry run takes no lock). With ``time_budget`` (seconds) no new batch starts
     after it is spent and the status is ``incomplete``; the next run carries on.
     """
     started = time.monotonic()
-    report = CleanupReport(dry_run=dry_run, retention_days=retention_days)
+    report = CleanupReport(dry_run=dry_run, retention_days=policy.days)
     deadline = started + time_budget if time_budget is not None else None
-    run = _Run(storage, report, batch_size, deadline, listener or (lambda kind, what: None))
+    run = _Run(storage, policy, report, batch_size, deadline, listener or (lambda kind, what: None))
     with nullcontext(True) if dry_run else maintenance_lock(storage.database.engine) as acquired:
         if not acquired:
             report.status, report.reason = "skipped", "another cleanup is running"

@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from config import Settings
 from harness.images import image_bytes
 from harness.processes import start_api
+from jobs.retention import RetentionPolicy
 from storage import Storage
 from storage.maintenance.retention import run_cleanup
 from tests.conftest import MakeApp
@@ -99,7 +100,7 @@ def test_cleanup_removes_leftover_probe_and_upload_files(services_env: dict[str,
             os.utime(tmp / name, (two_hours_ago, two_hours_ago))
         fresh = tmp / "probe-fedcba9876543210"  # a probe running right now
         fresh.write_bytes(b"")
-        report = run_cleanup(storage, settings.retention.days)
+        report = run_cleanup(storage, RetentionPolicy(settings.retention.days))
     finally:
         storage.dispose()
     assert report.status == "done"

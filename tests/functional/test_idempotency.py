@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import func, select, text
 
 from harness.images import image_bytes
-from jobs.idempotency import claim_key, delete_expired_keys, fingerprint
+from jobs.idempotency import Claimed, claim_key, delete_expired_keys, fingerprint
 from jobs.lifecycle import JobParams
 from storage import Storage
 from storage.tables import IdempotencyKey, Job
@@ -65,8 +65,9 @@ def test_same_key_while_the_first_is_in_progress_is_409(
     app = make_app(isolated_env)
     key, image = f"busy-{uuid.uuid4()}", image_bytes(seed=7004)
     digest = hashlib.sha256(image).hexdigest()
+    request = fingerprint(JobParams(model="shapes"), [digest])
     with storage.database.transaction() as session:  # a first request holds the claim
-        assert claim_key(session, key_of(app).tenant_id, key, fingerprint(JobParams(model="shapes"), [digest])) is None
+        assert claim_key(session, key_of(app).tenant_id, key, request) == Claimed()
     response = post(app, key, ("a.png", image))
     assert response.status_code == 409 and response.get_json()["error"]["code"] == "idempotency_key_in_progress"
     assert int(response.headers["Retry-After"]) > 0

@@ -353,8 +353,8 @@ def test_every_app_container_runs_the_image_with_config_and_connections() -> Non
         if obj["metadata"]["name"] in SERVICE_DEPLOYMENTS:
             continue
         for container in all_containers(pod_spec(obj)):
-            if (obj["metadata"]["name"], container["name"]) == ("yolo-jobs-api", PROXY_CONTAINER):
-                continue  # nginx: test_api_pods_serve_through_the_buffering_proxy
+            if container["name"] == PROXY_CONTAINER:
+                continue  # nginx: tested with the API pods and with Flower
             assert container["image"] == TEST_IMAGE
             sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
             assert sources == {"yolo-jobs-config", "yolo-jobs-connections"}, object_id(obj)
@@ -508,6 +508,27 @@ def test_flower_basic_auth_and_metrics() -> None:
         "prometheus.io/port": "5555",
         "prometheus.io/path": "/metrics",
     }
+
+
+def test_flower_route_goes_through_its_proxy() -> None:
+    """The Route and the router reach only the sidecar's 8080 (tests/functional/test_flower_exposure.py runs its
+    nginx.conf); Flower's 5555, where /metrics is open, is for the probes and the monitoring namespaces."""
+    spec = pod_spec(find(RENDERED, "Deployment", "yolo-jobs-flower"))
+    flower, sidecar = spec["containers"]
+    assert sidecar["name"] == PROXY_CONTAINER and sidecar["image"] == default_value(TEMPLATE, "PROXY_IMAGE")
+    assert sidecar["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert flower["ports"] == [{"name": "flower", "containerPort": 5555, "protocol": "TCP"}]
+    assert flower["livenessProbe"]["httpGet"]["port"] == flower["readinessProbe"]["httpGet"]["port"] == "flower"
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    (config,) = [mount for mount in sidecar["volumeMounts"] if mount.get("readOnly")]
+    assert volumes[config["name"]]["configMap"] == {"name": "yolo-jobs-flower-proxy"}
+    route = find(RENDERED, "Route", "yolo-jobs-flower")
+    service_ports = {port["name"]: port for port in find(RENDERED, "Service", "yolo-jobs-flower")["spec"]["ports"]}
+    assert service_ports[route["spec"]["port"]["targetPort"]]["targetPort"] == "http"
+    from_router = find(RENDERED, "NetworkPolicy", "yolo-jobs-from-router")["spec"]["ingress"]
+    assert [rule["ports"] for rule in from_router] == [[{"protocol": "TCP", "port": 8080}]]
+    from_monitoring = find(RENDERED, "NetworkPolicy", "yolo-jobs-flower-from-monitoring")["spec"]["ingress"]
+    assert [rule["ports"] for rule in from_monitoring] == [[{"protocol": "TCP", "port": 5555}]]
 
 
 def test_every_container_has_requests_and_limits() -> None:
@@ -680,9 +701,13 @@ def test_every_pod_is_behind_a_network_policy() -> None:
         )
 
 
-@pytest.mark.parametrize("component", ["api", "flower"])
-def test_only_the_router_reaches_the_api_and_flower(component: str) -> None:
-    assert ingress_peers(pod_labels(component)) == [ROUTER]
+MONITORING = {"namespaceSelector": {"matchLabels": {"network.openshift.io/policy-group": "monitoring"}}}
+
+
+@pytest.mark.parametrize(("component", "peers"), [("api", [ROUTER]), ("flower", [ROUTER, MONITORING])])
+def test_only_the_router_reaches_the_api_and_flower(component: str, peers: list[Object]) -> None:
+    """And the monitoring namespaces reach Flower's /metrics (test_flower_route_goes_through_its_proxy: which port)."""
+    assert ingress_peers(pod_labels(component)) == peers
 
 
 @pytest.mark.parametrize("component", ["postgresql", "rabbitmq", "redis"])

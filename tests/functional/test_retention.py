@@ -30,17 +30,19 @@ from config.paths import PROJECT_ROOT
 from harness.images import image_bytes
 from harness.processes import VENV_BIN, ServiceProcess, start_worker, wait_until
 from jobs.lifecycle import FileResult, withdraw_job
+from jobs.retention import RetentionPolicy
 from storage import Storage
 from storage.blobs import blob_relpath
 from storage.locks import lock_digests, maintenance_lock
 from storage.maintenance.fsck import run_fsck
 from storage.maintenance.reclaim import reclaim_blobs
-from storage.maintenance.retention import Cutoffs, find_expired, run_cleanup, tombstone_expired
+from storage.maintenance.retention import find_expired, run_cleanup, tombstone_expired
 from storage.tables import StoredFile, Upload
 from tests.conftest import MakeApp
 from tests.helpers import complete_job, create_queued_job, job_state, key_of
 
 DAYS = 30
+POLICY = RetentionPolicy(DAYS)
 HOUR = 3600
 T = TypeVar("T")
 
@@ -116,7 +118,7 @@ def test_expired_fresh_and_shared_blobs(store: Storage) -> None:
         finish(store, job_id, days)
     # pending_new stays queued: an unfinished job keeps an old file alive.
 
-    report = run_cleanup(store, DAYS)
+    report = run_cleanup(store, POLICY)
 
     gone = file_of(store, expired)
     assert (report.status, report.tombstoned, report.files_deleted) == ("done", 1, 1)
@@ -127,7 +129,7 @@ def test_expired_fresh_and_shared_blobs(store: Storage) -> None:
     job = job_state(store, expired)  # the audit trail stays
     result = job.uploads[0].result
     assert job.status == "succeeded" and result is not None and result.detections == [{"class_name": "circle"}]
-    again = run_cleanup(store, DAYS)
+    again = run_cleanup(store, POLICY)
     assert (again.tombstoned, again.files_deleted, again.bytes_freed) == (0, 0, 0)
 
 
@@ -148,7 +150,7 @@ def test_tombstone_answers_410_and_same_content_is_stored_anew(
     finish(store, old_job, DAYS + 5)
     old_file = file_of(store, old_job)
     assert content(client, old_file.id) == data
-    assert run_cleanup(store, DAYS).files_deleted == 1
+    assert run_cleanup(store, POLICY).files_deleted == 1
 
     gone = client.get(f"/api/v1/files/{old_file.id}/content")
     assert gone.status_code == 410 and gone.get_json()["error"]["code"] == "gone", gone.get_json()
@@ -168,12 +170,12 @@ def test_row_of_a_withdrawn_job_expires_after_the_grace_period(store: Storage) -
     file = file_of(store, job_id)
     with store.database.transaction() as session:
         withdraw_job(session, job_id)  # as when the broker refused the task
-    assert run_cleanup(store, DAYS).tombstoned == 0 and state(store, file) == (True, True)
+    assert run_cleanup(store, POLICY).tombstoned == 0 and state(store, file) == (True, True)
     with store.database.transaction() as session:
         session.execute(
             text("UPDATE stored_files SET created_at = now() - interval '2 hours' WHERE id = :id"), {"id": file.id}
         )
-    assert run_cleanup(store, DAYS).files_deleted == 1 and state(store, file) == (False, False)
+    assert run_cleanup(store, POLICY).files_deleted == 1 and state(store, file) == (False, False)
 
 
 def test_upload_holding_the_digest_lock_is_never_undercut(store: Storage) -> None:
@@ -185,13 +187,13 @@ def test_upload_holding_the_digest_lock_is_never_undercut(store: Storage) -> Non
     # An upload of the same content is mid-transaction: the cleanup skips the digest.
     with store.database.transaction() as session:
         lock_digests(session, [old_file.sha256])
-        report = run_cleanup(store, DAYS)
+        report = run_cleanup(store, POLICY)
     assert (report.tombstoned, report.skipped) == (0, 1) and state(store, old_file) == (True, True)
 
     # The tombstone commits, then a re-upload installs new bytes at the same path before the bytes go.
     with store.database.transaction() as session:
-        cutoffs = Cutoffs.at(session.scalar(text("SELECT now()")), DAYS)
-        assert tombstone_expired(session, cutoffs, find_expired(session, cutoffs, None, 10)) != []
+        expired = POLICY.expired(session.scalar(text("SELECT now()")))
+        assert tombstone_expired(session, expired, find_expired(session, expired, None, 10)) != []
     new_job = create_queued_job(store, data)
     assert reclaim_blobs(store, {old_file.sha256}).files == 0
     new_file = file_of(store, new_job)
@@ -213,7 +215,7 @@ def test_cleanup_racing_uploads_of_the_same_content_never_loses_referenced_bytes
             start = threading.Barrier(2)
             head_start = [0.0, random.uniform(0, 0.02)]
             random.shuffle(head_start)  # either side may go first, by up to 20 ms
-            cleaning = pool.submit(_after, start, head_start[0], partial(run_cleanup, store, DAYS))
+            cleaning = pool.submit(_after, start, head_start[0], partial(run_cleanup, store, POLICY))
             uploading = pool.submit(_after, start, head_start[1], partial(create_queued_job, store, data))
             cleaning.result(timeout=30)
             new_job = uploading.result(timeout=30)
@@ -221,7 +223,7 @@ def test_cleanup_racing_uploads_of_the_same_content_never_loses_referenced_bytes
             file = file_of(store, new_job)
             assert state(store, file) == (True, True), f"iteration {i}: {outcomes}"
             assert hashlib.sha256(store.blobs.path_of(file.path).read_bytes()).hexdigest() == file.sha256
-    run_cleanup(store, DAYS)
+    run_cleanup(store, POLICY)
     with store.database.transaction() as session:
         live = session.scalars(text("SELECT path FROM stored_files WHERE deleted_at IS NULL")).all()
     assert len(live) == 50 and all(store.blobs.exists(p) for p in live)
@@ -234,8 +236,8 @@ def test_only_one_cleanup_runs_at_a_time(store: Storage) -> None:
     finish(store, job_id, DAYS + 1)
     with maintenance_lock(store.database.engine) as acquired:
         assert acquired
-        skipped = run_cleanup(store, DAYS)
-        assert run_cleanup(store, DAYS, dry_run=True).tombstoned == 1  # a dry run needs no lock
+        skipped = run_cleanup(store, POLICY)
+        assert run_cleanup(store, POLICY, dry_run=True).tombstoned == 1  # a dry run needs no lock
     assert (skipped.status, skipped.reason, skipped.tombstoned) == (
         "skipped",
         "another cleanup is running",
@@ -244,7 +246,7 @@ def test_only_one_cleanup_runs_at_a_time(store: Storage) -> None:
         True,
         True,
     )
-    assert run_cleanup(store, DAYS).files_deleted == 1
+    assert run_cleanup(store, POLICY).files_deleted == 1
 
 
 def test_leftovers_and_dry_run(env: dict[str, str], store: Storage) -> None:
@@ -280,7 +282,7 @@ def test_leftovers_and_dry_run(env: dict[str, str], store: Storage) -> None:
     assert old_orphan.exists() and old_temp.exists() and store.blobs.exists(crashed_file.path)
     assert state(store, expired_file) == (True, True)
 
-    report = run_cleanup(store, DAYS)
+    report = run_cleanup(store, POLICY)
     assert (report.tombstoned, report.files_deleted, report.temp_files_removed, report.orphan_blobs_removed) == (
         1,
         1,

@@ -10,7 +10,7 @@ from config.paths import BUNDLED_MODEL
 from inference.backends import UltralyticsDetector, choose, load
 from jobs.catalog import inference_size
 from jobs.lifecycle import JobParams
-from tasks.detection import inference_size as worker_inference_size
+from tasks.detection import inference_size_on
 
 
 @pytest.mark.parametrize("stride", [8, 16, 32, 64])
@@ -35,4 +35,4 @@ def test_the_worker_reports_and_predicts_at_the_same_size() -> None:
     for requested in (None, 100, 320, 1000):
         expected = inference_size(requested, pytorch.imgsz, pytorch.stride)
         for detector in (pytorch, preferred):
-            assert worker_inference_size(detector, JobParams(model="shapes", imgsz=requested)) == expected
+            assert inference_size_on(detector, JobParams(model="shapes", imgsz=requested)) == expected

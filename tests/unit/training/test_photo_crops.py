@@ -11,7 +11,7 @@ import pytest
 from config.paths import BUNDLED_MODEL
 from training import photo_crops
 from training.photo_crops import CROP_SEED, boxes_per_photo, photo_of, render_photo_crop
-from training.scenes import SCENES5
+from training.scenes import MOSTLY_PHOTOS
 from training.shapes import render_sample
 from training.train import STAGES
 
@@ -20,9 +20,9 @@ def test_crops_are_unlabelled_deterministic_and_go_round_the_photographs() -> No
     first, shapes = render_photo_crop(CROP_SEED, 3)
     again, _ = render_photo_crop(CROP_SEED, 3)
     assert shapes == [] and np.array_equal(np.asarray(first), np.asarray(again))
-    following, _ = render_photo_crop(CROP_SEED, 3 + len(SCENES5.photos))  # the same photograph, another crop
+    following, _ = render_photo_crop(CROP_SEED, 3 + len(MOSTLY_PHOTOS.photos))  # the same photograph, another crop
     assert not np.array_equal(np.asarray(first), np.asarray(following.resize(first.size)))
-    assert {photo_of(index) for index in range(len(SCENES5.photos))} == set(SCENES5.photos)
+    assert {photo_of(index) for index in range(len(MOSTLY_PHOTOS.photos))} == set(MOSTLY_PHOTOS.photos)
 
 
 def test_no_stage_draws_the_crop_seed() -> None:
@@ -34,7 +34,7 @@ def test_each_box_counts_against_the_photograph_of_its_crop(tmp_path: Path, monk
     # Clean shapes in place of the crops: the bundled model boxes nearly every one, and each box must be counted
     # against the photograph whose turn that index is.
     monkeypatch.setattr(photo_crops, "render_photo_crop", lambda _seed, index: (render_sample(3, index)[0], []))
-    count = 2 * len(SCENES5.photos)
+    count = 2 * len(MOSTLY_PHOTOS.photos)
     boxes = boxes_per_photo(BUNDLED_MODEL, count, tmp_path)
     drawn: Counter[str] = Counter()
     for index in range(count):

@@ -17,23 +17,23 @@ from config.paths import PROJECT_ROOT
 from training import scenes
 from training.scenes import (
     CLEAN_EVERY,
+    EVALUATION_CASES,
+    FONT_GLYPHS,
     FONTS,
     GRACE_HOPPER,
     INPUT_SIDE,
     MIN_VISIBLE_FRACTION,
+    MOSTLY_PHOTOS,
     NEGATIVE_FRACTION,
+    OUTLINES_AND_SPECKS,
     PHOTOS,
-    SCENES2,
-    SCENES3,
-    SCENES4,
-    SCENES5,
     SceneStyle,
     _visible_part,
+    render_evaluation_cases,
     render_hollow,
     render_mixed,
     render_photos,
     render_scene,
-    render_scene2,
 )
 from training.shapes import Renderer, render_sample, write_dataset
 
@@ -62,10 +62,10 @@ def test_labels_are_whole_shapes_inside_the_picture_and_some_scenes_have_none() 
     assert sum(counts) >= SAMPLES * 2
 
 
-def test_scenes2_labels_mostly_visible_border_cut_shapes_with_their_clipped_box() -> None:
+def test_evaluation_cases_label_mostly_visible_border_cut_shapes_with_their_clipped_box() -> None:
     touching = 0
     for index in range(SAMPLES):
-        image, shapes = render_scene2(0, index)
+        image, shapes = render_evaluation_cases(0, index)
         for shape in shapes:
             x1, y1, x2, y2 = shape.box
             assert 0 <= x1 < x2 <= image.width - 1 and 0 <= y1 < y2 <= image.height - 1
@@ -99,7 +99,8 @@ def test_specks_are_smaller_than_the_smallest_labelled_shape_at_the_input() -> N
 
 
 @pytest.mark.parametrize(
-    ("render", "style"), [(render_mixed, SCENES3), (render_hollow, SCENES4), (render_photos, SCENES5)]
+    ("render", "style"),
+    [(render_mixed, FONT_GLYPHS), (render_hollow, OUTLINES_AND_SPECKS), (render_photos, MOSTLY_PHOTOS)],
 )
 def test_a_hard_stage_pool_mixes_clean_images_into_scenes_of_its_style(render: Renderer, style: SceneStyle) -> None:
     for index in (0, 1, CLEAN_EVERY, CLEAN_EVERY + 1):
@@ -112,15 +113,15 @@ def test_a_hard_stage_pool_mixes_clean_images_into_scenes_of_its_style(render: R
 
 
 def test_each_pool_style_adds_to_the_one_before() -> None:
-    assert SCENES3.font_glyphs and not SCENES2.font_glyphs
-    assert SCENES4.hollow and not SCENES3.hollow
-    assert GRACE_HOPPER in SCENES5.photos and GRACE_HOPPER not in SCENES4.photos
-    assert 0 < SCENES5.bare_photo_fraction < 1 and SCENES4.bare_photo_fraction == 0
+    assert FONT_GLYPHS.font_glyphs and not EVALUATION_CASES.font_glyphs
+    assert OUTLINES_AND_SPECKS.hollow and not FONT_GLYPHS.hollow
+    assert GRACE_HOPPER in MOSTLY_PHOTOS.photos and GRACE_HOPPER not in OUTLINES_AND_SPECKS.photos
+    assert 0 < MOSTLY_PHOTOS.bare_photo_fraction < 1 and OUTLINES_AND_SPECKS.bare_photo_fraction == 0
 
 
 def test_a_bare_photograph_carries_no_label() -> None:
-    bare = dataclasses.replace(SCENES5, photo_fraction=1.0, bare_photo_fraction=1.0)
-    drawn = dataclasses.replace(SCENES5, photo_fraction=1.0, bare_photo_fraction=0.0)
+    bare = dataclasses.replace(MOSTLY_PHOTOS, photo_fraction=1.0, bare_photo_fraction=1.0)
+    drawn = dataclasses.replace(MOSTLY_PHOTOS, photo_fraction=1.0, bare_photo_fraction=0.0)
     assert not any(render_scene(8, index, bare)[1] for index in range(12))
     assert sum(bool(render_scene(8, index, drawn)[1]) for index in range(12)) >= 6
 
@@ -156,7 +157,7 @@ def test_fonts_ship_in_the_matplotlib_wheel(name: str) -> None:
 
 
 def test_the_evaluation_photos_and_fonts_are_never_in_training_scenes() -> None:
-    assert not {"bus.jpg", "zidane.jpg"} & {Path(path).name for _, path in SCENES5.photos}
+    assert not {"bus.jpg", "zidane.jpg"} & {Path(path).name for _, path in MOSTLY_PHOTOS.photos}
     source = Path(scenes.__file__).read_text()
     assert "ultralytics" not in source
     assert "cv2" not in source  # the evaluation writes its text in OpenCV's Hershey fonts
