@@ -12,13 +12,13 @@ export YOLO_CONFIG_DIR ?= $(CURDIR)/var/ultralytics
 export LOG_FORMAT ?= text
 CHROMIUM := /usr/bin/chromium
 # Empty: torch comes from PyPI with its CUDA wheels (about 5 GB). PyTorch's CPU index
-# (https://download.pytorch.org/whl/cpu) installs a CPU-only torch first instead (README: What the install costs).
+# (https://download.pytorch.org/whl/cpu) installs a CPU-only torch first instead (docs/operations.md: What the install costs).
 TORCH_INDEX_URL ?=
 NGINX := /usr/sbin/nginx
 
 # Each process's command, written once: its make target runs it, and `make run` starts them all.
 # gunicorn on API_BIND (127.0.0.1:8001) behind nginx on PROXY_BIND (127.0.0.1:8000): proxy/nginx.conf.in says why.
-API_CMD := $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+API_CMD := $(BIN)/gunicorn -c python:gunicorn_config "app:create_app()"
 PROXY_CMD := $(BIN)/python -m proxy
 # One local worker serves every queue; OpenShift runs webhooks (no GPU) in a worker of their own.
 WORKER_CMD := $(BIN)/celery -A tasks worker -Q inference,maintenance,webhooks -E --loglevel INFO

@@ -2,9 +2,10 @@
 
 ``tasks/__init__.py`` loads it with ``app.config_from_object(from_settings(settings))``
 and the API's task dispatcher starts from the same mapping. Queues are durable,
-messages are JSON and carry only IDs, publishing waits for RabbitMQ's confirms, a
-task is acknowledged only after it finished, and every task's queue is declared
-here, once (``task_routes``).
+messages are JSON and carry only IDs, publishing waits for RabbitMQ's confirms and
+retries as :data:`PUBLISH_RETRY_POLICY` says (every sender alike), a task is
+acknowledged only after it finished, and every task's queue is declared here, once
+(``task_routes``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
 # is accepted, nothing answers) must cost what one that is down costs; Celery's defaults wait 120 s for
 # a reply. Redis answers in well under a millisecond; what waits on it is best effort.
 REDIS_TIMEOUT_SECONDS = 0.5
+
+# How every task message of yolo-jobs is published (the API's, beat's and the workers' alike): a broker
+# connection that drops is tried twice more within about a second, then the send raises. The API answers
+# its request meanwhile (503 when it gives up); what beat or a worker fails to send, the reaper or the
+# webhook sweep sends again.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
 EXCHANGE = Exchange("yolo-jobs", type="direct", durable=True)
 QUEUES = (
@@ -47,6 +54,8 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,
         "broker_transport_options": {"confirm_publish": True},
+        "task_publish_retry": True,
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

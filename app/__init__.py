@@ -1,4 +1,4 @@
-"""The yolo-jobs HTTP API and web pages: ``gunicorn -c gunicorn.conf.py "app:create_app()"``.
+"""The yolo-jobs HTTP API and web pages: ``gunicorn -c python:gunicorn_config "app:create_app()"``.
 
 This package speaks HTTP only. It changes jobs through ``jobs`` (the lifecycle),
 keeps bytes and rows through ``storage``, and sends tasks to the workers by name
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flas
     if not app.testing:
         configure_logging(settings.log_format)
 
-    from app import auth, cli, converters, errors, extensions, metrics, quotas, uploads, web
+    from app import auth, auth_throttle, cli, converters, errors, extensions, metrics, quotas, uploads, web
     from app.api import bp as api_bp
     from app.health import bp as health_bp
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flas
     errors.init_app(app)
     uploads.init_app(app)
     metrics.init_app(app)
+    auth_throttle.init_app(app)  # before auth: an address over its limit is refused before its key is checked
     auth.init_app(app)
     quotas.init_app(app, settings)  # after auth: its limits are per tenant
     cli.init_app(app)

@@ -26,6 +26,7 @@ from accounts.keys import Principal, find_principal, note_used, principal_of_key
 from app.errors import ApiError, error_response, to_api_error
 from app.extensions import db_session
 from app.metrics import AUTH_FAILURES
+from config.api_paths import is_api_path
 
 SESSION_KEY = "key_id"
 KEY_CHECK_ENDPOINT = "auth.key_check"
@@ -103,21 +104,18 @@ def checks_credentials() -> bool:
     return endpoint is not None and (endpoint not in OPEN_ENDPOINTS or endpoint in KEY_CHECKING_ENDPOINTS)
 
 
-def _is_api(path: str) -> bool:
-    return path.startswith("/api/") or path == "/metrics"
-
-
 def _principal_for(path: str, method: str) -> Principal | None:
-    """Who the credentials stand for on ``method path``: the bearer key, else (web pages, API reads) the session."""
+    """Who the credentials stand for on ``method path``: the bearer key, else (web pages, and reads on the API's
+    paths, :mod:`config.api_paths`) the session."""
     principal = _bearer_principal()
-    if principal is None and (not _is_api(path) or method in SAFE_METHODS):
+    if principal is None and (not is_api_path(path) or method in SAFE_METHODS):
         principal = _session_principal()
     return principal
 
 
 def _refuse(path: str, full_path: str) -> Response:
     """No principal: 401 for the API (raised), the sign-in page (303) for the web pages."""
-    if _is_api(path):
+    if is_api_path(path):
         raise unauthorized("This API needs an API key: 'Authorization: Bearer <key>'.")
     return redirect(url_for("web.sign_in_form", next=full_path), 303)
 
@@ -180,9 +178,8 @@ def _challenge(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from app import auth_throttle  # here: it reads this module's endpoints
-
-    auth_throttle.init_app(app)  # first: an address over its limit is refused before its credentials are checked
+    """After :func:`app.auth_throttle.init_app`: an address over its limit is refused before its credentials
+    are checked."""
     app.before_request(_authenticate)
     app.after_request(_challenge)
     app.register_blueprint(bp)

@@ -39,20 +39,15 @@ class TaskDispatcher:
         self.celery.config_from_object(celery_config.from_settings(settings))
 
     def send_detect(self, job_id: uuid.UUID, task_id: str) -> None:
-        """Publish the job's task as ``task_id``, retrying the connection briefly; raise when the broker refuses."""
-        self.celery.send_task(
-            DETECT_TASK,
-            args=[str(job_id)],
-            task_id=task_id,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
-        )
+        """Publish the job's task as ``task_id``; raise when the broker refuses it.
+
+        Every publish retries a dropped connection as ``celery_config.PUBLISH_RETRY_POLICY`` says.
+        """
+        self.celery.send_task(DETECT_TASK, args=[str(job_id)], task_id=task_id)
 
     def send_webhook_delivery(self, delivery_id: uuid.UUID) -> None:
         """Publish the delivery task of a webhook (after the commit that recorded it: ``webhooks.outbox``)."""
-        self.celery.send_task(
-            DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], retry=True, retry_policy={"max_retries": 1}
-        )
+        self.celery.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
 
     def revoke(self, task_id: str) -> None:
         """Tell every worker to discard ``task_id`` (Flower shows REVOKED); best effort: the job is cancelled anyway."""

@@ -1,5 +1,5 @@
-"""Errors with the right 4xx/5xx status: ``{"error": {"code", "message"}}`` JSON under /api and the
-health routes, an HTML page with the same sentence everywhere else (never a stack trace)."""
+"""Errors with the right 4xx/5xx status: ``{"error": {"code", "message"}}`` JSON on the API's paths
+(:mod:`config.api_paths`), an HTML page with the same sentence everywhere else (never a stack trace)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from app.job_refusals import JOB_REFUSALS
+from config.api_paths import is_api_path
+from jobs.errors import BrokerUnavailable, JobRefused
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
-JSON_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
 
 HTTP_CODES = {
     400: "bad_request",
@@ -66,6 +69,9 @@ def to_api_error(exc: Exception) -> ApiError:
     """Map any exception to the error a client should see."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, JobRefused):
+        refusal = JOB_REFUSALS[type(exc)]
+        return ApiError(refusal.status, refusal.code, str(exc), refusal.retry_after)
     if isinstance(exc, RequestEntityTooLarge):
         return ApiError(413, "too_large", _too_large_message())
     if isinstance(exc, MalformedHttp):  # gunicorn's, raised as the app reads a body it cannot parse
@@ -79,7 +85,7 @@ def to_api_error(exc: Exception) -> ApiError:
         log.error("storage volume is full: %s", exc)
         message = "The storage volume is full; try again later."
         return ApiError(507, "insufficient_storage", message, RETRY_AFTER_SECONDS)
-    if isinstance(exc, BrokerError | ConnectionError):
+    if isinstance(exc, BrokerError | ConnectionError | BrokerUnavailable):
         return service_unavailable("broker")
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "internal_error", "An unexpected error occurred.")
@@ -97,9 +103,9 @@ def _too_large_message() -> str:
 
 def handle_error(exc: Exception) -> Response:
     error = to_api_error(exc)
-    return error_response(error) if request.path.startswith(JSON_PATHS) else error_page(error)
+    return error_response(error) if is_api_path(request.path) else error_page(error)
 
 
 def init_app(app: Flask) -> None:
-    """Answer every error as JSON under /api and the health routes, and as an HTML page elsewhere."""
+    """Answer every error as JSON on the API's paths, and as an HTML page elsewhere."""
     app.register_error_handler(Exception, handle_error)

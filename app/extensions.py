@@ -3,7 +3,7 @@ task dispatcher, the job service, and the request's database session.
 
 One session per request (flaskr's ``get_db``): opened on first use, closed by
 ``teardown_appcontext`` whatever happened, so templates and serializers read
-attached objects. Commits are explicit where the job service needs one.
+attached objects. Commits are explicit where the job service (``jobs.service``) needs one.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 from app.dispatcher import TaskDispatcher
-from app.job_service import JobService
 from config import Settings
+from jobs.service import JobService
 from storage import Storage
 from storage.schema import apply_schema
 from webhooks.outbox import publish_after_commit

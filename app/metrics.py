@@ -2,7 +2,7 @@
 authentications.
 
 Under gunicorn every worker process records into prometheus_client's
-multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py and read
+multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn_config.py and read
 into ``Settings.api.metrics_dir``), and ``/metrics`` adds them up, whichever worker
 answers the scrape.
 """
@@ -23,6 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from app.extensions import get_settings
+
 REQUESTS = Counter("yolo_api_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
 REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a request", ["endpoint"])
 UPLOAD_BYTES = Counter("yolo_api_upload_bytes_total", "Bytes of images accepted in new jobs")
@@ -40,8 +42,6 @@ log = logging.getLogger("app.requests")
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    from app.extensions import get_settings  # here: the extensions' job service counts into this module
-
     if get_settings().api.metrics_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -17,7 +17,8 @@ two ``f`` while it is decoded:
 
 The result is RGB, turned upright (EXIF orientation), with the scale from the
 original's upright pixels to its own, so boxes stored in original pixels land where
-they belong.
+they belong. The reduction factor and the turn upright are the rules the worker
+decodes by too (:mod:`storage.images`); only the decoding is Pillow's here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from storage.images import UPRIGHT, exif_orientation, reduction, upright_size
+
 # The longest side of an image drawn here; larger ones are reduced by 2, 4, 8… to fit.
 MAX_SIDE = 3072
 # Formats without a reduced decode are decoded whole only up to this many pixels (48 MB as RGB).
@@ -47,16 +50,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> (Pillow mode, samples per pixel) for the 8-bit kinds decoded in bands.
 PNG_BAND_MODES = {0: ("L", 1), 2: ("RGB", 3), 3: ("P", 1), 4: ("LA", 2), 6: ("RGBA", 4)}
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"}
-ORIENTATION_TAG = 0x0112
-UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 class TooLargeToDraw(ValueError):
@@ -74,14 +67,6 @@ class Reduced:
     scale_y: float
 
 
-def reduction(width: int, height: int, max_side: int = MAX_SIDE) -> int:
-    """The smallest power of two that brings the longest side to ``max_side`` or under."""
-    factor = 1
-    while max(width, height) > max_side * factor:
-        factor *= 2
-    return factor
-
-
 def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
     """Decode ``path`` to at most ``max_side`` (:data:`MAX_SIDE`, or a thumbnail's) on its longest side.
 
@@ -90,8 +75,9 @@ def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
     with Image.open(path) as image:
         source_format = image.format or ""
         width, height = image.size
-        orientation = _orientation(image)
-        factor = reduction(width, height, max_side)
+        orientation = exif_orientation(image)
+        upright = upright_size(image, orientation)
+        factor = reduction(max(width, height), max_side)
         if source_format == "JPEG" and factor > 1:
             drawn = _jpeg(image, factor, max_side)
         elif width * height <= MAX_FULL_DECODE_PIXELS:
@@ -101,23 +87,23 @@ def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
                 drawn = png_in_bands(handle, factor)
         else:
             raise TooLargeToDraw(f"{width}x{height} {source_format}")
-    if orientation in UPRIGHT:
-        drawn = drawn.transpose(UPRIGHT[orientation])
-        if orientation >= 5:
-            width, height = height, width
-    return Reduced(drawn, source_format, width / drawn.width, height / drawn.height)
+    if source_format != "TIFF":  # Pillow turns a TIFF upright as it loads it
+        drawn = turned_upright(drawn, orientation)
+    return Reduced(drawn, source_format, upright[0] / drawn.width, upright[1] / drawn.height)
 
 
-def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation, read without decoding pixels (Pillow's PNG ``getexif`` loads the whole image)."""
-    if image.format != "PNG":
-        return int(image.getexif().get(ORIENTATION_TAG, 1))
-    raw = image.info.get("exif")  # an eXIf chunk before the image data
-    if not raw:
-        return 1
-    exif = Image.Exif()
-    exif.load(raw)
-    return int(exif.get(ORIENTATION_TAG, 1))
+def turned_upright(image: Image.Image, orientation: int) -> Image.Image:
+    """``image`` turned as EXIF ``orientation`` says it is shown (:data:`storage.images.UPRIGHT`)."""
+    turn = UPRIGHT.get(orientation)
+    if turn is None:
+        return image
+    if turn.transpose:
+        image = image.transpose(Image.Transpose.TRANSPOSE)
+    if turn.mirror_left_right:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if turn.mirror_top_bottom:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return image
 
 
 def _shrink(image: Image.Image, factor: int) -> Image.Image:
@@ -137,7 +123,7 @@ def _jpeg(image: Image.Image, factor: int, max_side: int) -> Image.Image:
     width, height = image.size
     image.draft("RGB", (width // factor, height // factor))  # libjpeg scales by at most 8
     image.load()
-    return _shrink(image, reduction(*image.size, max_side))
+    return _shrink(image, reduction(max(image.size), max_side))
 
 
 # --- PNG in bands -----------------------------------------------------------------------------

@@ -1,14 +1,13 @@
 """``python -m bench`` (``make bench``): every benchmark, each with the baseline it is measured against.
 
-Each suite's figures are also written under ``var/bench/`` (``bench/report.py``) and
-printed beside the last recorded run's.
+Each suite's run is appended, dated, with the commit and the machine, to ``docs/benchmarks.md``
+(``bench/report.py``), and printed beside the suite's previous entry there.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import time
 
 from bench import report
 
@@ -17,14 +16,12 @@ SUITES = ("bench.upload", "bench.api_post", "bench.pipeline", "bench.backends", 
 
 def main(names: list[str]) -> None:
     for name in names or SUITES:
-        started = time.perf_counter()
-        figures = importlib.import_module(name).run()
-        last = report.previous(name)
-        path = report.write(name, figures)
-        print(f"\n== {name} ({time.perf_counter() - started:.0f} s; {path})")
+        run = report.measure(name, f"python -m bench {name}", importlib.import_module(name).run)
+        last = report.append(run)
+        print(f"\n== {name} ({run.seconds:.0f} s; appended to {report.RESULTS_FILE})")
         print(f"  {'':<62} {'this run':>12} {'last run':>12}")
-        for label, value in figures.items():
-            before = f"{last[label]:>12.3f}" if label in last else f"{'':>12}"
+        for label, value in run.figures.items():
+            before = f"{last[label.strip()]:>12.3f}" if label.strip() in last else f"{'':>12}"
             print(f"  {label:<62} {value:>12.3f} {before}")
 
 

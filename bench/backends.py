@@ -14,7 +14,6 @@ work on the machine only ever slows a pass down.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -74,7 +73,7 @@ def run(images: int = IMAGES, repeats: int = REPEATS) -> dict[str, float]:
     jpegs = shapes_jpegs(images)
     cores = cpu_budget().count
     ultralytics_threads = torch.get_num_threads()
-    figures = {"load average (1 min) at start": os.getloadavg()[0]}
+    figures: dict[str, float] = {}
     baseline_before = max(bare_predict_loop(jpegs) for _ in range(repeats))
     rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="yolo-bench-exports-") as tmp:
@@ -107,7 +106,6 @@ def run(images: int = IMAGES, repeats: int = REPEATS) -> dict[str, float]:
     for label, rate in rows.items():
         figures[f"{label} images/s"] = rate
         figures[f"{label} / baseline"] = rate / baseline
-    figures["load average (1 min) at end"] = os.getloadavg()[0]
     return figures
 
 
@@ -118,9 +116,11 @@ def main() -> None:
     arguments = parser.parse_args()
     from bench import report
 
-    figures = run(arguments.images, arguments.repeats)
-    print(report.write("bench.backends", figures))
-    for label, value in figures.items():
+    command = f"python -m bench.backends --images {arguments.images} --repeats {arguments.repeats}"
+    measured = report.measure("bench.backends", command, lambda: run(arguments.images, arguments.repeats))
+    report.append(measured)
+    print(f"appended to {report.RESULTS_FILE}")
+    for label, value in measured.figures.items():
         print(f"  {label:<60} {value:>10.3f}")
 
 

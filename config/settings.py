@@ -1,20 +1,38 @@
-"""Every setting of yolo-jobs, read from environment variables here and nowhere else.
+"""Every setting of yolo-jobs, declared once here: its environment variable, type, default, bounds and meaning.
 
 Each process builds one :class:`Settings` at start-up (``Settings.from_env()``) and
 passes it on: ``create_app(settings)``, the Celery app in ``tasks``, gunicorn's
-``gunicorn.conf.py`` and the maintenance commands. Defaults work on a developer
-machine with PostgreSQL, RabbitMQ and Redis on localhost; OpenShift sets the same
-variables from a ConfigMap and Secrets. Fields only the API or only the workers use
-are grouped as :class:`ApiSettings` and :class:`WorkerSettings`.
+configuration and the maintenance commands. A bad value stops that start-up with
+a :class:`SettingsError` that names the variable and what it allows. Defaults work on a
+developer machine with PostgreSQL, RabbitMQ and Redis on localhost; OpenShift sets the
+same variables from a ConfigMap and Secrets. Fields only the API, only the workers or one
+concern use are grouped (:class:`ApiSettings`, :class:`WorkerSettings`, ...).
+
+The declarations are pydantic fields: the alias is the variable, the description its one
+line of meaning, ``ge``/``le`` its bounds. ``docs/configuration.md`` is generated from
+them (``python -m config.reference``), so a setting is explained here and nowhere else.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from config.paths import BUNDLED_MODEL, VAR_DIR
 
@@ -29,161 +47,382 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
 
-def parse_model_registry(spec: str) -> dict[str, str]:
-    """Parse ``name=path,name=path`` into an ordered mapping of model names to weights paths."""
+def shown(*, default: str | None = None, allowed: str | None = None) -> dict[str, str]:
+    """What the configuration table shows where the declaration alone cannot say it (``json_schema_extra``):
+    a default that is derived or depends on the machine, or the form of a value that is parsed."""
+    return {key: value for key, value in (("default", default), ("allowed", allowed)) if value is not None}
+
+
+def _model_registry(spec: object) -> object:
+    """``name=path,name=path`` as an ordered mapping of model names to weights paths."""
+    if not isinstance(spec, str):
+        return spec
     registry: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise SettingsError(f"YOLO_MODELS entry {item!r} is not name=path")
-        registry[name.strip()] = path.strip()
+            raise ValueError(f"entry {item!r} is not name=path")
+        name = MODEL_ALIASES.get(name.strip(), name.strip())
+        if name in registry:
+            raise ValueError(f"it names the model {name!r} twice (once under an old name)")
+        registry[name] = path.strip()
     return registry
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(env.get(name, default))
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer") from exc
-
-
-def _positive_or_none(env: Mapping[str, str], name: str) -> int | None:
-    """A positive integer, or ``None`` when unset or empty (the setting's derived default)."""
-    if not env.get(name, "").strip():
-        return None
-    value = _int(env, name, 0)
-    if value < 1:
-        raise SettingsError(f"{name} must be a positive integer")
-    return value
-
-
-def _clock_time(env: Mapping[str, str], name: str, default: tuple[int, int]) -> tuple[int, int]:
+def _clock_time(raw: object) -> object:
     """An ``HH:MM`` time of day as ``(hour, minute)``."""
-    raw = env.get(name)
-    if raw is None:
-        return default
-    hour, _, minute = raw.strip().partition(":")
-    digits = hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()
-    if not digits or not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
-        raise SettingsError(f"{name} must be a time of day as HH:MM")
-    return int(hour), int(minute)
+    if not isinstance(raw, str):
+        return raw
+    matched = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", raw.strip(), flags=re.ASCII)
+    if not matched:
+        raise ValueError()  # the error names the form allowed, which says it all
+    return int(matched[1]), int(matched[2])
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    """The HTTP API and its gunicorn server."""
-
-    # gunicorn's address; clients reach it through the proxy (nginx, ``proxy/``) on proxy_bind.
-    bind: str = "127.0.0.1:8001"
-    proxy_bind: str = "127.0.0.1:8000"
-    processes: int = 2  # WEB_CONCURRENCY
-    threads: int = 4
-    timeout: int = 120
-    # Addresses whose X-Forwarded-* headers gunicorn trusts (the OpenShift router's).
-    forwarded_allow_ips: str = "127.0.0.1"
-    max_upload_bytes: int = 64 * 1024 * 1024
-    secret_key: str | None = None
-    # An admin API key to import at deploy time (``flask --app app keys bootstrap``; a generated Secret).
-    bootstrap_admin_key: str | None = None
-    # Per tenant: jobs it may create per minute, and jobs it may have queued or running at once.
-    jobs_per_minute: int = 120
-    max_active_jobs: int = 200
-    # Where the rate limiter keeps its counters (default: the result backend's Redis).
-    rate_limit_storage_url: str | None = None
-    # Failed authentications (401s) a client address may have in a minute; past it, 429 before any key is looked up.
-    auth_failures_per_minute: int = 20
-    # Per client address at the proxy (nginx): requests in progress at once, and requests a second
-    # (with a burst of two seconds' worth). Past either: 429.
-    proxy_connections_per_address: int = 32
-    proxy_requests_per_second: int = 20
-    # Where gunicorn's processes record metrics for /metrics to add up (set by gunicorn.conf.py).
-    metrics_dir: Path | None = None
+def _comma_list(raw: object) -> object:
+    """``a,b,c`` as its items, for pydantic to validate one by one."""
+    return [part for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
+ModelRegistry = Annotated[dict[str, str], BeforeValidator(_model_registry)]
+ClockTime = Annotated[tuple[int, int], BeforeValidator(_clock_time)]
+Delays = Annotated[tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...], BeforeValidator(_comma_list)]
+
+
+class Group(BaseModel):
+    """A group of settings, validated from the flat mapping of environment variables (aliases are the names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ApiSettings(Group):
+    """The HTTP API: gunicorn, the proxy (nginx) in front of it, and the limits on clients."""
+
+    bind: str = Field(
+        "127.0.0.1:8001",
+        alias="API_BIND",
+        description="gunicorn's address; clients reach it through the proxy on `PROXY_BIND`",
+        json_schema_extra=shown(allowed="`host:port`"),
+    )
+    proxy_bind: str = Field(
+        "127.0.0.1:8000",
+        alias="PROXY_BIND",
+        description="where nginx (`python -m proxy`) listens for clients, in front of gunicorn on `API_BIND`",
+        json_schema_extra=shown(allowed="`host:port`"),
+    )
+    processes: int = Field(2, alias="WEB_CONCURRENCY", ge=1, description="gunicorn's worker processes")
+    threads: int = Field(4, alias="API_THREADS", ge=1, description="threads of each gunicorn worker process")
+    timeout: int = Field(
+        120,
+        alias="API_TIMEOUT",
+        ge=1,
+        description="seconds gunicorn (and the proxy, a little longer) waits on a request",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        alias="FORWARDED_ALLOW_IPS",
+        description="addresses whose `X-Forwarded-*` headers gunicorn trusts (the router's)",
+        json_schema_extra=shown(allowed="comma-separated addresses, or `*`"),
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        alias="MAX_UPLOAD_BYTES",
+        ge=1,
+        description="largest request body; larger ones get 413",
+        json_schema_extra=shown(default="`67108864` (64 MiB)"),
+    )
+    secret_key: str | None = Field(
+        None,
+        alias="SECRET_KEY",
+        description="signs the web form's CSRF tokens; set it on every API replica",
+        json_schema_extra=shown(default="generated once into `var/secret_key`"),
+    )
+    bootstrap_admin_key: str | None = Field(
+        None,
+        alias="ADMIN_API_KEY",
+        description="an admin key that `flask --app app keys bootstrap` imports (OpenShift's generated Secret)",
+    )
+    jobs_per_minute: int = Field(
+        120, alias="QUOTA_JOBS_PER_MINUTE", ge=1, description="per tenant: job submissions per minute (429 past it)"
+    )
+    max_active_jobs: int = Field(
+        200, alias="QUOTA_ACTIVE_JOBS", ge=1, description="per tenant: jobs queued or running at once (429 past it)"
+    )
+    rate_limit_storage_url: str | None = Field(
+        None,
+        alias="RATE_LIMIT_STORAGE_URL",
+        description="where the API's rate limiters count submissions and failed authentications",
+        json_schema_extra=shown(default="the result backend's Redis", allowed="a `redis://` URL"),
+    )
+    auth_failures_per_minute: int = Field(
+        20,
+        alias="AUTH_FAILURES_PER_MINUTE",
+        ge=1,
+        description="per client address: 401s in a minute before further attempts get 429, before any key is looked up",
+    )
+    proxy_connections_per_address: int = Field(
+        32,
+        alias="PROXY_CONNECTIONS_PER_ADDRESS",
+        ge=1,
+        description="per client address at the proxy (nginx): requests in progress at once (429 past it)",
+    )
+    proxy_requests_per_second: int = Field(
+        20,
+        alias="PROXY_REQUESTS_PER_SECOND",
+        ge=1,
+        description="per client address at the proxy (nginx): requests a second, burst twice that (429 past it)",
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        alias="PROMETHEUS_MULTIPROC_DIR",
+        description="where gunicorn's processes record metrics for `/metrics` to add up",
+        json_schema_extra=shown(default="a new temporary folder, set by gunicorn's configuration"),
+    )
+
+
+class WorkerSettings(Group):
     """The Celery workers: devices, batching, metrics and Ultralytics' own settings."""
 
-    device: str = "auto"
-    inference_batch_size: int = 8
-    # Prefork processes (Celery's concurrency; ``-c`` overrides it). None: Celery's "auto", one per
-    # core the worker may use (affinity and cgroup quota). GPU nodes run one per GPU (``-c GPU_COUNT``).
-    processes: int | None = None
-    # Inference threads of each process. None: the allowed cores divided among the pool's processes.
-    inference_threads: int | None = None
-    # Jobs a worker process runs together in one round (tasks/rounds.py): 1 turns rounds off.
-    round_jobs: int = 8
-    # A file whose header declares more pixels gets an error result, never a decode (Pillow's bomb limit).
-    max_image_pixels: int = 89_478_485
-    metrics_port: int = 9808
-    metrics_addr: str = "127.0.0.1"
-    ultralytics_offline: bool = True
-    ultralytics_config_dir: Path = VAR_DIR / "ultralytics"
+    device: str = Field(
+        "auto",
+        alias="WORKER_DEVICE",
+        pattern=r"^(auto|cpu|cuda:[0-9]+)$",
+        description="where inference runs; `auto`: prefork child k uses GPU k % count with CUDA, else the CPU",
+        json_schema_extra=shown(allowed="`auto`, `cpu` or `cuda:N`"),
+    )
+    inference_batch_size: int = Field(
+        8,
+        alias="INFERENCE_BATCH_SIZE",
+        ge=1,
+        description=(
+            "at most this many images per `predict` call: fewer when images are slow, so a call fits 2 s "
+            "(`tasks/pacing.py`); results and progress are written at least every 2 s while images finish, "
+            "or with each image when one takes longer"
+        ),
+    )
+    processes: int | None = Field(
+        None,
+        alias="WORKER_PROCESSES",
+        ge=1,
+        description=(
+            "prefork processes (Celery's concurrency; `-c` overrides it); GPU nodes run one per GPU (`-c GPU_COUNT`)"
+        ),
+        json_schema_extra=shown(default="one per core the worker may use (affinity and cgroup quota)"),
+    )
+    inference_threads: int | None = Field(
+        None,
+        alias="WORKER_INFERENCE_THREADS",
+        ge=1,
+        description="inference threads of each worker process",
+        json_schema_extra=shown(default="the allowed cores divided among the pool's processes"),
+    )
+    round_jobs: int = Field(
+        8,
+        alias="WORKER_ROUND_JOBS",
+        ge=1,
+        description="at most this many small jobs a worker process runs together (`tasks/rounds.py`; `1`: rounds off)",
+    )
+    max_image_pixels: int = Field(
+        89_478_485,
+        alias="WORKER_MAX_IMAGE_PIXELS",
+        ge=1,
+        description="a file whose header declares more pixels gets an error result, never a decode",
+    )
+    metrics_port: int = Field(
+        9808, alias="WORKER_METRICS_PORT", ge=0, le=65535, description="the workers' Prometheus port (`0` turns it off)"
+    )
+    metrics_addr: str = Field(
+        "127.0.0.1",
+        alias="WORKER_METRICS_ADDR",
+        description="the address the workers' Prometheus endpoint listens on",
+        json_schema_extra=shown(allowed="an address"),
+    )
+    ultralytics_offline: bool = Field(
+        True, alias="YOLO_OFFLINE", description="keep Ultralytics off the network (no downloads, no checks)"
+    )
+    ultralytics_config_dir: Path = Field(
+        VAR_DIR / "ultralytics",
+        alias="YOLO_CONFIG_DIR",
+        description="Ultralytics' settings folder (and its fonts)",
+        json_schema_extra=shown(default="`var/ultralytics` in the checkout"),
+    )
 
 
-@dataclass(frozen=True)
-class JobSettings:
+class JobSettings(Group):
     """How jobs are kept moving: attempt leases, beat's reaper, and riding out database outages."""
 
-    # A running attempt's lease; renewed every third of it. A job whose lease expired is re-sent.
-    lease_seconds: int = 300
-    # How often beat's reaper looks for jobs to re-send.
-    reaper_interval_seconds: int = 60
-    # How long a worker keeps retrying the database before leaving the job to the reaper.
-    database_retry_seconds: int = 600
+    lease_seconds: int = Field(
+        300,
+        alias="JOB_LEASE_SECONDS",
+        ge=1,
+        description="a running attempt's lease, renewed every third of it; a job whose lease expired is re-sent",
+    )
+    reaper_interval_seconds: int = Field(
+        60, alias="REAPER_INTERVAL_SECONDS", ge=1, description="how often beat's reaper looks for jobs to re-send"
+    )
+    database_retry_seconds: int = Field(
+        600,
+        alias="JOB_DATABASE_RETRY_SECONDS",
+        ge=1,
+        description="how long a worker keeps retrying the database before leaving the job to the reaper",
+    )
 
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
 
 
-# The Standard Webhooks retry schedule: the delay before each retry of a failed attempt.
-WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
+class WebhookSettings(Group):
     """Delivering ``job.finished`` webhooks: where links point, what may be reached, and when to retry."""
 
-    # The address clients reach the API at, for the links in a webhook's body (PUBLIC_URL).
-    public_url: str = "http://127.0.0.1:8000"
-    # Whether loopback, private, link-local and other non-global addresses may receive webhooks (development, tests).
-    allow_private: bool = False
-    # Seconds before each retry; its length is the number of retries (shortened in tests).
-    retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
-    # How long one attempt may take, connecting and answering together.
-    timeout_seconds: int = 10
-    # How often beat's sweep re-sends deliveries whose message was lost or whose back-off has passed.
-    sweep_interval_seconds: int = 60
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        alias="PUBLIC_URL",
+        description="where clients reach the API: the links in webhooks point there",
+        json_schema_extra=shown(default="`http://<PROXY_BIND>`", allowed="a URL"),
+    )
+    allow_private: bool = Field(
+        False,
+        alias="WEBHOOK_ALLOW_PRIVATE",
+        description="let webhooks reach loopback, private, link-local and other non-global addresses (development)",
+    )
+    # The Standard Webhooks retry schedule.
+    retry_schedule: Delays = Field(
+        "5,300,1800,7200,18000,36000,36000",  # type: ignore[assignment]  # validated into the tuple
+        alias="WEBHOOK_RETRY_SCHEDULE",
+        validate_default=True,
+        description="seconds before each retry of a failed attempt; its length is the number of retries",
+        json_schema_extra=shown(allowed="comma-separated seconds, each >= 0"),
+    )
+    timeout_seconds: int = Field(
+        10, alias="WEBHOOK_TIMEOUT_SECONDS", ge=1, description="how long one attempt may take, connecting and answering"
+    )
+    sweep_interval_seconds: int = Field(
+        60,
+        alias="WEBHOOK_SWEEP_INTERVAL_SECONDS",
+        ge=1,
+        description="how often beat re-sends deliveries whose message was lost or whose back-off has passed",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_url_defaults_to_the_proxy(cls, env: Any) -> Any:
+        if isinstance(env, Mapping) and not env.get("PUBLIC_URL"):
+            proxy_bind = env.get("PROXY_BIND") or ApiSettings.model_fields["proxy_bind"].default
+            return {**env, "PUBLIC_URL": f"http://{proxy_bind}"}
+        return env
+
+    @field_validator("public_url")
+    @classmethod
+    def _without_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
 
 
-@dataclass(frozen=True)
-class RetentionSettings:
+class RetentionSettings(Group):
     """How long stored bytes are kept, and when beat runs the cleanup."""
 
-    days: int = 30
-    cleanup_time: tuple[int, int] = (3, 30)  # (hour, minute) UTC
-    # When set, beat runs the cleanup every this many seconds instead of daily (tests, demos).
-    cleanup_interval_seconds: int | None = None
+    days: int = Field(
+        30,
+        alias="RETENTION_DAYS",
+        ge=1,
+        description=(
+            "a stored file's bytes are deleted once every job that references it finished more than this many days "
+            "ago and no newer or unfinished job references it"
+        ),
+    )
+    cleanup_time: ClockTime = Field(
+        "03:30",  # type: ignore[assignment]  # validated into (hour, minute)
+        alias="RETENTION_CLEANUP_TIME",
+        validate_default=True,
+        description="when beat runs the cleanup each day (UTC)",
+        json_schema_extra=shown(allowed="a time of day, `HH:MM`"),
+    )
+    cleanup_interval_seconds: int | None = Field(
+        None,
+        alias="RETENTION_CLEANUP_INTERVAL_SECONDS",
+        ge=1,
+        description="when set, beat runs the cleanup this often instead of daily (tests, demos)",
+    )
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Group):
     """Configuration shared by the API, the workers and the operator tools."""
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/yolo_jobs"
-    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    result_backend: str = "redis://127.0.0.1:6379/0"
-    storage_root: Path = VAR_DIR / "storage"
-    log_format: str = "json"
-    models: dict[str, str] = field(default_factory=lambda: {BUNDLED_MODEL_NAME: str(BUNDLED_MODEL)})
-    # The model a job runs when it names none (YOLO_DEFAULT_MODEL): one of ``models``.
-    default_model: str = BUNDLED_MODEL_NAME
-    api: ApiSettings = field(default_factory=ApiSettings)
-    worker: WorkerSettings = field(default_factory=WorkerSettings)
-    retention: RetentionSettings = field(default_factory=RetentionSettings)
-    jobs: JobSettings = field(default_factory=JobSettings)
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/yolo_jobs",
+        alias="DATABASE_URL",
+        description="PostgreSQL (libpq form; psycopg2 is used)",
+        json_schema_extra=shown(allowed="a `postgresql://` URL"),
+    )
+    broker_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672//",
+        alias="CELERY_BROKER_URL",
+        description="RabbitMQ",
+        json_schema_extra=shown(allowed="an `amqp://` URL"),
+    )
+    result_backend: str = Field(
+        "redis://127.0.0.1:6379/0",
+        alias="CELERY_RESULT_BACKEND",
+        description="Redis, for task states (PROGRESS) and results",
+        json_schema_extra=shown(allowed="a `redis://` URL"),
+    )
+    storage_root: Path = Field(
+        VAR_DIR / "storage",
+        alias="STORAGE_ROOT",
+        description="the shared (ReadWriteMany) volume that holds uploads and results",
+        json_schema_extra=shown(default="`var/storage` in the checkout (`/shared-storage` on OpenShift)"),
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        alias="LOG_FORMAT",
+        description="`json` lines or plain `text` (`make` targets use `text`)",
+    )
+    shapes_weights: str | None = Field(
+        None,
+        alias="YOLO_MODEL",
+        description="weights of the model named `shapes`",
+        json_schema_extra=shown(default="`models/shapes-yolov8n.pt` (bundled)", allowed="a weights path"),
+    )
+    models: ModelRegistry = Field(
+        {},
+        alias="YOLO_MODELS",
+        validate_default=True,
+        description=(
+            "the model registry (e.g. `coco=/shared-storage/models/yolo11n.pt`), `shapes` first; a path is `.pt` "
+            "weights, an `.onnx` file or an OpenVINO folder (`*_openvino_model/`); `default`, the bundled model's "
+            "old name, is still accepted here, in `YOLO_DEFAULT_MODEL`, in the API and the form, and jobs record "
+            "`shapes`"
+        ),
+        json_schema_extra=shown(default="`shapes=<YOLO_MODEL>`", allowed="`name=path,name=path`"),
+    )
+    default_model: str = Field(
+        BUNDLED_MODEL_NAME,
+        alias="YOLO_DEFAULT_MODEL",
+        validate_default=True,
+        description="the model a job runs when it names none",
+        json_schema_extra=shown(allowed="a name in `YOLO_MODELS`"),
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @field_validator("models")
+    @classmethod
+    def _bundled_model_first(cls, models: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """``shapes`` first: YOLO_MODEL's weights, else YOLO_MODELS' entry, else the bundled model."""
+        listed = models.pop(BUNDLED_MODEL_NAME, None)
+        bundled_weights = info.data.get("shapes_weights") or listed or str(BUNDLED_MODEL)
+        return {BUNDLED_MODEL_NAME: bundled_weights, **models}
+
+    @field_validator("default_model")
+    @classmethod
+    def _registered(cls, named: str, info: ValidationInfo) -> str:
+        name = MODEL_ALIASES.get(named, named)
+        if "models" in info.data and name not in info.data["models"]:
+            raise ValueError()  # the error names the form allowed, which says it all
+        return name
 
     @property
     def rate_limit_storage(self) -> str:
@@ -192,27 +431,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on a bad value."""
+        """Build settings from ``env`` (default: ``os.environ``); raise :class:`SettingsError` on a bad value.
+
+        An empty value counts as unset. Every group reads the same variables.
+        """
         env = os.environ if env is None else env
-        models = _model_registry(env)
-        named = env.get("YOLO_DEFAULT_MODEL", BUNDLED_MODEL_NAME)
-        default_model = MODEL_ALIASES.get(named, named)
-        if default_model not in models:
-            raise SettingsError(f"YOLO_DEFAULT_MODEL {default_model!r} is not in YOLO_MODELS")
-        return cls(
-            database_url=env.get("DATABASE_URL", cls.database_url),
-            broker_url=env.get("CELERY_BROKER_URL", cls.broker_url),
-            result_backend=env.get("CELERY_RESULT_BACKEND", cls.result_backend),
-            storage_root=Path(env.get("STORAGE_ROOT", str(cls.storage_root))),
-            log_format=env.get("LOG_FORMAT", cls.log_format),
-            models=models,
-            default_model=default_model,
-            api=_api_settings(env),
-            worker=_worker_settings(env),
-            retention=_retention_settings(env),
-            jobs=_job_settings(env),
-            webhooks=_webhook_settings(env),
-        )
+        values = {name: env[name] for name in declared_fields() if env.get(name, "").strip()}
+        try:
+            return cls.model_validate({**values, **dict.fromkeys(groups(), values)})
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, values)) from None
 
     def registry_name(self, name: str) -> str | None:
         """The registry name of the model ``name`` stands for (itself, or an alias's model); None if unknown."""
@@ -228,118 +456,60 @@ class Settings:
         return [alias for alias, target in MODEL_ALIASES.items() if target == name]
 
 
+def groups() -> dict[str, type[Group]]:
+    """The groups of :class:`Settings` by attribute name (``api``, ``worker``, ...)."""
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Group)
+    }
+
+
+def declared_fields() -> dict[str, FieldInfo]:
+    """Every setting's declaration (a pydantic ``FieldInfo``) by its environment variable, in declaration order."""
+    return {
+        field.alias: field
+        for model in (Settings, *groups().values())
+        for field in model.model_fields.values()
+        if field.alias
+    }
+
+
+def allowed_values(field: FieldInfo) -> str:
+    """What a setting accepts, in words (Markdown): its declared form, else its type and bounds."""
+    declared = (field.json_schema_extra or {}).get("allowed")
+    if declared:
+        return declared
+    kinds = [kind for kind in getattr(field.annotation, "__args__", (field.annotation,)) if kind is not type(None)]
+    if getattr(field.annotation, "__origin__", None) is Literal:
+        return " or ".join(f"`{value}`" for value in kinds)
+    (kind,) = kinds
+    if kind is bool:
+        return "a boolean: `1`, `true`, `yes` or `0`, `false`, `no`"
+    if kind is int:
+        low = next((rule.ge for rule in field.metadata if hasattr(rule, "ge")), None)
+        high = next((rule.le for rule in field.metadata if hasattr(rule, "le")), None)
+        if low is not None and high is not None:
+            return f"an integer from {low} to {high}"
+        return "an integer" + (f" >= {low}" if low is not None else "")
+    if kind is Path:
+        return "a path"
+    return "text"
+
+
+def _explain(error: ValidationError, values: Mapping[str, str]) -> str:
+    """One sentence per bad variable: ``NAME must be <what it allows>, got '<value>'`` and why, where a check says."""
+    fields = declared_fields()
+    sentences: dict[str, str] = {}
+    for problem in error.errors():
+        name = next(str(part) for part in problem["loc"] if part in fields)
+        reason = str(problem.get("ctx", {}).get("error", "")) if problem["type"] == "value_error" else ""
+        allowed = allowed_values(fields[name]).replace("`", "")
+        sentence = f"{name} must be {allowed}, got {values.get(name, fields[name].default)!r}"
+        sentences.setdefault(name, sentence + (f": {reason}" if reason else ""))
+    return "; ".join(sentences.values())
+
+
 def inherited_environment() -> dict[str, str]:
     """A copy of this process's environment, for a child process it starts (the test harness's)."""
     return dict(os.environ)
-
-
-def _model_registry(env: Mapping[str, str]) -> dict[str, str]:
-    """``YOLO_MODELS``, with ``shapes`` first: YOLO_MODEL's weights, else the bundled model.
-
-    An entry under an alias (``default=…``, from before the rename) is the model it stands for.
-    """
-    models: dict[str, str] = {}
-    for name, weights in parse_model_registry(env.get("YOLO_MODELS", "")).items():
-        name = MODEL_ALIASES.get(name, name)
-        if name in models:
-            raise SettingsError(f"YOLO_MODELS names the model {name!r} twice (once under an old name)")
-        models[name] = weights
-    listed = models.pop(BUNDLED_MODEL_NAME, None)
-    bundled_weights = env.get("YOLO_MODEL") or listed or str(BUNDLED_MODEL)
-    return {BUNDLED_MODEL_NAME: bundled_weights, **models}
-
-
-def _api_settings(env: Mapping[str, str]) -> ApiSettings:
-    defaults = ApiSettings()
-    metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
-    return ApiSettings(
-        bind=env.get("API_BIND", defaults.bind),
-        proxy_bind=env.get("PROXY_BIND", defaults.proxy_bind),
-        processes=_int(env, "WEB_CONCURRENCY", defaults.processes),
-        threads=_int(env, "API_THREADS", defaults.threads),
-        timeout=_int(env, "API_TIMEOUT", defaults.timeout),
-        forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", defaults.forwarded_allow_ips),
-        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", defaults.max_upload_bytes),
-        secret_key=env.get("SECRET_KEY") or None,
-        bootstrap_admin_key=env.get("ADMIN_API_KEY") or None,
-        jobs_per_minute=_int(env, "QUOTA_JOBS_PER_MINUTE", defaults.jobs_per_minute),
-        max_active_jobs=_int(env, "QUOTA_ACTIVE_JOBS", defaults.max_active_jobs),
-        rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or None,
-        auth_failures_per_minute=_int(env, "AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute),
-        proxy_connections_per_address=_int(
-            env, "PROXY_CONNECTIONS_PER_ADDRESS", defaults.proxy_connections_per_address
-        ),
-        proxy_requests_per_second=_int(env, "PROXY_REQUESTS_PER_SECOND", defaults.proxy_requests_per_second),
-        metrics_dir=Path(metrics_dir) if metrics_dir else None,
-    )
-
-
-def _worker_settings(env: Mapping[str, str]) -> WorkerSettings:
-    defaults = WorkerSettings()
-    device = env.get("WORKER_DEVICE", defaults.device)
-    if device not in ("auto", "cpu") and not device.startswith("cuda:"):
-        raise SettingsError("WORKER_DEVICE must be auto, cpu or cuda:N")
-    return WorkerSettings(
-        device=device,
-        inference_batch_size=_int(env, "INFERENCE_BATCH_SIZE", defaults.inference_batch_size),
-        processes=_positive_or_none(env, "WORKER_PROCESSES"),
-        inference_threads=_positive_or_none(env, "WORKER_INFERENCE_THREADS"),
-        round_jobs=max(1, _int(env, "WORKER_ROUND_JOBS", defaults.round_jobs)),
-        max_image_pixels=_int(env, "WORKER_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
-        metrics_port=_int(env, "WORKER_METRICS_PORT", defaults.metrics_port),
-        metrics_addr=env.get("WORKER_METRICS_ADDR", defaults.metrics_addr),
-        ultralytics_offline=env.get("YOLO_OFFLINE", "1").lower() not in ("0", "false", "no"),
-        ultralytics_config_dir=Path(env.get("YOLO_CONFIG_DIR", str(defaults.ultralytics_config_dir))),
-    )
-
-
-def _job_settings(env: Mapping[str, str]) -> JobSettings:
-    defaults = JobSettings()
-    settings = JobSettings(
-        lease_seconds=_int(env, "JOB_LEASE_SECONDS", defaults.lease_seconds),
-        reaper_interval_seconds=_int(env, "REAPER_INTERVAL_SECONDS", defaults.reaper_interval_seconds),
-        database_retry_seconds=_int(env, "JOB_DATABASE_RETRY_SECONDS", defaults.database_retry_seconds),
-    )
-    if min(settings.lease_seconds, settings.reaper_interval_seconds, settings.database_retry_seconds) < 1:
-        raise SettingsError(
-            "JOB_LEASE_SECONDS, REAPER_INTERVAL_SECONDS and JOB_DATABASE_RETRY_SECONDS must be positive"
-        )
-    return settings
-
-
-def _retry_schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    """Comma-separated seconds, each at least 0."""
-    raw = env.get(name)
-    if raw is None:
-        return default
-    try:
-        delays = tuple(float(part) for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be comma-separated seconds") from exc
-    if not all(0 <= delay < float("inf") for delay in delays):
-        raise SettingsError(f"{name} must be comma-separated seconds, none negative")
-    return delays
-
-
-def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
-    defaults = WebhookSettings()
-    proxy_bind = env.get("PROXY_BIND", ApiSettings.proxy_bind)
-    settings = WebhookSettings(
-        public_url=(env.get("PUBLIC_URL") or f"http://{proxy_bind}").rstrip("/"),
-        allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0").lower() in ("1", "true", "yes"),
-        retry_schedule=_retry_schedule(env, "WEBHOOK_RETRY_SCHEDULE", defaults.retry_schedule),
-        timeout_seconds=_int(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.timeout_seconds),
-        sweep_interval_seconds=_int(env, "WEBHOOK_SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds),
-    )
-    if min(settings.timeout_seconds, settings.sweep_interval_seconds) < 1:
-        raise SettingsError("WEBHOOK_TIMEOUT_SECONDS and WEBHOOK_SWEEP_INTERVAL_SECONDS must be positive")
-    return settings
-
-
-def _retention_settings(env: Mapping[str, str]) -> RetentionSettings:
-    defaults = RetentionSettings()
-    return RetentionSettings(
-        days=_int(env, "RETENTION_DAYS", defaults.days),
-        cleanup_time=_clock_time(env, "RETENTION_CLEANUP_TIME", defaults.cleanup_time),
-        cleanup_interval_seconds=_int(env, "RETENTION_CLEANUP_INTERVAL_SECONDS", 0) or None,
-    )

@@ -8,7 +8,6 @@ which stands in for it. It never installs packages at run time here.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import shutil
@@ -37,5 +36,5 @@ def configure_ultralytics(worker: WorkerSettings) -> Path:
 def configure_ultralytics_under(var: Path = VAR_DIR) -> Path:
     """For the command-line tools (training, evaluation): the worker's settings from the environment, with
     Ultralytics' settings folder under ``var`` whatever the environment names; return that folder."""
-    worker = dataclasses.replace(Settings.from_env().worker, ultralytics_config_dir=var / "ultralytics")
+    worker = Settings.from_env().worker.model_copy(update={"ultralytics_config_dir": var / "ultralytics"})
     return configure_ultralytics(worker)

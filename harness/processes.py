@@ -1,9 +1,9 @@
 """Real subprocesses (gunicorn, celery worker, beat) in their own process groups, and polling.
 
-Each runs from the project root with an environment of the caller's (usually a
-run's own services from :mod:`harness.services`), logging to a file, so a test
-can read what it did, stop it gracefully, or SIGKILL the whole group as a lost
-node would.
+Each runs from the project root unless given another folder, with an environment
+of the caller's (usually a run's own services from :mod:`harness.services`),
+logging to a file, so a test can read what it did, stop it gracefully, or SIGKILL
+the whole group as a lost node would.
 """
 
 from __future__ import annotations
@@ -56,13 +56,14 @@ class ServiceProcess:
     log_path: Path
     # A Celery worker's node name, for control commands meant for it alone (``-d``).
     node: str | None = None
+    cwd: Path = PROJECT_ROOT
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         return self
 
@@ -123,13 +124,19 @@ def start_worker(
     return worker
 
 
-def start_api(env: dict[str, str], log_path: Path) -> tuple[ServiceProcess, str]:
-    """A real gunicorn serving ``app:create_app()`` on a free port; returns it and its base URL."""
+def start_api(
+    env: dict[str, str], log_path: Path, python: Path = VENV_BIN / "python", cwd: Path = PROJECT_ROOT
+) -> tuple[ServiceProcess, str]:
+    """A real gunicorn serving ``app:create_app()`` on a free port; returns it and its base URL.
+
+    ``python`` and ``cwd``: another environment's interpreter, and where it runs (gunicorn puts that on sys.path).
+    """
     port = free_port()
     server = ServiceProcess(
-        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:create_app()"],
+        [str(python), "-m", "gunicorn", "-c", "python:gunicorn_config", "app:create_app()"],
         {"WEB_CONCURRENCY": "2", **env, "API_BIND": f"127.0.0.1:{port}"},
         log_path,
+        cwd=cwd,
     ).start()
     base_url = f"http://127.0.0.1:{port}"
 

@@ -1,4 +1,4 @@
-"""Export ``.pt`` weights for a direct backend: ``python -m inference.export WEIGHTS [--format openvino|onnx]``.
+"""Export ``.pt`` weights for a direct backend: ``python -m inference.export [WEIGHTS] [--format openvino|onnx]``.
 
 ``make model`` runs it on the bundled model for OpenVINO, the fastest CPU backend
 measured (``bench/backends.py``); a CPU worker then runs the export instead of the
@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from config import Settings
+from config.paths import BUNDLED_MODEL
 from config.ultralytics import configure_ultralytics
 from inference.backends import ONNX, OPENVINO, openvino_export_of
 from inference.defaults import DEFAULT_INFERENCE_SIZE
@@ -52,7 +53,7 @@ def export(weights: Path, backend: str = OPENVINO, destination: Path | None = No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", type=Path)
+    parser.add_argument("weights", nargs="?", type=Path, default=BUNDLED_MODEL, help="default: the bundled model")
     parser.add_argument("--format", choices=sorted(FORMATS), default=OPENVINO)
     parser.add_argument("--output", type=Path, help="default: beside the weights, named as Ultralytics names it")
     arguments = parser.parse_args()

@@ -1,6 +1,11 @@
 """The job domain: a job's lifecycle, reading jobs, sending their tasks, and the models they run.
 
+- ``service.py``: submit, find, page, cancel and retry jobs, without HTTP (the API and the web
+  pages call it); ``errors.py``: what it refuses;
 - ``lifecycle.py``: every state change (create, enqueue, withdraw, attempt, results, fail);
+- ``idempotency.py``: idempotent submission;
+- ``exports.py``: COCO, YOLO, CSV and Label Studio exports;
+- ``retention.py``: what expires;
 - ``queries.py``: reading one job or a page of them;
 - ``dispatch.py``: send the task, then mark the job enqueued (API and beat alike);
 - ``messages.py``: the names of the tasks sent to the workers;

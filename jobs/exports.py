@@ -43,6 +43,8 @@ CSV_COLUMNS = (
     "width",
     "height",
 )
+# files.csv of a YOLO export: each label file, the image it belongs to, and its job.
+YOLO_MANIFEST_COLUMNS = ("label", "filename", "file_id", "width", "height", "job_id")
 
 
 @dataclass(frozen=True)
@@ -165,13 +167,12 @@ def coco(export: JobExport) -> ExportFile:
     return ExportFile(_json(document), *JSON_FILE)
 
 
-def unique_label_names(filenames: list[str], taken: set[str] | None = None) -> list[str]:
+def unique_label_names(filenames: list[str]) -> list[str]:
     """One label file name per image, ``<stem>.txt``, numbered ``<stem>-2.txt``… when a stem repeats.
 
-    Compared case-insensitively, so the zip also unpacks on a case-insensitive file system;
-    ``taken`` (updated) holds the names already used.
+    Compared case-insensitively, so the zip also unpacks on a case-insensitive file system.
     """
-    taken = set() if taken is None else taken
+    taken: set[str] = set()
     names = []
     for filename in filenames:
         stem = PurePath(filename).stem or "image"
@@ -213,19 +214,23 @@ def yolo_lines(image: ExportImage, with_confidence: bool) -> str:
 
 def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
     """A zip of ``labels/<stem>.txt`` per image, ``data.yaml``, and ``files.csv`` (label, filename, file_id,
-    width, height).
+    width, height, job_id).
 
-    Without the confidence column the labels load as an Ultralytics training set.
+    The label names are chosen here only (:func:`unique_label_names`): a client merging several jobs'
+    archives reads them from ``files.csv``. Without the confidence column the labels load as an
+    Ultralytics training set.
     """
     manifest = io.StringIO()
     writer = csv.writer(manifest)
-    writer.writerow(("label", "filename", "file_id", "width", "height"))
+    writer.writerow(YOLO_MANIFEST_COLUMNS)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("data.yaml", data_yaml(export))
         for image, label in zip(export.images, unique_label_names([i.filename for i in export.images]), strict=True):
             archive.writestr(f"labels/{label}", yolo_lines(image, with_confidence))
-            writer.writerow((f"labels/{label}", image.filename, image.file_id, image.width, image.height))
+            writer.writerow(
+                (f"labels/{label}", image.filename, image.file_id, image.width, image.height, export.job_id)
+            )
         archive.writestr("files.csv", manifest.getvalue())
     return ExportFile(buffer.getvalue(), *ZIP_FILE)
 

@@ -46,6 +46,8 @@ TENANT_LOCK_NAMESPACE = 0x5954
 JOBS = Job.__table__
 # A timestamp before any other: a lease that was never set counts as expired.
 NEVER = literal("-infinity").cast(DateTime(timezone=True))
+# The most of a failure's message a failed job keeps (an exception's text can be a whole tensor dump).
+ERROR_MESSAGE_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -373,10 +375,20 @@ def _upsert_results(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement)
 
 
+def kept_message(message: str) -> str:
+    """A failure's message as a failed job keeps it: its first :data:`ERROR_MESSAGE_CHARS` characters."""
+    return message[:ERROR_MESSAGE_CHARS]
+
+
+def exception_message(exc: BaseException) -> str:
+    """What a job that ``exc`` failed says about it: the exception's type and text, as the job keeps them."""
+    return kept_message(f"{type(exc).__name__}: {exc}")
+
+
 def fail_job(session: Session, job_id: uuid.UUID, code: str, message: str, token: uuid.UUID | None = None) -> bool:
     """Finish an unfinished job as failed with a machine-readable code; with ``token``, only if that attempt holds it.
 
-    Returns whether the job was failed.
+    The job keeps the message as :func:`kept_message` cuts it. Returns whether the job was failed.
     """
     condition = _holds_lease(job_id, token) if token else and_(Job.id == job_id, Job.finished_at.is_(None))
     statement = (
@@ -386,7 +398,7 @@ def fail_job(session: Session, job_id: uuid.UUID, code: str, message: str, token
             status="failed",
             finished_at=func.now(),
             error_code=code,
-            error_message=message[:2000],
+            error_message=kept_message(message),
             lease_token=None,
             lease_expires_at=None,
         )

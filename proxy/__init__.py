@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.api_paths import API_PATH_PREFIXES
 from config.settings import ApiSettings
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.in")
@@ -95,6 +96,11 @@ def real_ip(trusted_proxies: tuple[str, ...]) -> str:
     return f"{trusted} real_ip_header X-Forwarded-For;"
 
 
+def api_paths_pattern() -> str:
+    """The API's path prefixes as the alternatives of a regular expression (nginx's PCRE reads Python's escapes)."""
+    return "|".join(re.escape(prefix) for prefix in API_PATH_PREFIXES)
+
+
 def render(config: ProxyConfig) -> str:
     """nginx.conf for ``config``."""
     values = {
@@ -108,6 +114,7 @@ def render(config: ProxyConfig) -> str:
         "REQUESTS_PER_SECOND": str(config.requests_per_second),
         "REQUEST_BURST": str(config.requests_per_second * BURST_SECONDS),
         "REAL_IP": real_ip(config.trusted_proxies),
+        "API_PATHS": api_paths_pattern(),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():

@@ -4,7 +4,7 @@ Scope, truthfully: a *transaction* (:meth:`Database.transaction`, SQLAlchemy's o
 ``sessionmaker.begin()``) is one unit of work, committed on success, rolled back on
 error, its session always closed. The workers use short transactions (a job is one
 to start it, one per batch of results, one to end it), because none may stay open
-across inference. The API uses one session per request instead (``app/context.py``),
+across inference. The API uses one session per request instead (``app/extensions.py``: ``db_session``),
 closed when the request ends, with explicit commits where a job must be committed
 before its task is sent.
 

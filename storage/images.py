@@ -1,12 +1,23 @@
-"""Decide whether bytes are an accepted image by magic bytes and a header parse.
+"""What an image's header says, read without decoding a pixel, and the rules both of its decoders follow.
 
-Never by the filename or the client's Content-Type. Only the header is parsed
-here; pixels are decoded by the worker, which reports undecodable files per file.
+Whether bytes are an accepted image is decided by magic bytes and a header parse,
+never by the filename or the client's Content-Type. Pixels are decoded twice over,
+each side with its own library: the worker predicts on OpenCV's decode
+(``tasks/detection.py``) and the API draws the stored boxes on Pillow's
+(``app/reduced_decode.py``). So that the boxes land where they were found, both
+decoders take from here the two decisions that place pixels:
+
+- the EXIF orientation (:func:`exif_orientation`), how it turns the stored pixels
+  upright (:data:`UPRIGHT`) and the size it shows them at (:func:`upright_size`),
+  in which the stored boxes are;
+- the power of two a large image is reduced by while it is decoded (:func:`reduction`).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -24,6 +35,64 @@ ACCEPTED_FORMATS: dict[str, tuple[str, tuple[bytes, ...]]] = {
 # ``app/reduced_decode.py``; the workers have a pixel cap of their own, WORKER_MAX_IMAGE_PIXELS.)
 MAX_PIXELS = 89_478_485
 HEADER_BYTES = 16
+
+
+# The EXIF tag that says how the stored pixels are turned for display.
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class Turn:
+    """How stored pixels are turned upright: rows and columns swapped first, then mirrored."""
+
+    transpose: bool = False
+    mirror_left_right: bool = False
+    mirror_top_bottom: bool = False
+
+
+# EXIF orientation -> the turn that shows the image upright (1, and any value not listed: none).
+UPRIGHT = {
+    2: Turn(mirror_left_right=True),
+    3: Turn(mirror_left_right=True, mirror_top_bottom=True),
+    4: Turn(mirror_top_bottom=True),
+    5: Turn(transpose=True),
+    6: Turn(transpose=True, mirror_left_right=True),  # a quarter turn clockwise
+    7: Turn(transpose=True, mirror_left_right=True, mirror_top_bottom=True),
+    8: Turn(transpose=True, mirror_top_bottom=True),  # a quarter turn anticlockwise
+}
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image, read without decoding pixels (Pillow's PNG ``getexif``
+    would load the whole image, so a PNG's eXIf chunk is read from the header). An EXIF block Pillow
+    cannot read counts as none: the image is shown as stored."""
+    try:
+        if image.format != "PNG":
+            return int(image.getexif().get(ORIENTATION_TAG, 1))
+        raw = image.info.get("exif")  # an eXIf chunk before the image data
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(ORIENTATION_TAG, 1))
+    except Exception:  # Pillow raises many types for a broken EXIF block
+        return 1
+
+
+def upright_size(image: Image.Image, orientation: int) -> tuple[int, int]:
+    """The opened image's size as shown upright (Pillow gives a TIFF's upright already)."""
+    width, height = image.size
+    turn = UPRIGHT.get(orientation)
+    transposed = turn is not None and turn.transpose and image.format != "TIFF"
+    return (height, width) if transposed else (width, height)
+
+
+def reduction(longest_side: int, max_side: int, most: int | None = None) -> int:
+    """The smallest power of two that brings ``longest_side`` to ``max_side`` or under, and at most ``most``."""
+    factor = 1
+    while longest_side > max_side * factor and (most is None or factor < most):
+        factor *= 2
+    return factor
 
 
 class NotAnImage(ValueError):
@@ -50,6 +119,17 @@ def _format_by_magic(head: bytes) -> str | None:
     return None
 
 
+@contextmanager
+def opened_header(stream: BinaryIO, formats: list[str] | None = None) -> Iterator[Image.Image]:
+    """The image in ``stream``, opened without decoding a pixel. Pillow's decompression-bomb warning is
+    silenced, since every caller applies its own pixel cap; past twice Pillow's limit it still raises
+    ``Image.DecompressionBombError``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(stream, formats=formats) as image:
+            yield image
+
+
 def identify_image(stream: BinaryIO) -> ImageInfo:
     """Identify an image from a seekable stream; raise :class:`NotAnImage` otherwise."""
     stream.seek(0)
@@ -58,10 +138,8 @@ def identify_image(stream: BinaryIO) -> ImageInfo:
         raise NotAnImage("the file is not a JPEG, PNG, WebP, BMP or TIFF image")
     stream.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below against MAX_PIXELS
-            with Image.open(stream, formats=[magic]) as image:
-                width, height = image.size
+        with opened_header(stream, formats=[magic]) as image:  # checked below against MAX_PIXELS
+            width, height = image.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"the image has too many pixels (the limit is {MAX_PIXELS:,})") from exc
     except Exception as exc:  # Pillow raises many types for a broken header

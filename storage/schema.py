@@ -11,10 +11,14 @@ one.
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 from sqlalchemy import Engine, text
 
-from config.paths import SCHEMA_FILE
 from storage.db import make_engine, normalize_database_url
+
+# The top-level schema.sql, which storage/schema.sql links to: package data, so an installed wheel carries it.
+SCHEMA_FILE = files("storage") / "schema.sql"
 
 
 def apply_schema(engine: Engine) -> None:

@@ -10,20 +10,23 @@ how large it is:
 
 - over the pixel cap (``WORKER_MAX_IMAGE_PIXELS``) the file gets an error result
   and is never decoded;
-- at least 4 times the inference size on its longest side, it is decoded reduced by
-  2, 4 or 8 (OpenCV's ``IMREAD_REDUCED_COLOR_*``), keeping at least twice the
-  inference size: libjpeg decodes a JPEG at that scale; other formats are decoded
-  whole and shrunk inside OpenCV, so one full-size image at most is held at a time
-  (and only once: a full ``IMREAD_COLOR`` decode of a PNG peaks at twice its size).
+- over 4 times the inference size on its longest side, it is decoded reduced by
+  2, 4 or 8 (OpenCV's ``IMREAD_REDUCED_COLOR_*``) to at most 4 times, keeping more than
+  twice the inference size: libjpeg decodes a JPEG at that scale; other formats are
+  decoded whole and shrunk inside OpenCV, so one full-size image at most is held at a
+  time (and only once: a full ``IMREAD_COLOR`` decode of a PNG peaks at twice its size).
   YOLO shrinks every image to the inference size anyway.
 
-Stored widths, heights and detections are always in the original (upright)
-image's pixels: boxes found on a reduced image are scaled back up.
+OpenCV turns the image upright (EXIF orientation) as it decodes it. Stored widths,
+heights and detections are always in the original upright image's pixels, its size
+as the header gives it (:func:`storage.images.upright_size`): boxes found on a
+reduced image are scaled back up. The API draws them on its own decode, reduced and
+turned by the same rules (:mod:`storage.images`).
 """
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from PIL import Image
 
 from jobs.catalog import inference_size
 from jobs.lifecycle import FileResult, JobParams, WorkItem
+from storage.images import exif_orientation, opened_header, reduction, upright_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +45,9 @@ if TYPE_CHECKING:
 
 DECODE_ERROR = "the file could not be decoded as an image"
 MISSING_ERROR = "the file is no longer on the storage volume"
-REDUCTIONS = (8, 4, 2)
+# OpenCV decodes reduced by 2, 4 or 8, to at most this many times the inference size on the longest side.
+MAX_REDUCTION = 8
+DECODED_SIDE_PER_INFERENCE_SIZE = 4
 RESULT_DECIMALS = 3
 
 
@@ -70,27 +76,29 @@ def inference_size_on(detector: Detector, params: JobParams) -> int:
     return inference_size(params.imgsz, detector.imgsz, detector.stride)
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from the file's header; ``None`` when no header can be read.
+@dataclass(frozen=True)
+class Header:
+    """What the file's header says: the image's format, and its size shown upright."""
+
+    format: str
+    width: int
+    height: int
+
+
+def read_header(path: Path) -> Header | None:
+    """The file's header, read without decoding a pixel; ``None`` when no header can be read.
 
     Raises OSError when the file cannot be opened (FileNotFoundError when it is gone), and
     :class:`TooManyPixels` past Pillow's own hard limit.
     """
     with open(path, "rb") as handle:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
-                with Image.open(handle) as image:
-                    return image.size
+            with opened_header(handle) as image:  # the caller applies its own cap
+                return Header(image.format or "", *upright_size(image, exif_orientation(image)))
         except Image.DecompressionBombError as exc:  # twice Pillow's limit: over any cap
             raise TooManyPixels(f"the image has too many pixels ({exc})") from None
         except Exception:  # Pillow raises many types for a broken header
             return None
-
-
-def reduction(longest_side: int, size: int) -> int:
-    """The largest of 8, 4 and 2 that keeps the longest side at least twice ``size``; else 1."""
-    return next((factor for factor in REDUCTIONS if longest_side // factor >= 2 * size), 1)
 
 
 def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
@@ -102,27 +110,29 @@ def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
     import cv2
     import numpy as np
 
-    header = header_size(path)
+    header = read_header(path)
     if header is None:
         return None
-    width, height = header
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise TooManyPixels(f"the image has too many pixels ({width}x{height}; the worker's limit is {max_pixels:,})")
-    factor = reduction(max(width, height), size)
+    factor = reduction(max(width, height), DECODED_SIDE_PER_INFERENCE_SIZE * size, MAX_REDUCTION)
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
         factor, cv2.IMREAD_REDUCED_COLOR_8
     )
+    if header.format == "TIFF":
+        # OpenCV's reduced decode of a TIFF turned a quarter (EXIF orientation 5-8) pours the turned pixels
+        # into the stored shape: a TIFF is decoded whole, upright, then shrunk.
+        flag = cv2.IMREAD_COLOR
     data = np.fromfile(path, dtype=np.uint8)
     pixels = cv2.imdecode(data, flag) if data.size else None
     del data
     if pixels is None:
         return None
-    rows, columns = pixels.shape[:2]
-    if factor == 1:
-        return Decoded(pixels, columns, rows)
-    # OpenCV turned the image upright (EXIF orientation): the original's upright size has the same shape.
-    if abs(columns * width - rows * height) < abs(columns * height - rows * width):
-        width, height = height, width
+    if header.format == "TIFF" and factor > 1:
+        rows, columns = pixels.shape[:2]
+        shrunk = (math.ceil(columns / factor), math.ceil(rows / factor))
+        pixels = cv2.resize(pixels, shrunk, interpolation=cv2.INTER_AREA)
     return Decoded(pixels, width, height)
 
 

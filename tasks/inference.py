@@ -42,6 +42,7 @@ from jobs.lifecycle import (
     JobRun,
     begin_attempt,
     cancel_job,
+    exception_message,
     fail_job,
     finish_jobs,
     job_status,
@@ -83,7 +84,7 @@ class JobTask(Task):
         code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else "internal_error"
         try:
             with get_runtime().storage.database.transaction() as session:
-                failed = fail_job(session, uuid.UUID(job_id), code, f"{type(exc).__name__}: {exc}")
+                failed = fail_job(session, uuid.UUID(job_id), code, exception_message(exc))
         except Exception:
             log.exception("could not mark the job failed; the reaper will re-send it", extra={"job_id": job_id})
             return

@@ -29,7 +29,7 @@ class Pace:
     def __init__(
         self, batch_size: int, budget: float = PROGRESS_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.batch_size = max(1, batch_size)
+        self.batch_size = batch_size
         self.budget = budget
         self.clock = clock
         self.seconds_per_image: float | None = None

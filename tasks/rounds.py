@@ -5,7 +5,7 @@ Why: besides inference, a small job costs a worker its bookkeeping (a transactio
 the ack and the next prefetch), and a batch of one image wastes what a batch of eight costs about the
 same to predict. A round fills the batches and shares the bookkeeping.
 
-How (README, "Several jobs per round"):
+How (docs/job-lifecycle.md, "Several jobs per round"):
 
 - The *leader* is the job whose message the worker's consumer delivered: a fresh job (first attempt,
   first delivery) with at most ``INFERENCE_BATCH_SIZE`` images left, at no more than the default
@@ -56,6 +56,7 @@ from jobs.lifecycle import (
     JobRun,
     begin_attempt,
     cancel_job,
+    exception_message,
     fail_job,
     finish_jobs,
     job_status,
@@ -315,7 +316,7 @@ class Round:
 
 def _failure(exc: Exception) -> tuple[str, str]:
     log.warning("a job's predict call failed", exc_info=exc)
-    return "internal_error", f"{type(exc).__name__}: {exc}"[:2000]
+    return "internal_error", exception_message(exc)
 
 
 def _detect_job(message: Message) -> tuple[str, uuid.UUID | None]:

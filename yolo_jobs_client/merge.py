@@ -2,8 +2,10 @@
 
 The server builds every format (``GET /api/v1/jobs/<id>/export``); merging only
 renumbers and concatenates: COCO image and annotation ids, CSV rows under one
-header, Label Studio task lists, and YOLO label files, where a label name another
-job already used is numbered on (``<stem>-2.txt``) and recorded in ``files.csv``.
+header, Label Studio task lists, and YOLO label files. The server alone names the
+label files (unique within a job, listed in ``files.csv``); merged, each job's
+labels keep their names in a folder of the job's own, ``labels/<job_id>/``, so no
+two jobs' labels meet and no name is made up here.
 """
 
 from __future__ import annotations
@@ -65,34 +67,29 @@ def merge_label_studio(parts: Sequence[bytes]) -> bytes:
     return json.dumps(tasks, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _free_name(name: str, taken: set[str]) -> str:
-    path = PurePosixPath(name)
-    candidate, number = name, 1
-    while candidate.casefold() in taken:
-        number += 1
-        candidate = str(path.with_name(f"{path.stem}-{number}{path.suffix}"))
-    taken.add(candidate.casefold())
-    return candidate
-
-
 def merge_yolo(parts: Sequence[bytes]) -> bytes:
-    """The first job's ``data.yaml`` (a submission runs one model), every label, one ``files.csv``."""
-    taken: set[str] = set()
+    """The first job's ``data.yaml`` (a submission runs one model), every job's labels under
+    ``labels/<job_id>/``, one ``files.csv``.
+
+    Ultralytics finds images in sub-folders of ``images/`` and their labels in the same
+    sub-folders of ``labels/``: put each image at its label's path, ``images/`` for ``labels/``.
+    """
     manifest = io.StringIO()
-    writer = csv.writer(manifest)
+    writer: csv.DictWriter[str] | None = None
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as merged:
         for index, part in enumerate(parts):
             with zipfile.ZipFile(io.BytesIO(part)) as archive:
                 if index == 0:
                     merged.writestr("data.yaml", archive.read("data.yaml"))
-                rows = list(csv.reader(io.StringIO(archive.read("files.csv").decode())))
-                if index == 0:
-                    writer.writerow(rows[0])
-                for label, *rest in rows[1:]:
-                    name = _free_name(label, taken)
-                    merged.writestr(name, archive.read(label))
-                    writer.writerow((name, *rest))
+                rows = csv.DictReader(io.StringIO(archive.read("files.csv").decode()))
+                if writer is None:
+                    writer = csv.DictWriter(manifest, rows.fieldnames or ())
+                    writer.writeheader()
+                for row in rows:
+                    label = str(PurePosixPath("labels", row["job_id"], PurePosixPath(row["label"]).name))
+                    merged.writestr(label, archive.read(row["label"]))
+                    writer.writerow({**row, "label": label})
         merged.writestr("files.csv", manifest.getvalue())
     return buffer.getvalue()
 

@@ -1,7 +1,7 @@
 """/api/v1/account: the caller's tenant and its webhook signing secret, and rotating that secret.
 
 The secret verifies the ``webhook-signature`` of the ``job.finished`` webhooks (see
-the README). Rotation is a ``POST``, so it needs the ``Authorization`` header (a signed-in
+docs/clients.md, Webhooks). Rotation is a ``POST``, so it needs the ``Authorization`` header (a signed-in
 browser can read the account, never change it); the new secret signs every attempt
 from then on, retries of earlier deliveries included.
 """

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Response, jsonify, request, url_for
 
+from app import job_actions
 from app.api import bp
 from app.api.schemas import ErrorBody, Job, JobPage, JobPath, PageQuery, Submission, SubmitForm, SubmitHeaders
-from app.auth import current_principal, tenant_scope
+from app.auth import tenant_scope
 from app.extensions import db_session, get_job_service
 from app.forms import status_filter
 from app.quotas import limit_submissions
-from app.serializers import job_json, job_summary_json, submission_json
+from app.serializers import job_json, job_summary_json
 
 Answer = tuple[Response, int, dict[str, str]]
 # The form is parsed by app.forms (shared with the web form) while the parts stream to disk: described here only.
@@ -50,13 +51,11 @@ def submit_job(header: SubmitHeaders) -> Answer:
     `insufficient_storage`.
     """
     files, form = request.files.getlist("image"), request.form
-    service = get_job_service()
-    key = header.idempotency_key
-    submission = service.submit(db_session(), current_principal(), files, form, submission_json, idempotency_key=key)
+    submission = job_actions.submit(files, form, header.idempotency_key)
     headers = {"Location": url_for("api.show_job", job_id=submission.job_id)}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return jsonify(submission.body), submission.status_code, headers
+    return jsonify(submission.answer.body), submission.answer.status_code, headers
 
 
 @bp.get("/jobs/<uuid:job_id>", responses={200: Job, 404: ErrorBody})
@@ -86,12 +85,12 @@ def cancel_job(path: JobPath) -> Answer:
 
     A running attempt stops at its next batch boundary.
     """
-    job = get_job_service().cancel(db_session(), path.job_id, tenant_scope())
+    job = job_actions.cancel(path.job_id)
     return jsonify(job_json(job)), 202, {"Location": url_for("api.show_job", job_id=job.id)}
 
 
 @bp.post("/jobs/<uuid:job_id>/retry", responses={202: Job, 404: ErrorBody, 409: ErrorBody})
 def retry_job(path: JobPath) -> Answer:
     """Queue a failed or cancelled job again for its files without a result (409 `not_retryable` otherwise)."""
-    job = get_job_service().retry(db_session(), path.job_id, tenant_scope())
+    job = job_actions.retry(path.job_id)
     return jsonify(job_json(job)), 202, {"Location": url_for("api.show_job", job_id=job.id)}

@@ -102,7 +102,7 @@ class PageQuery(BaseModel):
 
 
 class ExportQuery(BaseModel):
-    format: Literal[tuple(FORMATS)] = Field(description="The file format (see the README).")  # type: ignore[valid-type]
+    format: Literal[tuple(FORMATS)] = Field(description="The file format (see docs/clients.md, Export formats).")  # type: ignore[valid-type]
     partial: bool = Field(False, description="Export a failed or cancelled job's analysed images too.")
     confidence: bool = Field(False, description="Add the confidence as a sixth column of YOLO labels.")
 
@@ -135,7 +135,7 @@ class SubmitForm(BaseModel):
     callback_url: str | None = Field(
         None,
         max_length=MAX_CALLBACK_URL_LENGTH,
-        description="An http(s) URL that gets a signed `job.finished` webhook when the job ends (see the README).",
+        description="An http(s) URL that gets a signed `job.finished` webhook when the job ends (docs/clients.md).",
     )
 
 

@@ -1,8 +1,8 @@
 """The web pages: the upload form, a job's progress and results, and the recent jobs.
 
-Handlers are thin: the form posts to the same :class:`app.job_service.JobService`
-the JSON API uses, and the pages read jobs through it, in the request's session. Templates live in
-``app/templates``, scripts and styles in ``app/static`` (no inline script or style).
+Handlers are thin: the form posts to the same :class:`jobs.service.JobService` the JSON API
+uses (through ``app.job_actions``), and the pages read jobs through it, in the request's session.
+Templates live in ``app/templates``, scripts and styles in ``app/static`` (no inline script or style).
 """
 
 from __future__ import annotations

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Response, redirect, render_template, request, url_for
-from sqlalchemy.orm import Session
 
+from app import job_actions
 from app.annotate import Box, boxes
 from app.api.annotated import THUMBNAIL_SIDE
 from app.auth import tenant_scope
-from app.errors import ApiError
+from app.errors import ApiError, to_api_error
 from app.extensions import db_session, get_job_service, get_settings
 from app.forms import status_filter
 from app.web import bp
+from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
 from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
@@ -81,7 +82,7 @@ def job_page(job_id: uuid.UUID) -> str:
 @bp.get("/jobs/<path:anything>")
 def no_such_job(anything: str) -> str:
     """A job URL whose id is not a job id: the same sentence as for an unknown job."""
-    raise ApiError(404, "not_found", "No job with this id.")
+    raise JobNotFound
 
 
 def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
@@ -119,25 +120,25 @@ def file_page(job_id: uuid.UUID, file_id: uuid.UUID) -> str:
     )
 
 
-def _act(job_id: uuid.UUID, action: Callable[[Session, uuid.UUID, uuid.UUID | None], object]) -> JobAction:
-    """Run a job service action, then show the job again; a refusal (409) reads as a sentence on the page."""
+def _act(job_id: uuid.UUID, action: Callable[[uuid.UUID], object]) -> JobAction:
+    """Run a job action (``app.job_actions``), then show the job again; a refusal reads as a sentence on the
+    page (an unknown job is the 404 page)."""
     try:
-        action(db_session(), job_id, tenant_scope())
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return _render_job(job_id, exc.message), exc.status
+        action(job_id)
+    except (AlreadyFinished, NotRetryable) as exc:
+        error = to_api_error(exc)
+        return _render_job(job_id, error.message), error.status
     return redirect(url_for("web.job_page", job_id=job_id), 303)
 
 
 @bp.post("/jobs/<uuid:job_id>/cancel")
 def cancel_job(job_id: uuid.UUID) -> JobAction:
-    return _act(job_id, get_job_service().cancel)
+    return _act(job_id, job_actions.cancel)
 
 
 @bp.post("/jobs/<uuid:job_id>/retry")
 def retry_job(job_id: uuid.UUID) -> JobAction:
-    return _act(job_id, get_job_service().retry)
+    return _act(job_id, job_actions.retry)
 
 
 @bp.get("/jobs")

@@ -12,11 +12,10 @@ from flask import Response, current_app, redirect, render_template, request, url
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.auth import current_principal
+from app import job_actions
 from app.errors import ApiError, to_api_error
-from app.extensions import db_session, get_job_service
+from app.extensions import db_session, get_job_service, get_settings
 from app.quotas import limit_submissions
-from app.serializers import submission_json
 from app.web import bp
 from jobs.catalog import ModelInfo
 from jobs.lifecycle import JobParams
@@ -45,14 +44,13 @@ def size_rule(model: ModelInfo) -> str:
 
 def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
-    service = get_job_service()
     max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
-    settings = service.settings
+    settings = get_settings()
     chosen = {"model": settings.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
     chosen["model"] = settings.registry_name(str(chosen["model"])) or settings.default_model
     page = render_template(
         "upload.html",
-        models=service.models_of(db_session()),
+        models=get_job_service().models_of(db_session()),
         size_rule=size_rule,
         fields=chosen,
         max_bytes=max_bytes,
@@ -73,7 +71,7 @@ def upload_form() -> FormPage:
 def upload() -> Response | FormPage:
     try:
         files, form = request.files.getlist("image"), request.form
-        submission = get_job_service().submit(db_session(), current_principal(), files, form, submission_json)
+        submission = job_actions.submit(files, form)
     except Exception as exc:  # every failure reads as a sentence above the form
         return render_form(to_api_error(exc), request.form)
     return redirect(url_for("web.job_page", job_id=submission.job_id), 303)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -54,3 +55,19 @@ def status_kib(pid: int, field: str) -> int:
 
 def children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def raw_exchange(host: str, port: int, data: bytes, half_close: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is (then end the sending side when ``half_close``); return the status, headers
+    (lower-case names) and body of the answer, read until the server closes."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body

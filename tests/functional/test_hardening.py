@@ -8,9 +8,7 @@ checks live in ``test_hardening_memory.py``, the proxy's in ``test_hardening_pro
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,20 +40,14 @@ def keyed(make_app: MakeApp, isolated_env: dict[str, str]) -> FlaskClient:
 
 
 @pytest.fixture()
-def full_volume(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, filled to the last byte, as the storage volume."""
-    mount_point = tmp_path / "full"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
-    try:
-        (mount_point / "tmp").mkdir()
-        with open(mount_point / "filler", "wb") as filler, pytest.raises(OSError, match="No space left"):
-            while True:
-                filler.write(b"\0" * 65536)
-                filler.flush()
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
+def full_volume(tmpfs_volume: Path) -> Path:
+    """The tiny tmpfs, filled to the last byte, as the storage volume."""
+    (tmpfs_volume / "tmp").mkdir()
+    with open(tmpfs_volume / "filler", "wb") as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    return tmpfs_volume
 
 
 def test_full_disk_answers_every_upload_507_and_leaves_nothing(

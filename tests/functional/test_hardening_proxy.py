@@ -27,7 +27,7 @@ import requests
 
 from harness.images import image_bytes
 from harness.processes import VENV_BIN, ServiceProcess, free_port, start_api, wait_until
-from tests.functional.hardening_support import assert_json_error, children
+from tests.functional.hardening_support import assert_json_error, children, raw_exchange
 from tests.helpers import TestKey
 
 MAX_UPLOAD_BYTES = 3_000_000
@@ -85,15 +85,7 @@ def proxied(
 
 def raw_request(proxied: Proxied, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``data`` as it is; return the status, headers (lower-case names) and body of the answer."""
-    with socket.create_connection((proxied.host, proxied.port), timeout=10) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
+    return raw_exchange(proxied.host, proxied.port, data)
 
 
 def get_with_headers(proxied: Proxied, headers: str, path: str = "/healthz") -> tuple[int, dict[str, str], bytes]:

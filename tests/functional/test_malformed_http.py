@@ -13,12 +13,11 @@ sent behind the bad body is never served.
 from __future__ import annotations
 
 import json
-import socket
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.functional.hardening_support import assert_json_error
+from tests.functional.hardening_support import assert_json_error, raw_exchange
 from tests.helpers import TestKey
 
 MULTIPART = "multipart/form-data; boundary=b"
@@ -37,17 +36,8 @@ BAD_CHUNKED_BODIES = {
 def exchange(api_url: str, data: bytes, half_close: bool = False) -> tuple[int, dict[str, str], bytes]:
     """Send ``data`` as it is (then end the sending side when ``half_close``); return the whole answer."""
     address = urlsplit(api_url)
-    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
+    assert address.hostname and address.port
+    return raw_exchange(address.hostname, address.port, data, half_close)
 
 
 def chunked_post(path: str, body: bytes, headers: str = "") -> bytes:

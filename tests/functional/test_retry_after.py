@@ -8,16 +8,13 @@ a minute) belong on its own 429s; written on every answer, they turned a 503's o
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from werkzeug.test import TestResponse
 
 from app.errors import RETRY_AFTER_SECONDS
-from app.job_service import ACTIVE_JOBS_RETRY_AFTER
+from app.job_refusals import ACTIVE_JOBS_RETRY_AFTER
 from harness.images import image_bytes
 from harness.processes import free_port
 from tests.conftest import MakeApp
@@ -39,26 +36,14 @@ def assert_own_retry_after(response: TestResponse, status: int, code: str, secon
     assert not [name for name in RATE_LIMIT_HEADERS if name in response.headers], dict(response.headers)
 
 
-@pytest.fixture()
-def full_volume(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs as the storage volume, to fill up for real."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
 def test_broker_down_503_says_the_apis_retry_after(make_app: MakeApp) -> None:
     app = make_app(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}//", tenant=tenant())
     response = post_images(app.test_client(), ("a.png", image_bytes(seed=61)))
     assert_own_retry_after(response, 503, "broker_unavailable", RETRY_AFTER_SECONDS)
 
 
-def test_full_volume_507_says_the_apis_retry_after(make_app: MakeApp, full_volume: Path) -> None:
-    app = make_app(STORAGE_ROOT=str(full_volume), tenant=tenant())
+def test_full_volume_507_says_the_apis_retry_after(make_app: MakeApp, tmpfs_volume: Path) -> None:
+    app = make_app(STORAGE_ROOT=str(tmpfs_volume), tenant=tenant())
     response = post_images(app.test_client(), ("big.bmp", image_bytes(800, 800, seed=62, fmt="BMP")))
     assert_own_retry_after(response, 507, "insufficient_storage", RETRY_AFTER_SECONDS)
 

@@ -23,7 +23,10 @@ VIOLATIONS = {
     "tools": ["jobs.probe -> training"],
     "model-tools": ["evaluation.probe -> jobs"],
     "api-lean": ["app.probe -> torch"],
+    "http-free-domain": ["jobs.probe -> flask"],
+    "app-acyclic": ["app.cycle_a -> app.cycle_b", "app.cycle_b -> app.cycle_a"],
 }
+CYCLE_CONTRACTS = {"app-acyclic"}
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -62,8 +65,19 @@ def test_each_contract_breaks_on_the_import_it_forbids(tmp_path: Path) -> None:
     assert f"Contracts: 0 kept, {len(VIOLATIONS)} broken." in result.stdout, result.stdout
     reports = broken_contracts(result.stdout)
     for contract, name in contracts().items():
-        for violation in VIOLATIONS[contract]:
-            assert violation in reports[name], f"{contract}: {violation} not reported\n{result.stdout}"
+        reported = [violation for violation in VIOLATIONS[contract] if reported_as(violation) in reports[name]]
+        # A cycle is reported by the one import that would break it; any other contract names each import.
+        expected = VIOLATIONS[contract][:1] if contract in CYCLE_CONTRACTS else VIOLATIONS[contract]
+        assert len(reported) >= len(expected), f"{contract}: {VIOLATIONS[contract]} not reported\n{result.stdout}"
+
+
+def reported_as(violation: str) -> str:
+    """How lint-imports names an import: whole, or relative to the package for a cycle inside it."""
+    importer, imported = violation.split(" -> ")
+    package = importer.rpartition(".")[0]
+    if imported.rpartition(".")[0] == package:
+        return f"{importer.removeprefix(package)} -> {imported.removeprefix(package)}"
+    return violation
 
 
 def broken_contracts(output: str) -> dict[str, str]:

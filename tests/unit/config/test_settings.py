@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import pytest
 import celery_config
 from config import Settings, SettingsError
 from config.paths import BUNDLED_MODEL
+from config.settings import declared_fields
 
 
 def test_defaults_work_on_this_machine() -> None:
@@ -87,6 +91,11 @@ def test_cleanup_time_is_parsed(raw: str, expected: tuple[int, int]) -> None:
         ("YOLO_MODELS", "coco"),
         ("WORKER_PROCESSES", "0"),
         ("WORKER_INFERENCE_THREADS", "two"),
+        ("WORKER_DEVICE", "cuda:one"),
+        ("LOG_FORMAT", "xml"),
+        ("YOLO_OFFLINE", "maybe"),
+        ("WORKER_METRICS_PORT", "65536"),
+        ("RETENTION_CLEANUP_INTERVAL_SECONDS", "0"),
     ],
 )
 def test_bad_values_raise_settings_error(name: str, value: str) -> None:
@@ -120,3 +129,98 @@ def test_worker_processes_and_threads_default_to_the_cores_the_worker_may_use() 
     chosen = Settings.from_env({"WORKER_PROCESSES": "3", "WORKER_INFERENCE_THREADS": "2"})
     assert (chosen.worker.processes, chosen.worker.inference_threads) == (3, 2)
     assert celery_config.from_settings(chosen)["worker_concurrency"] == 3
+
+
+INTEGER_BOUNDS = {
+    name: next(rule.ge for rule in field.metadata if hasattr(rule, "ge"))
+    for name, field in declared_fields().items()
+    if any(hasattr(rule, "ge") for rule in field.metadata)
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WORKER_ROUND_JOBS", "0", "WORKER_ROUND_JOBS must be an integer >= 1, got '0'"),
+        ("INFERENCE_BATCH_SIZE", "0", "INFERENCE_BATCH_SIZE must be an integer >= 1, got '0'"),
+        ("RETENTION_DAYS", "-3", "RETENTION_DAYS must be an integer >= 1, got '-3'"),
+        ("MAX_UPLOAD_BYTES", "lots", "MAX_UPLOAD_BYTES must be an integer >= 1, got 'lots'"),
+        ("WORKER_DEVICE", "gpu", "WORKER_DEVICE must be auto, cpu or cuda:N, got 'gpu'"),
+        ("RETENTION_CLEANUP_TIME", "24:00", "RETENTION_CLEANUP_TIME must be a time of day, HH:MM, got '24:00'"),
+        ("YOLO_MODELS", "coco", "YOLO_MODELS must be name=path,name=path, got 'coco': entry 'coco' is not name=path"),
+        ("YOLO_DEFAULT_MODEL", "coco", "YOLO_DEFAULT_MODEL must be a name in YOLO_MODELS, got 'coco'"),
+    ],
+)
+def test_a_bad_value_is_named_with_what_is_allowed(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value})
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(("name", "low"), sorted(INTEGER_BOUNDS.items()))
+def test_every_bound_is_checked_where_it_is_declared(name: str, low: int) -> None:
+    """No clamp: one below the declared bound is refused, the bound itself is taken."""
+    with pytest.raises(
+        SettingsError, match=f"^{name} must be an integer (>= {low}|from {low} to [0-9]+), got '{low - 1}'$"
+    ):
+        Settings.from_env({name: str(low - 1)})
+    Settings.from_env({name: str(low)})
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"WORKER_ROUND_JOBS": "0", "API_THREADS": "many", "WEBHOOK_RETRY_SCHEDULE": "1,-1,-2"})
+    assert str(raised.value).split("; ") == [
+        "API_THREADS must be an integer >= 1, got 'many'",
+        "WORKER_ROUND_JOBS must be an integer >= 1, got '0'",
+        "WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, each >= 0, got '1,-1,-2'",
+    ]
+
+
+def test_an_empty_value_counts_as_unset() -> None:
+    settings = Settings.from_env(
+        {"WORKER_ROUND_JOBS": "", "WORKER_PROCESSES": " ", "PUBLIC_URL": "", "YOLO_MODEL": "", "LOG_FORMAT": ""}
+    )
+    assert settings == Settings.from_env({})
+
+
+def test_public_url_defaults_to_the_proxy() -> None:
+    assert Settings.from_env({"PROXY_BIND": "0.0.0.0:9000"}).webhooks.public_url == "http://0.0.0.0:9000"
+
+
+@pytest.mark.parametrize(
+    ("value", "offline"), [("1", True), ("true", True), ("YES", True), ("0", False), ("false", False), ("no", False)]
+)
+def test_booleans_take_the_usual_spellings(value: str, offline: bool) -> None:
+    settings = Settings.from_env({"YOLO_OFFLINE": value, "WEBHOOK_ALLOW_PRIVATE": value})
+    assert (settings.worker.ultralytics_offline, settings.webhooks.allow_private) == (offline, offline)
+
+
+def test_a_given_mapping_is_all_that_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in declared_fields():
+        monkeypatch.setenv(name, "0")  # bad for most settings: any that leaked in would fail
+    assert Settings.from_env({}) == Settings()
+    assert Settings.from_env({"WORKER_ROUND_JOBS": "3"}).worker == Settings().worker.model_copy(
+        update={"round_jobs": 3}
+    )
+    with pytest.raises(SettingsError, match="WORKER_ROUND_JOBS must be an integer >= 1, got '0'"):
+        Settings.from_env()  # no mapping: os.environ
+
+
+def test_a_bad_value_stops_the_celery_app_at_start_up() -> None:
+    env = {**os.environ, "WORKER_ROUND_JOBS": "0"}
+    celery = Path(sys.executable).with_name("celery")
+    done = subprocess.run([str(celery), "-A", "tasks", "report"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "WORKER_ROUND_JOBS must be an integer >= 1, got '0'" in done.stderr
+    assert "Traceback" in done.stderr and done.stdout == ""
+
+
+def test_every_setting_is_declared_with_a_variable_and_a_meaning() -> None:
+    fields = declared_fields()
+    assert len(fields) == 45
+    integers = {name for name, field in fields.items() if field.annotation in (int, int | None)}
+    assert len(integers) == 22 and integers == set(INTEGER_BOUNDS), "every integer setting declares its bound"
+    for name, field in fields.items():
+        assert name.isupper() and name.replace("_", "").isalnum(), name
+        assert field.description and "\n" not in field.description, name

@@ -71,10 +71,10 @@ def test_yolo_labels_are_normalised_and_colliding_names_kept_apart() -> None:
     ]
     assert archive.read("labels/empty.txt") == b""
     manifest = list(csv.DictReader(io.StringIO(archive.read("files.csv").decode())))
-    assert [(row["label"], row["filename"]) for row in manifest] == [
-        ("labels/a.txt", "a.png"),
-        ("labels/a-2.txt", "a.png"),
-        ("labels/empty.txt", "empty.jpg"),
+    assert [(row["label"], row["filename"], row["job_id"]) for row in manifest] == [
+        ("labels/a.txt", "a.png", "job-1"),
+        ("labels/a-2.txt", "a.png", "job-1"),
+        ("labels/empty.txt", "empty.jpg", "job-1"),
     ]
     assert "nc: 3" in archive.read("data.yaml").decode()
     with_conf = zipfile.ZipFile(io.BytesIO(build(sample(), "yolo", with_confidence=True).content))

@@ -21,6 +21,7 @@ from accounts.keys import ensure_tenant
 from harness.costs import counting_statements
 from harness.images import image_bytes
 from jobs.lifecycle import (
+    ERROR_MESSAGE_CHARS,
     FileResult,
     Finishing,
     JobParams,
@@ -30,9 +31,11 @@ from jobs.lifecycle import (
     begin_attempt,
     cancel_job,
     create_job,
+    exception_message,
     fail_job,
     finish_jobs,
     job_status,
+    kept_message,
     mark_enqueued,
     record_results,
     release_attempt,
@@ -326,8 +329,15 @@ def test_fail_job_finishes_with_a_code_and_a_bounded_message(store: Storage) -> 
     attempt(store, job_id)
     assert fail(store, job_id, "model_unavailable", "x" * 5000)
     job = job_state(store, job_id)
-    assert (job.status, job.error_code, job.error_message) == ("failed", "model_unavailable", "x" * 2000)
+    assert (job.status, job.error_code, job.error_message) == ("failed", "model_unavailable", "x" * ERROR_MESSAGE_CHARS)
     assert job.finished_at is not None and job.lease_token is None
+
+
+def test_a_round_failure_is_the_exception_cut_as_fail_job_cuts_it() -> None:
+    """The round's message (logged, sent to Flower) is what the failed job keeps: one cut, in jobs.lifecycle."""
+    message = exception_message(RuntimeError("x" * 5000))
+    assert message == "RuntimeError: " + "x" * (ERROR_MESSAGE_CHARS - len("RuntimeError: "))
+    assert kept_message(message) == message
 
 
 def test_fail_job_is_a_no_op_on_a_finished_job(store: Storage) -> None:

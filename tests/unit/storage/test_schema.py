@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, inspect, text
 
-from config.paths import SCHEMA_FILE
 from harness.services import create_database, drop_database
 from storage.db import make_engine
-from storage.schema import apply_schema
+from storage.schema import SCHEMA_FILE, apply_schema
 from storage.tables import Base
 
 PREVIOUS_SCHEMA = Path(__file__).with_name("previous_schema.sql")

@@ -41,18 +41,23 @@ def test_coco_ids_are_renumbered_across_jobs(tmp_path: Path) -> None:
     assert coco.dataset["info"]["job_ids"] == ["j1", "j2"]
 
 
-def test_yolo_labels_of_two_jobs_never_overwrite_each_other() -> None:
+def test_yolo_labels_of_two_jobs_keep_the_servers_names_in_a_folder_per_job() -> None:
+    """Both jobs have an a.png: each job's a.txt stays as the server named it, in its job's folder, where
+    Ultralytics looks for the label of images/<job>/a.png."""
+    from ultralytics.data.utils import img2label_paths
+
     archive = zipfile.ZipFile(io.BytesIO(merge("yolo", parts("yolo"))))
     labels = sorted(n for n in archive.namelist() if n.startswith("labels/"))
-    assert labels == ["labels/a-2.txt", "labels/a.txt", "labels/b.txt", "labels/c.txt"]
+    assert labels == ["labels/j1/a.txt", "labels/j1/b.txt", "labels/j2/a.txt", "labels/j2/c.txt"]
     manifest = list(csv.DictReader(io.StringIO(archive.read("files.csv").decode())))
-    assert [(row["label"], row["file_id"]) for row in manifest] == [
-        ("labels/a.txt", "j1-0"),
-        ("labels/b.txt", "j1-1"),
-        ("labels/a-2.txt", "j2-0"),
-        ("labels/c.txt", "j2-1"),
+    assert [(row["label"], row["file_id"], row["job_id"]) for row in manifest] == [
+        ("labels/j1/a.txt", "j1-0", "j1"),
+        ("labels/j1/b.txt", "j1-1", "j1"),
+        ("labels/j2/a.txt", "j2-0", "j2"),
+        ("labels/j2/c.txt", "j2-1", "j2"),
     ]
-    assert archive.read("labels/a-2.txt").startswith(b"0 0.05")
+    assert archive.read("labels/j2/a.txt") == zipfile.ZipFile(io.BytesIO(parts("yolo")[1])).read("labels/a.txt")
+    assert img2label_paths(["set/images/j2/a.png"]) == ["set/labels/j2/a.txt"]
 
 
 def test_csv_and_label_studio_concatenate() -> None:

@@ -1,8 +1,10 @@
-"""gunicorn settings for the API: ``gunicorn -c gunicorn.conf.py "app:create_app()"``.
+"""gunicorn settings for the API: ``gunicorn -c python:gunicorn_config "app:create_app()"``.
 
 Every value comes from :class:`config.Settings` (``API_BIND``, ``WEB_CONCURRENCY``,
 ``API_THREADS``, ``API_TIMEOUT``, ``FORWARDED_ALLOW_IPS``, ``LOG_FORMAT``). gunicorn
 serves behind nginx (``proxy/``, ``python -m proxy``), never to clients directly.
+A module rather than a ``gunicorn.conf.py`` file: the wheel installs it (``py_modules`` in
+setup.cfg), so the image runs the API with no source tree at hand.
 """
 
 import os

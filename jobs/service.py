@@ -1,34 +1,40 @@
-"""The job service both the JSON API and the web pages call: submit, find, page, cancel and retry jobs.
+"""The job service the JSON API and the web pages share: submit, find, page, cancel and retry jobs.
+
+It knows nothing of HTTP: it takes what the caller already parsed (parameters,
+identified uploads, the tenant, an idempotency key), returns domain results, and
+raises ``jobs.errors``; the views turn those into answers and count them.
 
 A submission commits the job first, then sends its ID-only task and records that
 it was sent (``jobs.dispatch``); a job the broker refused is withdrawn, so the
-client either gets a 202 for a job that will run, or an error and nothing stored.
-With an ``Idempotency-Key`` (``jobs.idempotency``) a repeated submission answers
-what the first one was answered instead of making a second job.
+client either gets an answer for a job that will run, or an error and nothing stored.
+With an idempotency key (``jobs.idempotency``) a repeated submission gets what the
+first one was answered instead of making a second job.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Protocol
 
-from flask import g
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from werkzeug.datastructures import FileStorage
 
-from accounts.keys import Principal
-from app.dispatcher import TaskDispatcher
-from app.errors import ApiError, service_unavailable, to_api_error
-from app.forms import identify_uploads, parse_callback_url, parse_params
-from app.metrics import JOB_ACTIONS, count_submission
 from config import Settings
 from config.logs import job_context
 from jobs.catalog import ModelInfo, configured_models
 from jobs.dispatch import new_task_id, send_then_mark
+from jobs.errors import (
+    AlreadyFinished,
+    BrokerUnavailable,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    JobNotFound,
+    NotRetryable,
+    TooManyActiveJobs,
+)
 from jobs.idempotency import (
     Claim,
     Claimed,
@@ -43,86 +49,87 @@ from jobs.idempotency import (
     release_key,
     store_response,
 )
-from jobs.lifecycle import JobParams, active_jobs, cancel_job, create_job, retry_job, withdraw_job
+from jobs.lifecycle import JobParams, NewUpload, active_jobs, cancel_job, create_job, retry_job, withdraw_job
 from jobs.queries import find_job, page_of_jobs
 from storage import Storage
 from storage.tables import Job
 
 log = logging.getLogger(__name__)
 
-# Builds the 202 body of a new job (the caller's serializer).
-Render = Callable[[Job], dict[str, Any]]
-CLAIM_RETRY_AFTER = 2
-ACTIVE_JOBS_RETRY_AFTER = 10
+# The caller's answer to a new job, built from the rows just written; stored for the replays of its key.
+Answer = Callable[[Job], StoredResponse]
+
+
+class TaskSender(Protocol):
+    """What the service needs of the API's task dispatcher."""
+
+    def send_detect(self, job_id: uuid.UUID, task_id: str) -> None:
+        """Publish the job's task as ``task_id``; raise when the broker does not take it."""
+
+    def revoke(self, task_id: str) -> None:
+        """Tell the workers to discard ``task_id``, best effort (never raises)."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job submission as the caller parsed and checked it."""
+
+    params: JobParams
+    uploads: Sequence[NewUpload]
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
 class Submission:
-    """The answer to a job submission: its job, status code and body, and whether it was replayed."""
+    """The outcome of a submission: its job, the answer, whether it was replayed from the idempotency key, and
+    the bytes of the uploads its tenant had not sent before (0 when no job was created)."""
 
     job_id: uuid.UUID
-    status_code: int
-    body: dict[str, Any]
+    answer: StoredResponse
     replayed: bool = False
+    new_bytes: int = 0
 
 
 class JobService:
     """Stores the uploads, commits the job, then enqueues its ID-only task."""
 
-    def __init__(self, settings: Settings, storage: Storage, dispatcher: TaskDispatcher) -> None:
+    def __init__(self, settings: Settings, storage: Storage, sender: TaskSender) -> None:
         self.settings = settings
         self.max_active_jobs = settings.api.max_active_jobs
         self.storage = storage
-        self.dispatcher = dispatcher
+        self.sender = sender
 
     def submit(
         self,
         session: Session,
-        principal: Principal,
-        files: Sequence[FileStorage],
-        form: Mapping[str, str],
-        render: Render,
+        tenant_id: uuid.UUID,
+        new_job: NewJob,
+        answer: Answer,
         idempotency_key: str | None = None,
     ) -> Submission:
-        """Create and enqueue a job of the principal's tenant, or replay the answer stored under
-        ``idempotency_key``; count the outcome."""
-        try:
-            submission = self._submit(session, principal.tenant_id, files, form, render, idempotency_key)
-        except Exception as exc:
-            count_submission(to_api_error(exc).status)
-            raise
-        g.job_id = str(submission.job_id)  # the request's log line names the job
-        return submission
+        """Create and enqueue a job of ``tenant_id``, or replay the answer stored under ``idempotency_key``.
 
-    def _submit(
-        self,
-        session: Session,
-        tenant_id: uuid.UUID,
-        files: Sequence[FileStorage],
-        form: Mapping[str, str],
-        render: Render,
-        key: str | None,
-    ) -> Submission:
-        requested = parse_params(form, self.settings)  # what identifies the request under an Idempotency-Key
-        callback_url = parse_callback_url(form)
-        uploads = identify_uploads(files)
+        Raises :class:`TooManyActiveJobs`, :class:`IdempotencyKeyReused`,
+        :class:`IdempotencyKeyInProgress` or :class:`BrokerUnavailable`.
+        """
+        key = idempotency_key
         if key is not None:
-            digests = [u.incoming.sha256 for u in uploads]
-            match self._claim(session, tenant_id, key, fingerprint(requested, digests, callback_url)):
+            digests = [u.incoming.sha256 for u in new_job.uploads]
+            match self._claim(session, tenant_id, key, fingerprint(new_job.params, digests, new_job.callback_url)):
                 case Replay(stored):
-                    return Submission(uuid.UUID(stored.body["job_id"]), stored.status_code, stored.body, True)
+                    return Submission(uuid.UUID(stored.body["job_id"]), stored, replayed=True)
                 case TakenOver(job_id):
                     job = self.find(session, job_id, tenant_id)
-                    return self._answer(session, tenant_id, key, Submission(job.id, 202, render(job), replayed=True))
+                    return self._answer(session, tenant_id, key, Submission(job.id, answer(job), replayed=True))
                 case Claimed():
                     pass  # this request creates the job
         try:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
-                message = f"This tenant has {self.max_active_jobs} jobs queued or running; wait for some to finish."
-                raise ApiError(429, "too_many_active_jobs", message, ACTIVE_JOBS_RETRY_AFTER)
-            params = self.sized(session, requested)
-            job = create_job(session, self.storage.blobs, params, uploads, tenant_id, callback_url)
-            submission = Submission(job.id, 202, render(job))  # from the rows just written: nothing is read back
+                raise TooManyActiveJobs(self.max_active_jobs)
+            params = self.sized(session, new_job.params)
+            job = create_job(session, self.storage.blobs, params, new_job.uploads, tenant_id, new_job.callback_url)
+            new_bytes = sum(u.file.size for u in job.uploads if not u.deduplicated)
+            submission = Submission(job.id, answer(job), new_bytes=new_bytes)  # nothing is read back
             if key is not None:
                 attach_job(session, tenant_id, key, job.id)
             session.commit()
@@ -134,7 +141,6 @@ class JobService:
         with job_context(str(job.id)):
             self._enqueue(session, job.id, str(job.id), withdraw=True)
             log.info("job created files=%d model=%s", job.total_files, job.model)
-        count_submission(202, sum(u.file.size for u in job.uploads if not u.deduplicated))
         return self._answer(session, tenant_id, key, submission)
 
     def models_of(self, session: Session) -> list[ModelInfo]:
@@ -153,19 +159,17 @@ class JobService:
             session.commit()
         except KeyReused:
             session.rollback()
-            message = "This Idempotency-Key was used for a different request; use a new key."
-            raise ApiError(422, "idempotency_key_reused", message) from None
+            raise IdempotencyKeyReused from None
         except KeyInProgress:
             session.rollback()
-            message = "A request with this Idempotency-Key is still in progress; retry it shortly."
-            raise ApiError(409, "idempotency_key_in_progress", message, CLAIM_RETRY_AFTER) from None
+            raise IdempotencyKeyInProgress from None
         return claimed
 
     def _answer(self, session: Session, tenant_id: uuid.UUID, key: str | None, submission: Submission) -> Submission:
         """Store the answer under the request's idempotency key, if it has one, for its replays."""
         if key is not None:
             try:
-                store_response(session, tenant_id, key, StoredResponse(submission.status_code, submission.body))
+                store_response(session, tenant_id, key, submission.answer)
                 session.commit()
             except SQLAlchemyError:  # the key still leads to the job: a replay answers it after the claim times out
                 session.rollback()
@@ -181,14 +185,15 @@ class JobService:
             log.warning("could not release an idempotency key; it is taken over after its claim times out")
 
     def _enqueue(self, session: Session, job_id: uuid.UUID, task_id: str, withdraw: bool) -> None:
-        """Send the job's task and record it; when the broker refuses, withdraw a new job, then answer 503.
+        """Send the job's task and record it; when the broker refuses, withdraw a new job and raise
+        :class:`BrokerUnavailable`.
 
         A job that cannot be withdrawn (the database went down too), or whose send
         was not recorded, stays queued: beat's reaper sends it again.
         """
 
         def send(job_id: uuid.UUID, task_id: str) -> None:
-            self.dispatcher.send_detect(job_id, task_id)
+            self.sender.send_detect(job_id, task_id)
             # Then enqueued_at is one UPDATE in autocommit, without a BEGIN and a COMMIT around it.
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
@@ -203,11 +208,11 @@ class JobService:
             if withdraw:
                 log.warning("enqueue failed, withdrawing the job: %s", exc)
                 self._withdraw(session, job_id)
-                raise service_unavailable("broker") from exc
+                raise BrokerUnavailable from exc
             log.warning("enqueue failed; the reaper sends the job when the broker is back: %s", exc)
 
     def _withdraw(self, session: Session, job_id: uuid.UUID) -> None:
-        """Delete a job the client will not get a 202 for (its idempotency key goes with it)."""
+        """Delete a job the client will not get an answer for (its idempotency key goes with it)."""
         try:
             withdraw_job(session, job_id)
             session.commit()
@@ -216,10 +221,11 @@ class JobService:
             log.warning("could not withdraw the job; the reaper will run it", exc_info=True)
 
     def find(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
-        """The job of ``tenant_id`` (any tenant's when None) with everything about it; 404 when there is none."""
+        """The job of ``tenant_id`` (any tenant's when None) with everything about it; :class:`JobNotFound`
+        when there is none."""
         job = find_job(session, job_id, tenant_id)
         if job is None:
-            raise ApiError(404, "not_found", "No job with this id.")
+            raise JobNotFound
         return job
 
     def page(
@@ -229,30 +235,30 @@ class JobService:
         return page_of_jobs(session, limit, offset, tenant_id, statuses)
 
     def cancel(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
-        """Cancel a queued or running job now, and revoke its task; 409 ``already_finished`` for a finished one.
+        """Cancel a queued or running job now, and revoke its task; :class:`AlreadyFinished` for a finished one.
 
         A running attempt stops at its next batch boundary without writing again.
         """
         job = self.find(session, job_id, tenant_id)
         if not cancel_job(session, job_id):
-            raise ApiError(409, "already_finished", f"The job already ended {job.status}; nothing to cancel.")
+            raise AlreadyFinished(job.status)
         session.commit()
-        JOB_ACTIONS.labels("cancel").inc()
         job = self.find(session, job_id, tenant_id)
         with job_context(str(job_id)):
             log.info("job cancelled by request")
             if job.task_id:
-                self.dispatcher.revoke(job.task_id)
+                self.sender.revoke(job.task_id)
         return job
 
     def retry(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
-        """Queue a failed or cancelled job again for the files without a result; 409 ``not_retryable`` otherwise."""
+        """Queue a failed or cancelled job again for the files without a result; :class:`NotRetryable` otherwise.
+
+        When the broker refuses the task, the job stays queued and beat's reaper sends it.
+        """
         job = self.find(session, job_id, tenant_id)
         if not retry_job(session, job_id):
-            message = f"Only a failed or cancelled job can be retried; this one is {job.status}."
-            raise ApiError(409, "not_retryable", message)
+            raise NotRetryable(job.status)
         session.commit()
-        JOB_ACTIONS.labels("retry").inc()
         with job_context(str(job_id)):
             self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)
             log.info("job queued again by request")

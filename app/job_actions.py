@@ -1,0 +1,61 @@
+"""What the views (API and web alike) ask of the job service, counted: submit, cancel and retry a job.
+
+A submission's form is read here (``app.forms``), then handed to ``jobs.service``,
+which knows nothing of HTTP; every outcome but a replay is counted (``app.metrics``),
+a refusal by the status it will be answered with (``app.errors.to_api_error``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from flask import g
+from werkzeug.datastructures import FileStorage
+
+from app.auth import current_principal, tenant_scope
+from app.errors import to_api_error
+from app.extensions import db_session, get_job_service, get_settings
+from app.forms import identify_uploads, parse_callback_url, parse_params
+from app.metrics import JOB_ACTIONS, count_submission
+from app.serializers import submission_json
+from jobs.idempotency import StoredResponse
+from jobs.service import NewJob, Submission
+from storage.tables import Job
+
+
+def accepted(job: Job) -> StoredResponse:
+    """The 202 a new job is answered with (and its idempotency key replays)."""
+    return StoredResponse(202, submission_json(job))
+
+
+def submit(files: Sequence[FileStorage], form: Mapping[str, str], idempotency_key: str | None = None) -> Submission:
+    """Create and enqueue a job of the request's tenant from its ``image`` parts and form fields, or replay
+    the answer stored under ``idempotency_key``."""
+    session, tenant_id = db_session(), current_principal().tenant_id
+    try:
+        params = parse_params(form, get_settings())  # what identifies the request under an Idempotency-Key
+        callback_url = parse_callback_url(form)
+        new_job = NewJob(params, identify_uploads(files), callback_url)
+        submission = get_job_service().submit(session, tenant_id, new_job, accepted, idempotency_key)
+    except Exception as exc:
+        count_submission(to_api_error(exc).status)
+        raise
+    if not submission.replayed:
+        count_submission(submission.answer.status_code, submission.new_bytes)
+    g.job_id = str(submission.job_id)  # the request's log line names the job
+    return submission
+
+
+def cancel(job_id: uuid.UUID) -> Job:
+    """Cancel a job the request's principal can see (``jobs.service.JobService.cancel``)."""
+    job = get_job_service().cancel(db_session(), job_id, tenant_scope())
+    JOB_ACTIONS.labels("cancel").inc()
+    return job
+
+
+def retry(job_id: uuid.UUID) -> Job:
+    """Queue a job the request's principal can see again (``jobs.service.JobService.retry``)."""
+    job = get_job_service().retry(db_session(), job_id, tenant_scope())
+    JOB_ACTIONS.labels("retry").inc()
+    return job
