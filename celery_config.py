@@ -17,13 +17,8 @@ from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from config import Settings
+from config.redis import REDIS_TIMEOUT_SECONDS
 from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
-
-# How long any Redis call of yolo-jobs waits to connect, and then for a reply (the result backend here,
-# the API's rate limiter in ``app/quotas.py``). A Redis that hangs (a network partition: the connection
-# is accepted, nothing answers) must cost what one that is down costs; Celery's defaults wait 120 s for
-# a reply. Redis answers in well under a millisecond; what waits on it is best effort.
-REDIS_TIMEOUT_SECONDS = 0.5
 
 # How every task message of yolo-jobs is published (the API's, beat's and the workers' alike): a broker
 # connection that drops is tried twice more within about a second, then the send raises. The API answers

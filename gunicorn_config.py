@@ -10,6 +10,7 @@ setup.cfg), so the image runs the API with no source tree at hand.
 import os
 import shutil
 import tempfile
+import time
 
 from gunicorn.http.errors import ParseException
 
@@ -74,8 +75,10 @@ def on_exit(server):  # type: ignore[no-untyped-def]
     shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# How long the drain below waits for each read: nginx sends a body it holds at loopback speed.
+# How long the drain below waits for each read, and for the whole body: nginx sends a body it
+# holds at loopback speed (64 MiB in well under a second), so a peer slower than that is no proxy.
 DRAIN_READ_TIMEOUT = 5.0
+DRAIN_DEADLINE = 10.0
 DRAIN_BLOCK = 64 * 1024
 
 
@@ -87,17 +90,22 @@ def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]
     the next request (any client's) on that connection and answers that one 502: it
     never retries a POST. A body through nginx is at most MAX_UPLOAD_BYTES and already
     whole in nginx's buffer, so reading it to the end costs little and keeps the
-    connection good. Should nginx stop sending, the read times out and gunicorn closes.
+    connection good. A client talking to gunicorn directly cannot hold the thread long:
+    each read waits at most DRAIN_READ_TIMEOUT and the whole drain DRAIN_DEADLINE; past
+    either, gunicorn closes the connection as it would have.
     """
     if resp is None or resp.should_close() or req.body is None:
         return
     sock = environ.get("gunicorn.socket")
     previous_timeout = sock.gettimeout() if sock is not None else None
     left = _api.max_upload_bytes  # the most nginx passes on; past it gunicorn drains 64 KiB more, then closes
+    deadline = time.monotonic() + DRAIN_DEADLINE
     try:
-        if sock is not None:
-            sock.settimeout(DRAIN_READ_TIMEOUT)
-        while left > 0 and (block := req.body.read(min(DRAIN_BLOCK, left))):
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            if sock is not None:
+                sock.settimeout(min(DRAIN_READ_TIMEOUT, remaining))
+            if not (block := req.body.read(min(DRAIN_BLOCK, left))):
+                break
             left -= len(block)
     except (OSError, ParseException):
         pass  # cut short, timed out or malformed: gunicorn's own drain fails too, and closes the connection

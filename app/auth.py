@@ -170,10 +170,25 @@ def key_check() -> Response:
     return for_nginx(answer)
 
 
+def _presented_credentials() -> bool:
+    """Whether the request presented credentials: an ``Authorization`` header (nginx's key check sees the
+    client's), or the sign-in form's ``key``. A session cookie is not one: a browser whose session ended has
+    been signed out, not refused."""
+    if request.headers.get("Authorization"):
+        return True
+    return request.endpoint in KEY_CHECKING_ENDPOINTS and bool(request.form.get("key", "").strip())
+
+
+def refused_credentials(response: Response) -> bool:
+    """A failed authentication: credentials presented, and refused (401). A missing key is not one."""
+    return response.status_code == 401 and _presented_credentials()
+
+
 def _challenge(response: Response) -> Response:
     if response.status_code == 401:
-        AUTH_FAILURES.labels("refused").inc()
         response.headers.setdefault("WWW-Authenticate", CHALLENGE)
+        if refused_credentials(response):
+            AUTH_FAILURES.labels("refused").inc()
     return response
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from gunicorn.http.errors import ParseException as MalformedHttp
@@ -20,6 +21,8 @@ from jobs.errors import BrokerUnavailable, JobRefused
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+INTERNAL_ERROR = "internal_error"
+INSUFFICIENT_STORAGE = "insufficient_storage"
 
 HTTP_CODES = {
     400: "bad_request",
@@ -47,6 +50,11 @@ def service_unavailable(what: str) -> ApiError:
     return ApiError(503, f"{what}_unavailable", f"The {what} is unavailable; try again shortly.", RETRY_AFTER_SECONDS)
 
 
+def retry_after_until(reset_at: float) -> int:
+    """``Retry-After`` for a limit that resets at ``reset_at`` (a Unix time, as Flask-Limiter's): at least 1 s."""
+    return max(1, int(reset_at - time.time()))
+
+
 def error_response(error: ApiError) -> Response:
     return _with_status(jsonify({"error": {"code": error.code, "message": error.message}}), error)
 
@@ -66,7 +74,18 @@ def _with_status(response: Response, error: ApiError) -> Response:
 
 
 def to_api_error(exc: Exception) -> ApiError:
-    """Map any exception to the error a client should see."""
+    """The error a client should see for ``exc``; logs an unexpected one (and a full volume): call it once, where
+    the error is answered, and :func:`api_error_of` where it is only counted."""
+    error = api_error_of(exc)
+    if error.code == INTERNAL_ERROR:
+        log.exception("unhandled error", exc_info=exc)
+    elif error.code == INSUFFICIENT_STORAGE:
+        log.error("storage volume is full: %s", exc)
+    return error
+
+
+def api_error_of(exc: Exception) -> ApiError:
+    """The error a client should see for ``exc``, logging nothing."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, JobRefused):
@@ -82,13 +101,11 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, OperationalError | InterfaceError):
         return service_unavailable("database")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        log.error("storage volume is full: %s", exc)
         message = "The storage volume is full; try again later."
-        return ApiError(507, "insufficient_storage", message, RETRY_AFTER_SECONDS)
+        return ApiError(507, INSUFFICIENT_STORAGE, message, RETRY_AFTER_SECONDS)
     if isinstance(exc, BrokerError | ConnectionError | BrokerUnavailable):
         return service_unavailable("broker")
-    log.exception("unhandled error", exc_info=exc)
-    return ApiError(500, "internal_error", "An unexpected error occurred.")
+    return ApiError(500, INTERNAL_ERROR, "An unexpected error occurred.")
 
 
 def _too_large_message() -> str:

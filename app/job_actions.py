@@ -2,7 +2,8 @@
 
 A submission's form is read here (``app.forms``), then handed to ``jobs.service``,
 which knows nothing of HTTP; every outcome but a replay is counted (``app.metrics``),
-a refusal by the status it will be answered with (``app.errors.to_api_error``).
+a refusal by the status it will be answered with (``app.errors.api_error_of``: counted here, logged
+where it is answered).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flask import g
 from werkzeug.datastructures import FileStorage
 
 from app.auth import current_principal, tenant_scope
-from app.errors import to_api_error
+from app.errors import api_error_of
 from app.extensions import db_session, get_job_service, get_settings
 from app.forms import identify_uploads, parse_callback_url, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
@@ -39,7 +40,7 @@ def submit(files: Sequence[FileStorage], form: Mapping[str, str], idempotency_ke
         new_job = NewJob(params, identify_uploads(files), callback_url)
         submission = get_job_service().submit(session, tenant_id, new_job, accepted, idempotency_key)
     except Exception as exc:
-        count_submission(to_api_error(exc).status)
+        count_submission(api_error_of(exc).status)
         raise
     if not submission.replayed:
         count_submission(submission.answer.status_code, submission.new_bytes)

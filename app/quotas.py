@@ -11,7 +11,7 @@ resets) go on its own 429s only. Flask-Limiter's ``headers_enabled`` writes them
 every answer, and its ``Retry-After`` (up to a minute) would replace the API's own on
 a 503 or 507 (5 s), which clients obey.
 
-When Redis is down or hangs (each call gives up after ``REDIS_TIMEOUT_SECONDS``),
+When Redis is down or hangs (each call gives up after ``config.redis.REDIS_TIMEOUT_SECONDS``),
 each API process counts the rate in its own memory (Flask-Limiter's in-memory
 fallback) and asks Redis again after a growing pause (1 s, 2 s... 32 s): a hung
 Redis costs a submission one timeout now and then, not one each. The active-jobs
@@ -20,15 +20,14 @@ limit is enforced all the same.
 
 from __future__ import annotations
 
-import time
-
 from flask import Flask, Response, g, request
 from flask_limiter import HeaderNames, Limiter
 
 from app.auth import current_principal
+from app.errors import retry_after_until
 from app.extensions import get_settings
-from celery_config import REDIS_TIMEOUT_SECONDS
 from config import Settings
+from config.redis import limiter_storage_options
 
 
 def _tenant() -> str:
@@ -59,15 +58,14 @@ def _rate_limit_headers(response: Response) -> Response:
         response.headers[HeaderNames.LIMIT.value] = str(limit.limit.amount)
         response.headers[HeaderNames.REMAINING.value] = str(limit.remaining)
         response.headers[HeaderNames.RESET.value] = str(reset_at)
-        response.headers[HeaderNames.RETRY_AFTER.value] = str(max(1, int(reset_at - time.time())))
+        response.headers[HeaderNames.RETRY_AFTER.value] = str(retry_after_until(reset_at))
     return response
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register after authentication, so the limit's key is the request's tenant."""
-    app.config["RATELIMIT_STORAGE_URI"] = settings.api.rate_limit_storage_url or settings.result_backend
-    timeouts = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = timeouts
+    app.config["RATELIMIT_STORAGE_URI"] = settings.rate_limit_storage
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = limiter_storage_options()
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True
     limiter.init_app(app)
     app.after_request(_rate_limit_headers)

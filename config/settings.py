@@ -15,10 +15,12 @@ them (``python -m config.reference``), so a setting is explained here and nowher
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,6 +86,18 @@ def _comma_list(raw: object) -> object:
     return [part for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+EVERY_ADDRESS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def _networks(spec: str) -> tuple[IpNetwork, ...]:
+    """``FORWARDED_ALLOW_IPS`` as gunicorn reads it: comma-separated addresses or networks (strict, as
+    ``ipaddress.ip_network``: ``10.0.0.1/8`` has host bits set), or ``*`` for every address."""
+    entries = [entry.strip() for entry in spec.split(",") if entry]  # gunicorn refuses a blank entry too
+    networks = tuple(ipaddress.ip_network(entry) for entry in entries if entry != "*")
+    return EVERY_ADDRESS if "*" in entries else networks
+
+
 ModelRegistry = Annotated[dict[str, str], BeforeValidator(_model_registry)]
 ClockTime = Annotated[tuple[int, int], BeforeValidator(_clock_time)]
 Delays = Annotated[tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...], BeforeValidator(_comma_list)]
@@ -121,8 +135,11 @@ class ApiSettings(Group):
     forwarded_allow_ips: str = Field(
         "127.0.0.1",
         alias="FORWARDED_ALLOW_IPS",
-        description="addresses whose `X-Forwarded-*` headers gunicorn trusts (the router's)",
-        json_schema_extra=shown(allowed="comma-separated addresses, or `*`"),
+        description=(
+            "addresses or networks whose `X-Forwarded-*` headers gunicorn, and the failed-authentication "
+            "throttle, trust (the proxy's)"
+        ),
+        json_schema_extra=shown(allowed="comma-separated addresses or networks (`10.0.0.0/8`), or `*` for all"),
     )
     max_upload_bytes: int = Field(
         64 * 1024 * 1024,
@@ -158,7 +175,10 @@ class ApiSettings(Group):
         20,
         alias="AUTH_FAILURES_PER_MINUTE",
         ge=1,
-        description="per client address: 401s in a minute before further attempts get 429, before any key is looked up",
+        description=(
+            "per client address: keys refused in a minute (a missing key is not counted) before further "
+            "attempts get 429, before any key is looked up"
+        ),
     )
     proxy_connections_per_address: int = Field(
         32,
@@ -178,6 +198,17 @@ class ApiSettings(Group):
         description="where gunicorn's processes record metrics for `/metrics` to add up",
         json_schema_extra=shown(default="a new temporary folder, set by gunicorn's configuration"),
     )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, spec: str) -> str:
+        _networks(spec)  # raises ValueError, naming the entry, on one gunicorn would refuse
+        return spec
+
+    @cached_property
+    def forwarded_allow_networks(self) -> tuple[IpNetwork, ...]:
+        """FORWARDED_ALLOW_IPS parsed: the networks whose peers' ``X-Forwarded-*`` headers are trusted."""
+        return _networks(self.forwarded_allow_ips)
 
 
 class WorkerSettings(Group):

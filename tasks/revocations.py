@@ -4,7 +4,7 @@ Workers started after a revoke do not know its id, so a job's own attempt, a rou
 leader looking at its mates, and the reaper all ask the backend instead (best effort:
 an unreachable backend counts as not revoked, and the job's lease still fences it).
 A revoke that no worker received is kept and applied by :mod:`tasks.missed_revokes`.
-The backend's connect and socket timeouts (``celery_config.REDIS_TIMEOUT_SECONDS``)
+The backend's connect and socket timeouts (``config.redis.REDIS_TIMEOUT_SECONDS``)
 bound what a check costs when Redis hangs: under a second, where Celery's default
 would hold every task start for 120 s.
 """

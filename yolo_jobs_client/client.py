@@ -180,9 +180,11 @@ class Client:
             time.sleep(interval)
 
     def export_merged(self, jobs: Iterable[Mapping[str, Any]], export_format: str, confidence: bool = False) -> bytes:
-        """One file for finished ``jobs`` (their JSON): a job that did not succeed adds the images it analysed."""
-        parts = [
-            self.export(job["job_id"], export_format, partial=job["status"] != "succeeded", confidence=confidence)
-            for job in jobs
-        ]
-        return merge(export_format, parts)
+        """One file for finished ``jobs`` (their JSON), each job once: a job that did not succeed adds the
+        images it analysed."""
+        statuses = {job["job_id"]: job["status"] for job in jobs}
+
+        def export(job_id: str) -> bytes:
+            return self.export(job_id, export_format, partial=statuses[job_id] != "succeeded", confidence=confidence)
+
+        return merge(export_format, statuses, export)

@@ -2,10 +2,12 @@
 
 The server builds every format (``GET /api/v1/jobs/<id>/export``); merging only
 renumbers and concatenates: COCO image and annotation ids, CSV rows under one
-header, Label Studio task lists, and YOLO label files. The server alone names the
-label files (unique within a job, listed in ``files.csv``); merged, each job's
-labels keep their names in a folder of the job's own, ``labels/<job_id>/``, so no
-two jobs' labels meet and no name is made up here.
+header, Label Studio task lists, and YOLO label files. Each job is merged once,
+known by the id the client fetched it by, never by what its export says (a server
+older than the client writes no ``job_id`` column in a YOLO ``files.csv``). The
+server alone names the label files (unique within a job, listed in ``files.csv``);
+merged, each job's labels keep their names in a folder of the job's own,
+``labels/<job_id>/``, so no two jobs' labels meet and no name is made up here.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
 from yolo_jobs_client.errors import UsageError
 
 
-def merge_coco(parts: Sequence[bytes]) -> bytes:
-    documents = [json.loads(part) for part in parts]
+def merge_coco(exports: Mapping[str, bytes]) -> bytes:
+    documents = [json.loads(export) for export in exports.values()]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     categories: dict[int, dict[str, Any]] = {}
@@ -37,7 +39,7 @@ def merge_coco(parts: Sequence[bytes]) -> bytes:
             known = categories.setdefault(category["id"], category)
             if known["name"] != category["name"]:
                 raise UsageError(f"The jobs name category {category['id']} differently; export them one by one.")
-    info = {**documents[0]["info"], "job_ids": [d["info"].get("job_id") for d in documents]}
+    info = {**documents[0]["info"], "job_ids": list(exports)}
     info["description"] = f"yolo-jobs detections of {len(documents)} jobs"
     merged = {
         "info": info,
@@ -49,12 +51,12 @@ def merge_coco(parts: Sequence[bytes]) -> bytes:
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def merge_csv(parts: Sequence[bytes]) -> bytes:
-    """The rows of every part under the first part's header."""
+def merge_csv(exports: Mapping[str, bytes]) -> bytes:
+    """The rows of every export under the first one's header."""
     text = io.StringIO()
     writer = csv.writer(text)
-    for index, part in enumerate(parts):
-        rows = csv.reader(io.StringIO(part.decode()))
+    for index, export in enumerate(exports.values()):
+        rows = csv.reader(io.StringIO(export.decode()))
         header = next(rows)
         if index == 0:
             writer.writerow(header)
@@ -62,14 +64,14 @@ def merge_csv(parts: Sequence[bytes]) -> bytes:
     return text.getvalue().encode()
 
 
-def merge_label_studio(parts: Sequence[bytes]) -> bytes:
-    tasks = [task for part in parts for task in json.loads(part)]
+def merge_label_studio(exports: Mapping[str, bytes]) -> bytes:
+    tasks = [task for export in exports.values() for task in json.loads(export)]
     return json.dumps(tasks, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def merge_yolo(parts: Sequence[bytes]) -> bytes:
+def merge_yolo(exports: Mapping[str, bytes]) -> bytes:
     """The first job's ``data.yaml`` (a submission runs one model), every job's labels under
-    ``labels/<job_id>/``, one ``files.csv``.
+    ``labels/<job_id>/``, one ``files.csv`` whose ``job_id`` column names each label's job.
 
     Ultralytics finds images in sub-folders of ``images/`` and their labels in the same
     sub-folders of ``labels/``: put each image at its label's path, ``images/`` for ``labels/``.
@@ -78,23 +80,23 @@ def merge_yolo(parts: Sequence[bytes]) -> bytes:
     writer: csv.DictWriter[str] | None = None
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as merged:
-        for index, part in enumerate(parts):
-            with zipfile.ZipFile(io.BytesIO(part)) as archive:
-                if index == 0:
-                    merged.writestr("data.yaml", archive.read("data.yaml"))
+        for job_id, export in exports.items():
+            with zipfile.ZipFile(io.BytesIO(export)) as archive:
                 rows = csv.DictReader(io.StringIO(archive.read("files.csv").decode()))
                 if writer is None:
-                    writer = csv.DictWriter(manifest, rows.fieldnames or ())
+                    merged.writestr("data.yaml", archive.read("data.yaml"))
+                    writer = csv.DictWriter(manifest, list(dict.fromkeys([*(rows.fieldnames or ()), "job_id"])))
                     writer.writeheader()
                 for row in rows:
-                    label = str(PurePosixPath("labels", row["job_id"], PurePosixPath(row["label"]).name))
+                    label = str(PurePosixPath("labels", job_id, PurePosixPath(row["label"]).name))
                     merged.writestr(label, archive.read(row["label"]))
-                    writer.writerow({**row, "label": label})
+                    writer.writerow({**row, "label": label, "job_id": job_id})
         merged.writestr("files.csv", manifest.getvalue())
     return buffer.getvalue()
 
 
-MERGERS: dict[str, Callable[[Sequence[bytes]], bytes]] = {
+# Each merges the exports of two or more jobs, keyed by job id in the order they go in.
+MERGERS: dict[str, Callable[[Mapping[str, bytes]], bytes]] = {
     "coco": merge_coco,
     "yolo": merge_yolo,
     "csv": merge_csv,
@@ -102,10 +104,15 @@ MERGERS: dict[str, Callable[[Sequence[bytes]], bytes]] = {
 }
 
 
-def merge(export_format: str, parts: Sequence[bytes]) -> bytes:
-    """The exports of several jobs in ``export_format`` as one file (a single export as it is)."""
+def merge(export_format: str, job_ids: Iterable[str], export: Callable[[str], bytes]) -> bytes:
+    """The ``export_format`` exports of ``job_ids`` as one file (a single job's export as it is).
+
+    ``export`` fetches one job's export; a job named twice is fetched and merged once,
+    where it first appears.
+    """
     if export_format not in MERGERS:
         raise UsageError(f"Cannot merge {export_format!r} exports; formats: {', '.join(MERGERS)}.")
-    if not parts:
+    exports = {job_id: export(job_id) for job_id in dict.fromkeys(job_ids)}
+    if not exports:
         raise UsageError("Nothing to merge.")
-    return parts[0] if len(parts) == 1 else MERGERS[export_format](parts)
+    return next(iter(exports.values())) if len(exports) == 1 else MERGERS[export_format](exports)

@@ -129,6 +129,8 @@ def test_failures_are_counted_in_the_metrics(stack: Stack, admin_key: TestKey) -
 
     refused, throttled = counted("refused"), counted("throttled")
     address = new_address()
+    assert get_jobs(stack.gunicorn_url, address, "").status_code == 401  # no key: not a failed authentication
+    assert counted("refused") == refused
     for _ in range(FAILURES_PER_MINUTE + 3):
         get_jobs(stack.gunicorn_url, address, WRONG_KEY)
     assert counted("refused") - refused == FAILURES_PER_MINUTE
@@ -187,6 +189,20 @@ def test_a_throttled_address_is_refused_without_a_database_lookup(throttled_app:
     response, statements = statements_during(throttled_app, lambda: client.get("/api/v1/jobs", headers=good))
     assert_json_error(response.status_code, response.get_json(), 429, "too_many_failed_authentications")
     assert statements == []
+
+
+def test_requests_without_credentials_are_not_failed_authentications(throttled_app: Flask) -> None:
+    """A script without a key, or a browser polling the API after its session ended, presented nothing to refuse:
+    twice the limit of such 401s leave the address's good key (and its first wrong ones) unthrottled."""
+    client = throttled_app.test_client(key=None)
+    address = {"X-Forwarded-For": new_address()}
+    polls = [client.get("/api/v1/jobs", headers=address).status_code for _ in range(6)]
+    assert polls == [401] * 6
+    assert client.post("/api/v1/jobs", headers=address).status_code == 401
+    good = {"Authorization": f"Bearer {key_of(throttled_app).key}", **address}
+    assert client.get("/api/v1/jobs", headers=good).status_code == 200
+    wrong = {"Authorization": WRONG_KEY, **address}
+    assert [client.get("/api/v1/jobs", headers=wrong).status_code for _ in range(4)] == [401, 401, 401, 429]
 
 
 def test_wrong_keys_at_sign_in_count_too(throttled_app: Flask) -> None:

@@ -217,13 +217,20 @@ def test_a_browser_gets_a_page_for_a_page(proxied: Proxied) -> None:
 
 
 def test_no_gunicorn_behind_the_proxy_is_502_json(services_env: dict[str, str], logs_dir: Path, tmp_path: Path) -> None:
+    """A read, and an upload, whose key check then finds no app to ask: both 502 with Retry-After, never 500."""
     proxy, url = start_proxy(services_env, f"127.0.0.1:{free_port()}", tmp_path, logs_dir / "nginx-alone.log")
+    upload = [("image", ("a.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 1000, "image/png"))]
+    key = {"Authorization": f"Bearer yj_0badc0de_{'A' * 43}"}
     try:
-        response = requests.get(f"{url}/api/v1/jobs", timeout=10)
+        answers = [
+            requests.get(f"{url}/api/v1/jobs", timeout=10),
+            requests.post(f"{url}/api/v1/jobs", files=upload, headers=key, timeout=10),
+        ]
     finally:
         proxy.stop()
-    assert_json_error(response.status_code, response.json(), 502, "api_unavailable")
-    assert int(response.headers["Retry-After"]) > 0
+    for response in answers:
+        assert_json_error(response.status_code, response.json(), 502, "api_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
 
 
 # --- One client's early answer never breaks another's request -------------------------------------

@@ -41,8 +41,10 @@ TRAINED_SIZE = list(STAGES.values())[-1].imgsz  # the size the last stage trains
 EVAL_IMAGES = 90  # about 240 objects; a job takes at most 100 files
 SHAPE_FREE_PHOTOS = ("bus.jpg", "zidane.jpg")
 
+# Ultralytics writes a validation's run folder beside its own package while pytest runs (its tests'
+# folder, inside site-packages), whatever its settings say: the script names the folder itself.
 OFFLINE_SCRIPT = """
-import json, sys
+import json, os, sys
 from config import Settings
 from config.ultralytics import configure_ultralytics
 configure_ultralytics(Settings.from_env().worker)
@@ -54,7 +56,10 @@ model = YOLO(sys.argv[1])
 scores = {}
 for data in sys.argv[2:]:
     # At the model's own input size, as a job runs it by default.
-    metrics = model.val(data=data, split="test", batch=16, device="cpu", plots=False, verbose=False, workers=0)
+    metrics = model.val(
+        data=data, split="test", batch=16, device="cpu", plots=False, verbose=False, workers=0,
+        project=os.environ["VAL_RUNS"],
+    )
     scores[data] = {"map50": metrics.box.map50, "map": metrics.box.map}
 print("RESULT " + json.dumps({"scores": scores, "network": attempts}))
 """
@@ -80,7 +85,7 @@ def test_held_out_validation_meets_the_bar_offline(tmp_path: Path, services_env:
         for name, (render, seed, count) in HELD_OUT.items()
     }
     config_dir = tmp_path / "ultralytics-config"
-    env = {**services_env, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config_dir)}
+    env = {**services_env, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config_dir), "VAL_RUNS": str(tmp_path / "runs")}
     result = run_offline(OFFLINE_SCRIPT, str(BUNDLED_MODEL), *data_yamls.values(), env=env)
     assert result["network"] == [], "Ultralytics tried to reach the network"
     assert (config_dir / "Ultralytics" / "settings.json").is_file(), "Ultralytics settings must live in YOLO_CONFIG_DIR"

@@ -272,6 +272,14 @@ def test_route_points_at_a_service_port_with_edge_tls(route: Object) -> None:
     assert spec["tls"] == {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
 
 
+def test_the_api_route_appends_the_client_address() -> None:
+    """The API pods' nginx trusts the last X-Forwarded-For entry: the router must always append it."""
+    annotations = find(RENDERED, "Route", "yolo-jobs-api")["metadata"]["annotations"]
+    assert annotations["haproxy.router.openshift.io/set-forwarded-headers"] == "append"
+    conf = find(RENDERED, "ConfigMap", "yolo-jobs-proxy")["data"]["nginx.conf"]
+    assert "real_ip_header X-Forwarded-For;" in conf and "real_ip_recursive" not in conf
+
+
 def test_route_hosts_are_parameters() -> None:
     hosts = {route["metadata"]["name"]: route["spec"]["host"] for route in of_kind(TEMPLATE["objects"], "Route")}
     assert hosts == {"yolo-jobs-api": "${ROUTE_HOST}", "yolo-jobs-flower": "${FLOWER_ROUTE_HOST}"}

@@ -6,9 +6,13 @@ In-process apps on the run's services (a RabbitMQ vhost of the test's own, no wo
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import uuid
+from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from harness.images import image_bytes
@@ -25,7 +29,10 @@ def tenant() -> str:
 def counted() -> dict[str, float]:
     """The submission and action counters now."""
     samples = {
-        **{f"jobs:{s}": ("yolo_api_jobs_created_total", {"status": s}) for s in ("queued", "rejected", "unavailable")},
+        **{
+            f"jobs:{s}": ("yolo_api_jobs_created_total", {"status": s})
+            for s in ("queued", "rejected", "unavailable", "error")
+        },
         "bytes": ("yolo_api_upload_bytes_total", {}),
         **{f"action:{a}": ("yolo_api_job_actions_total", {"action": a}) for a in ("cancel", "retry")},
     }
@@ -80,3 +87,27 @@ def test_cancel_and_retry_are_counted_when_they_happen(make_app: MakeApp, isolat
     assert client.post(f"/jobs/{job_id}/retry", data=form).status_code == 303
     assert client.post(f"/jobs/{job_id}/retry", data=form).status_code == 409, "queued again: not retryable"
     assert grown(before) == {"action:retry": 1}
+
+
+def test_an_unexpected_failure_is_counted_as_an_error_and_logged_once(
+    make_app: MakeApp, isolated_env: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The blobs' folder replaced by a file: a submission fails unexpectedly (500), counted ``error``; its stack
+    trace is logged by what answers it (the API's error handler, the upload form), not by the count too."""
+    app = make_app(isolated_env, STORAGE_ROOT=str(tmp_path), tenant=tenant())
+    shutil.rmtree(tmp_path / "blobs")
+    (tmp_path / "blobs").write_bytes(b"not a folder")
+    client = app.test_client()
+    before = counted()
+    with caplog.at_level(logging.ERROR):
+        assert post_images(client, ("a.png", image_bytes(seed=74))).status_code == 500
+    assert grown(before) == {"jobs:error": 1}
+    assert [record.getMessage() for record in caplog.records] == ["unhandled error"]
+    caplog.clear()
+    page = client.get("/").get_data(as_text=True)
+    form = {"csrf_token": re.findall(r'name="csrf_token" value="([^"]+)"', page)[0]}
+    body, content_type = multipart([("a.png", image_bytes(seed=75))], **form)
+    with caplog.at_level(logging.ERROR):
+        assert client.post("/", data=body, content_type=content_type).status_code == 500
+    assert grown(before) == {"jobs:error": 2}
+    assert [record.getMessage() for record in caplog.records] == ["unhandled error"]

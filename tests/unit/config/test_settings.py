@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gunicorn.config import Config
 
 import celery_config
 from config import Settings, SettingsError
@@ -101,6 +102,29 @@ def test_cleanup_time_is_parsed(raw: str, expected: tuple[int, int]) -> None:
 def test_bad_values_raise_settings_error(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "networks"),
+    [
+        ("127.0.0.1", ["127.0.0.1/32"]),
+        (" 10.0.0.0/8, ::1,", ["10.0.0.0/8", "::1/128"]),
+        ("*", ["0.0.0.0/0", "::/0"]),
+        ("127.0.0.1,*", ["0.0.0.0/0", "::/0"]),
+    ],
+)
+def test_forwarded_allow_ips_are_parsed_as_gunicorn_reads_them(raw: str, networks: list[str]) -> None:
+    parsed = Settings.from_env({"FORWARDED_ALLOW_IPS": raw}).api.forwarded_allow_networks
+    assert [str(network) for network in parsed] == networks
+    Config().set("forwarded_allow_ips", raw)  # gunicorn's own check accepts it
+
+
+@pytest.mark.parametrize("raw", ["not-an-ip", "127.0.0.1,proxy.local", "10.0.0.1/8", "*, nope", "127.0.0.1, ,::1"])
+def test_forwarded_allow_ips_that_gunicorn_refuses_stop_start_up(raw: str) -> None:
+    with pytest.raises(SettingsError, match="FORWARDED_ALLOW_IPS"):
+        Settings.from_env({"FORWARDED_ALLOW_IPS": raw})
+    with pytest.raises(ValueError):
+        Config().set("forwarded_allow_ips", raw)
 
 
 def test_webhook_settings() -> None:
