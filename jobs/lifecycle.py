@@ -417,14 +417,18 @@ def _ended(session: Session, statement: Update) -> bool:
 
 
 def cancel_job(session: Session, job_id: uuid.UUID, task_id: str | None = None) -> bool:
-    """End a queued or running job as cancelled, keeping the results it has; with ``task_id``, only if that
-    is the job's latest task (a revoke of an older message must not cancel a retried job).
+    """End a queued or running job as cancelled, keeping the results it has; with ``task_id`` (a revoke), only
+    if that is the job's latest task and was sent. A revoke of an older message must not cancel a retried
+    job, nor may one that arrives while a retry is between :func:`retry_job` (queued again under the old
+    task id, ``enqueued_at`` cleared) and :func:`mark_enqueued` (the new task id, once sent).
 
     A running attempt notices at its next write or heartbeat, and stops. Returns whether the job was cancelled.
     """
     condition = and_(Job.id == job_id, Job.finished_at.is_(None))
     if task_id is not None:
-        condition = and_(condition, func.coalesce(Job.task_id, cast(Job.id, Text)) == task_id)
+        condition = and_(
+            condition, func.coalesce(Job.task_id, cast(Job.id, Text)) == task_id, Job.enqueued_at.is_not(None)
+        )
     statement = (
         update(Job)
         .where(condition)

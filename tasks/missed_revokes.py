@@ -27,12 +27,9 @@ from typing import Any
 
 from celery import bootsteps
 from kombu import Connection, Consumer, Message, Queue
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from config.logs import job_context
 from jobs.lifecycle import cancel_job
-from storage.tables import Job
 from tasks import app, metrics
 from tasks.runtime import get_runtime
 
@@ -117,20 +114,13 @@ def _cancel_jobs(task_ids: list[str]) -> list[str]:
                 job_id = uuid.UUID(task_id[:JOB_ID_LENGTH])
             except ValueError:
                 continue
-            if _was_sent(session, job_id) and cancel_job(session, job_id, task_id=task_id):
+            if cancel_job(session, job_id, task_id=task_id):
                 cancelled.append(str(job_id))
     for job_id in cancelled:
         metrics.job_finished("cancelled")
         with job_context(job_id):
             log.warning("job cancelled: applied a revoke kept in the missed-revokes queue")
     return cancelled
-
-
-def _was_sent(session: Session, job_id: uuid.UUID) -> bool:
-    """Whether the job's current task was sent (row locked until commit). A retry queues the job again
-    under its old task id and records the new id once that is sent (``retry_job``, then
-    ``mark_enqueued``): the revoke that came with its cancel must not cancel it in between."""
-    return session.scalar(select(Job.enqueued_at).where(Job.id == job_id).with_for_update()) is not None
 
 
 class ApplyMissedRevokes(bootsteps.StartStopStep):

@@ -384,6 +384,23 @@ def test_cancel_by_an_old_task_id_leaves_the_job_alone(store: Storage) -> None:
         assert cancel_job(session, job_id, task_id=f"{job_id}-second")
 
 
+def test_a_revoke_of_a_retried_jobs_old_task_before_its_new_one_is_sent_leaves_it_alone(store: Storage) -> None:
+    """retry_job queues the job again under its old task id; until the new one is sent, a revoke of the old
+    id (the one its cancel sent) must not cancel it. The reaper, a worker and the missed revokes all ask so."""
+    job_id = create_queued_job(store, image_bytes(seed=99))
+    with store.database.transaction() as session:
+        mark_enqueued(session, job_id, str(job_id))
+        assert cancel_job(session, job_id, task_id=str(job_id))
+    with store.database.transaction() as session:
+        assert retry_job(session, job_id)
+        assert not cancel_job(session, job_id, task_id=str(job_id))
+    assert job_state(store, job_id).status == "queued"
+    with store.database.transaction() as session:
+        mark_enqueued(session, job_id, f"{job_id}-retry")
+        assert not cancel_job(session, job_id, task_id=str(job_id))
+        assert cancel_job(session, job_id, task_id=f"{job_id}-retry")
+
+
 def test_retry_requeues_failed_and_cancelled_jobs_only(store: Storage) -> None:
     failed = create_queued_job(store, image_bytes(seed=100), image_bytes(seed=101))
     run = attempt(store, failed)
