@@ -31,6 +31,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from jobs.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from jobs.lifecycle import JobParams
 from storage.tables import IdempotencyKey
 
@@ -39,14 +40,6 @@ CLAIM_TIMEOUT = timedelta(seconds=60)
 # Keys are 1 to 255 printable ASCII characters: the API checks its header against this (app/api/schemas.py).
 MAX_KEY_LENGTH = 255
 EXPIRED_BATCH = 1000
-
-
-class KeyReused(Exception):
-    """The key was used for a different request."""
-
-
-class KeyInProgress(Exception):
-    """A request with this key is still being served."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +85,8 @@ def fingerprint(params: JobParams, digests: Sequence[str], callback_url: str | N
 def claim_key(session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str) -> Claim:
     """Claim the tenant's ``key`` for this request; the caller commits.
 
-    Raises :class:`KeyReused` when the key was used for another request, and
-    :class:`KeyInProgress` while its request is still being served. A claim whose
+    Raises :class:`~jobs.errors.IdempotencyKeyReused` when the key was used for another request, and
+    :class:`~jobs.errors.IdempotencyKeyInProgress` while its request is still being served. A claim whose
     request was abandoned is taken over: :class:`TakenOver` when that request made
     its job, :class:`Claimed` when it did not.
     """
@@ -128,11 +121,11 @@ def claim_key(session: Session, tenant_id: uuid.UUID, key: str, request_fingerpr
         session.flush()
         return claim_key(session, tenant_id, key, request_fingerprint)
     if existing.fingerprint != request_fingerprint:
-        raise KeyReused
+        raise IdempotencyKeyReused
     if existing.response is not None and existing.status_code is not None:
         return Replay(StoredResponse(existing.status_code, existing.response))
     if not abandoned:
-        raise KeyInProgress
+        raise IdempotencyKeyInProgress
     existing.locked_until = func.now() + CLAIM_TIMEOUT
     return Claimed() if existing.job_id is None else TakenOver(existing.job_id)
 

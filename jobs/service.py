@@ -38,8 +38,6 @@ from jobs.errors import (
 from jobs.idempotency import (
     Claim,
     Claimed,
-    KeyInProgress,
-    KeyReused,
     Replay,
     StoredResponse,
     TakenOver,
@@ -157,12 +155,9 @@ class JobService:
         try:
             claimed = claim_key(session, tenant_id, key, request_fingerprint)
             session.commit()
-        except KeyReused:
+        except (IdempotencyKeyReused, IdempotencyKeyInProgress):
             session.rollback()
-            raise IdempotencyKeyReused from None
-        except KeyInProgress:
-            session.rollback()
-            raise IdempotencyKeyInProgress from None
+            raise
         return claimed
 
     def _answer(self, session: Session, tenant_id: uuid.UUID, key: str | None, submission: Submission) -> Submission:

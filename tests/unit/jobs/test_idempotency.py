@@ -9,11 +9,10 @@ from sqlalchemy import func, update
 
 from accounts.keys import ensure_tenant
 from harness.images import image_bytes
+from jobs.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from jobs.idempotency import (
     CLAIM_TIMEOUT,
     Claimed,
-    KeyInProgress,
-    KeyReused,
     Replay,
     StoredResponse,
     TakenOver,
@@ -41,7 +40,7 @@ def test_one_key_is_claimed_answered_and_replayed_per_tenant(store: Storage) -> 
     alice, bob = tenant(store, "alice"), tenant(store, "bob")
     with store.database.transaction() as session:
         assert claim_key(session, alice, "k", REQUEST) == Claimed()
-    with store.database.transaction() as session, pytest.raises(KeyInProgress):
+    with store.database.transaction() as session, pytest.raises(IdempotencyKeyInProgress):
         claim_key(session, alice, "k", REQUEST)
     with store.database.transaction() as session:
         assert claim_key(session, bob, "k", OTHER_REQUEST) == Claimed(), "bob's key is his own"
@@ -49,9 +48,10 @@ def test_one_key_is_claimed_answered_and_replayed_per_tenant(store: Storage) -> 
         store_response(session, alice, "k", StoredResponse(202, {"job_id": "a"}))
     with store.database.transaction() as session:
         assert claim_key(session, alice, "k", REQUEST) == Replay(StoredResponse(202, {"job_id": "a"}))
-        with pytest.raises(KeyReused):
+        with pytest.raises(IdempotencyKeyReused):
             claim_key(session, alice, "k", OTHER_REQUEST)
-    with store.database.transaction() as session, pytest.raises(KeyInProgress):  # alice's answer is not bob's
+    # alice's answer is not bob's
+    with store.database.transaction() as session, pytest.raises(IdempotencyKeyInProgress):
         claim_key(session, bob, "k", OTHER_REQUEST)
 
 
@@ -67,7 +67,7 @@ def test_release_and_attach_touch_only_the_tenants_key(store: Storage) -> None:
         release_key(session, bob, "k")
     with store.database.transaction() as session:
         assert claim_key(session, bob, "k", OTHER_REQUEST) == Claimed(), "bob's released key is free again"
-        with pytest.raises(KeyInProgress):
+        with pytest.raises(IdempotencyKeyInProgress):
             claim_key(session, alice, "k", REQUEST)
 
 
@@ -88,7 +88,7 @@ def test_an_abandoned_claim_is_taken_over_with_the_job_its_request_made(store: S
     with store.database.transaction() as session:
         assert claim_key(session, alice, "made", REQUEST) == TakenOver(job_id)
         assert claim_key(session, alice, "not made", REQUEST) == Claimed(), "no job yet: this request makes it"
-    with store.database.transaction() as session, pytest.raises(KeyInProgress):  # the claim is held again
+    with store.database.transaction() as session, pytest.raises(IdempotencyKeyInProgress):  # the claim is held again
         claim_key(session, alice, "made", REQUEST)
 
 
