@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from storage.images import UPRIGHT, exif_orientation, reduction, upright_size
+from storage.images import Turn, exif_orientation, reduction, turn_left, upright_size
 
 # The longest side of an image drawn here; larger ones are reduced by 2, 4, 8… to fit.
 MAX_SIDE = 3072
@@ -77,6 +77,7 @@ def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
         width, height = image.size
         orientation = exif_orientation(image)
         upright = upright_size(image, orientation)
+        turn = turn_left(image, orientation)
         factor = reduction(max(width, height), max_side)
         if source_format == "JPEG" and factor > 1:
             drawn = _jpeg(image, factor, max_side)
@@ -87,14 +88,12 @@ def decode_reduced(path: Path, max_side: int = MAX_SIDE) -> Reduced:
                 drawn = png_in_bands(handle, factor)
         else:
             raise TooLargeToDraw(f"{width}x{height} {source_format}")
-    if source_format != "TIFF":  # Pillow turns a TIFF upright as it loads it
-        drawn = turned_upright(drawn, orientation)
+    drawn = turned_upright(drawn, turn)
     return Reduced(drawn, source_format, upright[0] / drawn.width, upright[1] / drawn.height)
 
 
-def turned_upright(image: Image.Image, orientation: int) -> Image.Image:
-    """``image`` turned as EXIF ``orientation`` says it is shown (:data:`storage.images.UPRIGHT`)."""
-    turn = UPRIGHT.get(orientation)
+def turned_upright(image: Image.Image, turn: Turn | None) -> Image.Image:
+    """``image`` turned upright by ``turn`` (:func:`storage.images.turn_left`)."""
     if turn is None:
         return image
     if turn.transpose:

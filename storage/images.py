@@ -8,7 +8,7 @@ each side with its own library: the worker predicts on OpenCV's decode
 decoders take from here the two decisions that place pixels:
 
 - the EXIF orientation (:func:`exif_orientation`), how it turns the stored pixels
-  upright (:data:`UPRIGHT`) and the size it shows them at (:func:`upright_size`),
+  upright (:data:`UPRIGHT`, :func:`turn_left`) and the size it shows them at (:func:`upright_size`),
   in which the stored boxes are;
 - the power of two a large image is reduced by while it is decoded (:func:`reduction`).
 """
@@ -79,12 +79,17 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+def turn_left(image: Image.Image, orientation: int) -> Turn | None:
+    """The turn EXIF ``orientation`` still asks of what Pillow opened: none for a TIFF, which Pillow presents
+    upright already (its size, and its pixels when loaded)."""
+    return None if image.format == "TIFF" else UPRIGHT.get(orientation)
+
+
 def upright_size(image: Image.Image, orientation: int) -> tuple[int, int]:
-    """The opened image's size as shown upright (Pillow gives a TIFF's upright already)."""
+    """The opened image's size as shown upright."""
     width, height = image.size
-    turn = UPRIGHT.get(orientation)
-    transposed = turn is not None and turn.transpose and image.format != "TIFF"
-    return (height, width) if transposed else (width, height)
+    turn = turn_left(image, orientation)
+    return (height, width) if turn is not None and turn.transpose else (width, height)
 
 
 def reduction(longest_side: int, max_side: int, most: int | None = None) -> int:

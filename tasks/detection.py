@@ -117,19 +117,17 @@ def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
     if width * height > max_pixels:
         raise TooManyPixels(f"the image has too many pixels ({width}x{height}; the worker's limit is {max_pixels:,})")
     factor = reduction(max(width, height), DECODED_SIDE_PER_INFERENCE_SIZE * size, MAX_REDUCTION)
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
-        factor, cv2.IMREAD_REDUCED_COLOR_8
-    )
-    if header.format == "TIFF":
-        # OpenCV's reduced decode of a TIFF turned a quarter (EXIF orientation 5-8) pours the turned pixels
-        # into the stored shape: a TIFF is decoded whole, upright, then shrunk.
-        flag = cv2.IMREAD_COLOR
+    # OpenCV's reduced decode of a TIFF turned a quarter (EXIF orientation 5-8) pours the turned pixels into
+    # the stored shape: a TIFF is decoded whole, upright, then shrunk.
+    decoded_reduced = header.format != "TIFF"
+    reduced_flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    flag = reduced_flags.get(factor, cv2.IMREAD_COLOR) if decoded_reduced else cv2.IMREAD_COLOR
     data = np.fromfile(path, dtype=np.uint8)
     pixels = cv2.imdecode(data, flag) if data.size else None
     del data
     if pixels is None:
         return None
-    if header.format == "TIFF" and factor > 1:
+    if not decoded_reduced and factor > 1:
         rows, columns = pixels.shape[:2]
         shrunk = (math.ceil(columns / factor), math.ceil(rows / factor))
         pixels = cv2.resize(pixels, shrunk, interpolation=cv2.INTER_AREA)
