@@ -29,6 +29,9 @@ READ_TIMEOUT_MARGIN = 10
 UPSTREAM_IDLE_SECONDS = 4
 # The burst of requests a client address may send at once over its rate, in seconds of that rate.
 BURST_SECONDS = 2
+# The one body a client without a key may send, the sign-in form (a key and a CSRF token): kept in
+# memory, under nginx's client_body_buffer_size (128 KiB).
+SIGN_IN_BODY_BYTES = 64 * 1024
 # Behind the OpenShift router, the only peer the API pods' NetworkPolicy lets reach nginx:
 # every peer is the router, and the client is the address it put last in X-Forwarded-For.
 ROUTER_PEERS = ("0.0.0.0/0", "::/0")
@@ -80,7 +83,7 @@ def openshift_config() -> ProxyConfig:
         listen="8080",
         upstream="127.0.0.1:8081",
         max_body_bytes="${MAX_UPLOAD_BYTES}",
-        read_timeout=120 + READ_TIMEOUT_MARGIN,
+        read_timeout=defaults.timeout + READ_TIMEOUT_MARGIN,
         temp_dir="/tmp/nginx",
         connections_per_address=defaults.proxy_connections_per_address,
         requests_per_second=defaults.proxy_requests_per_second,
@@ -115,6 +118,7 @@ def render(config: ProxyConfig) -> str:
         "REQUEST_BURST": str(config.requests_per_second * BURST_SECONDS),
         "REAL_IP": real_ip(config.trusted_proxies),
         "API_PATHS": api_paths_pattern(),
+        "SIGN_IN_BODY_BYTES": str(SIGN_IN_BODY_BYTES),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():
