@@ -21,7 +21,8 @@ def main(names: list[str]) -> None:
         print(f"\n== {name} ({run.seconds:.0f} s; appended to {report.RESULTS_FILE})")
         print(f"  {'':<62} {'this run':>12} {'last run':>12}")
         for label, value in run.figures.items():
-            before = f"{last[label.strip()]:>12.3f}" if label.strip() in last else f"{'':>12}"
+            stored = report.stored_label(label)
+            before = f"{last[stored]:>12.3f}" if stored in last else f"{'':>12}"
             print(f"  {label:<62} {value:>12.3f} {before}")
 
 

@@ -78,6 +78,11 @@ def commit(root: Path = PROJECT_ROOT, results: Path = RESULTS_FILE) -> str:
     return head.stdout.strip() + (" with uncommitted changes" if changes.stdout.strip() else "")
 
 
+def stored_label(label: str) -> str:
+    """A figure's label as its row in the results file holds it (and :func:`previous` reads it back)."""
+    return label.strip().replace("|", "/")
+
+
 def _loads(load: tuple[float, float, float]) -> str:
     return " / ".join(f"{value:.2f}" for value in load)
 
@@ -97,8 +102,9 @@ def entry(run: Run, last: dict[str, float], machine: str, commit: str) -> str:
         "|---|---|---|",
     ]
     for label, value in run.figures.items():
-        before = f"{last[label.strip()]:.3f}" if label.strip() in last else ""
-        lines.append(f"| {label.strip().replace('|', '/')} | {value:.3f} | {before} |")
+        stored = stored_label(label)
+        before = f"{last[stored]:.3f}" if stored in last else ""
+        lines.append(f"| {stored} | {value:.3f} | {before} |")
     return "\n".join(lines) + "\n"
 
 
