@@ -8,9 +8,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
-import venv
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,12 @@ from config.paths import PROJECT_ROOT
 from harness.images import image_bytes
 from harness.processes import ServiceProcess
 from storage import Storage
+from tests.functional.distribution_support import COMMAND_TIMEOUT_S, install_in_bare_venv, off_the_checkout
 from tests.helpers import add_key
 
 CLIENT_FOLDER = PROJECT_ROOT / "yolo_jobs_client"
 # What the server needs and the client must not: the third-party ones, and the server's own top-level packages.
 SERVER_PACKAGES = ("flask", "celery", "sqlalchemy", "psycopg2", "app", "tasks", "jobs", "storage")
-COMMAND_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -50,15 +48,7 @@ class ClientInstall:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without anything that would point a command at the checkout or a server."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("YOLO_")}
-    return env | extra
-
-
-def pip(*args: str, cwd: Path) -> None:
-    """The running venv's pip (``--python`` points it at another environment), with pip's configured index."""
-    argv = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check", *args]
-    result = subprocess.run(argv, env=clean_env(), cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    assert result.returncode == 0, result.stderr
+    return {k: v for k, v in off_the_checkout(os.environ).items() if not k.startswith("YOLO_")} | extra
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +57,8 @@ def client_install(tmp_path_factory: pytest.TempPathFactory) -> ClientInstall:
     # A copy holds the build's outputs (build/, *.egg-info) out of the checkout, and proves the folder builds alone.
     source = root / "yolo_jobs_client"
     shutil.copytree(CLIENT_FOLDER, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-    pip("wheel", "--no-deps", "--wheel-dir", str(root / "dist"), str(source), cwd=root)
-    (wheel,) = (root / "dist").glob("*.whl")
-    # No pip, no setuptools: only what installing the wheel brings.
-    venv.EnvBuilder(with_pip=False).create(root / "venv")
-    pip("--python", str(root / "venv" / "bin" / "python"), "install", str(wheel), cwd=root)
-    workdir = root / "work"
-    workdir.mkdir()
-    return ClientInstall(wheel, root / "venv", workdir)
+    bare = install_in_bare_venv(source, root)  # with its dependencies, from pip's configured index
+    return ClientInstall(bare.wheel, bare.venv, bare.workdir)
 
 
 def test_the_wheel_holds_only_the_client_modules(client_install: ClientInstall) -> None:

@@ -15,12 +15,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import uuid
-import venv
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +31,13 @@ from harness.processes import start_api
 from harness.services import create_database, drop_database
 from storage.db import make_engine
 from storage.tables import Base
+from tests.functional.distribution_support import COMMAND_TIMEOUT_S, install_in_bare_venv, off_the_checkout
 
 SERVICE_PACKAGES = {"accounts", "app", "config", "inference", "jobs", "models", "proxy", "storage", "tasks", "webhooks"}
 SERVICE_MODULES = {"celery_config.py", "gunicorn_config.py"}
 TOOLS = ("harness", "training", "evaluation", "bench", "scripts", "tests", "yolo_jobs_client")
 SCHEMA = "storage/schema.sql"
 WEIGHTS = f"models/{BUNDLED_MODEL.name}"
-COMMAND_TIMEOUT_S = 300
 
 # Run by the installed venv's python: where each of the service's modules and its data were found.
 PROBE = """
@@ -89,11 +86,6 @@ class ServiceInstall:
         )
 
 
-def off_the_checkout(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without what would put the checkout or another venv on a child's path."""
-    return {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-
-
 def copy_repository(destination: Path) -> None:
     """What the repository holds (its files and the new ones git does not ignore), links kept as links."""
     listed = subprocess.run(
@@ -109,26 +101,13 @@ def copy_repository(destination: Path) -> None:
             shutil.copy2(PROJECT_ROOT / name, destination / name, follow_symlinks=False)
 
 
-def pip(*args: str, cwd: Path) -> None:
-    argv = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check", *args]
-    result = subprocess.run(
-        argv, env=off_the_checkout(os.environ), cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
-    )
-    assert result.returncode == 0, result.stderr
-
-
 @pytest.fixture(scope="module")
 def service_install(tmp_path_factory: pytest.TempPathFactory) -> ServiceInstall:
     root = tmp_path_factory.mktemp("service-distribution")
     source = root / "source"
     copy_repository(source)
-    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(root / "dist"), str(source), cwd=root)
-    (wheel,) = (root / "dist").glob("*.whl")
-    venv.EnvBuilder(with_pip=False).create(root / "venv")
-    pip("--python", str(root / "venv" / "bin" / "python"), "install", "--no-deps", "--no-index", str(wheel), cwd=root)
-    workdir = root / "work"
-    workdir.mkdir()
-    install = ServiceInstall(source, wheel, root / "venv", workdir)
+    bare = install_in_bare_venv(source, root, build=["--no-build-isolation"], install=["--no-deps", "--no-index"])
+    install = ServiceInstall(source, bare.wheel, bare.venv, bare.workdir)
     (install.site_packages / "yolo-jobs-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     return install
 
