@@ -1,6 +1,6 @@
 """Celery configuration, built from the process's :class:`config.Settings`.
 
-``tasks/__init__.py`` loads it with ``app.config_from_object(from_settings(settings))``
+``tasks.application.create_celery_app`` loads it with ``config_from_object(from_settings(settings))``
 and the API's task dispatcher starts from the same mapping. Queues are durable,
 messages are JSON and carry only IDs, publishing waits for RabbitMQ's confirms and
 retries as :data:`PUBLISH_RETRY_POLICY` says (every sender alike), a task is
@@ -35,7 +35,7 @@ QUEUES = (
     Queue("webhooks", EXCHANGE, routing_key="webhooks", durable=True),
 )
 ROUTES = {
-    "tasks.inference.*": {"queue": "inference", "routing_key": "inference"},
+    "tasks.detection.*": {"queue": "inference", "routing_key": "inference"},
     "tasks.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
     "tasks.webhooks.*": {"queue": "webhooks", "routing_key": "webhooks"},
 }

@@ -13,10 +13,11 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,8 @@ class Principal:
     admin: bool
     key_id: uuid.UUID
     key_prefix: str
+    # Whether the lookup found the key's use unrecorded for LAST_USED_RESOLUTION: :func:`note_used` writes then.
+    use_unrecorded: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,40 +100,52 @@ def create_key(
     return key
 
 
+def _use_unrecorded() -> ColumnElement[bool]:
+    """Whether a key's last use was recorded over :data:`LAST_USED_RESOLUTION` ago, or never."""
+    return or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < func.now() - LAST_USED_RESOLUTION)
+
+
+# Live (not revoked) keys as columns: the key's hash, then its Principal's fields. Built once: building
+# the statement took more CPU than running it, and loading an ApiKey object more again.
+_LIVE_KEYS = (
+    select(ApiKey.secret_hash, ApiKey.tenant_id, Tenant.name, ApiKey.admin, ApiKey.id, ApiKey.prefix)
+    .add_columns(_use_unrecorded())
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.revoked_at.is_(None))
+)
+_LIVE_KEY_BY_PREFIX = _LIVE_KEYS.where(ApiKey.prefix == bindparam("prefix"))
+_LIVE_KEY_BY_ID = _LIVE_KEYS.where(ApiKey.id == bindparam("key_id"))
+
+
 def find_principal(session: Session, presented: str) -> Principal | None:
     """The principal of a live key, or None for a malformed, unknown or revoked one."""
     match = KEY_PATTERN.match(presented)
     if match is None:
         return None
-    found = _key_and_principal(session, ApiKey.prefix == match.group(1))
-    if found is None or not hmac.compare_digest(found[0].secret_hash, key_hash(presented)):
+    found = _key_and_principal(session, _LIVE_KEY_BY_PREFIX, {"prefix": match.group(1)})
+    if found is None or not hmac.compare_digest(found[0], key_hash(presented)):
         return None
     return found[1]
 
 
 def principal_of_key_id(session: Session, key_id: uuid.UUID) -> Principal | None:
     """The principal of a live key by its id (a signed-in browser session holds the id)."""
-    found = _key_and_principal(session, ApiKey.id == key_id)
+    found = _key_and_principal(session, _LIVE_KEY_BY_ID, {"key_id": key_id})
     return found[1] if found else None
 
 
-def _key_and_principal(session: Session, which: ColumnElement[bool]) -> tuple[ApiKey, Principal] | None:
-    """The live (not revoked) key matching ``which``, with the principal it stands for."""
-    row = session.execute(
-        select(ApiKey, Tenant.name)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(which, ApiKey.revoked_at.is_(None))
-    ).first()
+def _key_and_principal(session: Session, query: Select[Any], params: dict[str, Any]) -> tuple[str, Principal] | None:
+    """The key's hash and the principal it stands for, from one of the ``_LIVE_KEY_BY_*`` queries."""
+    row = session.execute(query, params).first()
     if row is None:
         return None
-    key, tenant = row
-    return key, Principal(key.tenant_id, tenant, key.admin, key.id, key.prefix)
+    secret_hash, *principal = row
+    return secret_hash, Principal(*principal)
 
 
 def note_used(session: Session, key_id: uuid.UUID) -> None:
     """Record the key's use, at most once per :data:`LAST_USED_RESOLUTION`."""
-    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < func.now() - LAST_USED_RESOLUTION)
-    session.execute(update(ApiKey).where(ApiKey.id == key_id, stale).values(last_used_at=func.now()))
+    session.execute(update(ApiKey).where(ApiKey.id == key_id, _use_unrecorded()).values(last_used_at=func.now()))
 
 
 def list_keys(session: Session) -> list[KeyListing]:

@@ -21,6 +21,7 @@ import uuid
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, Response, g, redirect, request, session, url_for
+from sqlalchemy.orm import Session
 
 from accounts.keys import Principal, find_principal, note_used, principal_of_key_id
 from app.errors import ApiError, error_response, to_api_error
@@ -70,6 +71,15 @@ def tenant_scope() -> uuid.UUID | None:
     return None if principal.admin else principal.tenant_id
 
 
+def _lookup_session() -> Session:
+    """The request's session for its key lookup, before its first transaction: in autocommit, so the SELECT
+    (and the once-a-minute UPDATE of :func:`accounts.keys.note_used`) go without a BEGIN and a COMMIT.
+    The commit that ends the lookup (:func:`_authenticate`) returns the session to transactions."""
+    lookup = db_session()
+    lookup.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return lookup
+
+
 def _bearer_principal() -> Principal | None:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
@@ -77,7 +87,7 @@ def _bearer_principal() -> Principal | None:
         return None
     if scheme.lower() != "bearer" or not presented.strip():
         raise unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
-    principal = find_principal(db_session(), presented.strip())
+    principal = find_principal(_lookup_session(), presented.strip())
     if principal is None:
         raise unauthorized("This API key is not valid, or was revoked.")
     return principal
@@ -92,7 +102,7 @@ def _session_principal() -> Principal | None:
     except ValueError:
         session.clear()
         return None
-    principal = principal_of_key_id(db_session(), key_id)
+    principal = principal_of_key_id(_lookup_session(), key_id)
     if principal is None:  # revoked meanwhile: sign the browser out
         session.clear()
     return principal
@@ -129,7 +139,8 @@ def _authenticate() -> Response | None:
     if request.path == "/metrics" and not principal.admin:
         raise ApiError(403, "forbidden", "Metrics are for admin keys only.")
     g.principal = principal
-    note_used(db_session(), principal.key_id)
+    if principal.use_unrecorded:
+        note_used(db_session(), principal.key_id)
     db_session().commit()
     return None
 

@@ -248,10 +248,13 @@ class WorkerSettings(Group):
         json_schema_extra=shown(default="the allowed cores divided among the pool's processes"),
     )
     round_jobs: int = Field(
-        8,
+        32,
         alias="WORKER_ROUND_JOBS",
         ge=1,
-        description="at most this many small jobs a worker process runs together (`tasks/rounds.py`; `1`: rounds off)",
+        description=(
+            "at most this many jobs a worker process holds at once: its task's, and the small ready jobs "
+            "it takes into the round (`tasks/intake.py`; `1`: each job alone)"
+        ),
     )
     max_image_pixels: int = Field(
         89_478_485,

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,11 @@ from config import Settings
 from inference.defaults import DEFAULT_INFERENCE_SIZE
 from storage.blobs import file_sha256
 from storage.tables import ModelRecord
+
+# What working out a job's size reads of its model (not its classes), built once.
+_SIZE_OF = select(ModelRecord.weights, ModelRecord.stride, ModelRecord.imgsz).where(
+    ModelRecord.name == bindparam("name")
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,14 @@ class ModelInfo:
 
     def size_for(self, requested: int | None) -> int | None:
         """The size a job asking for ``requested`` (None: the default) runs at; None while the stride is unknown."""
-        if self.record is None or not self.record.stride:
+        if self.record is None:
             return requested
-        return inference_size(requested, self.record.imgsz, self.record.stride)
+        return reported_size(requested, self.record.imgsz, self.record.stride)
+
+
+def reported_size(requested: int | None, trained: int | None, stride: int | None) -> int | None:
+    """:func:`inference_size` with what a worker reported of the model; as asked while its stride is unknown."""
+    return inference_size(requested, trained, stride) if stride else requested
 
 
 def inference_size(requested: int | None, trained: int | None, stride: int) -> int:
@@ -71,6 +81,15 @@ def configured_models(session: Session, settings: Settings) -> list[ModelInfo]:
         same = record if record is not None and record.weights == weights else None
         infos.append(ModelInfo(name, weights, settings.runs_bundled_weights(name), same))
     return infos
+
+
+def job_size(session: Session, settings: Settings, name: str, requested: int | None) -> int | None:
+    """The size a job of configured model ``name`` asking for ``requested`` runs at (as :meth:`ModelInfo.size_for`
+    says), reading only that model's weights, stride and trained size."""
+    row = session.execute(_SIZE_OF, {"name": name}).first()
+    if row is None or row.weights != settings.models[name]:
+        return requested
+    return reported_size(requested, row.imgsz, row.stride)
 
 
 def weights_present(weights: str) -> bool:

@@ -28,7 +28,22 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, Update, and_, cast, delete, func, literal, or_, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
@@ -44,6 +59,27 @@ from webhooks.outbox import record_job_finished
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
 TENANT_LOCK_NAMESPACE = 0x5954
 JOBS = Job.__table__
+UPLOADS = Upload.__table__
+# The statements of a submission, built once (each execution binds its own values).
+_JOB_COLUMNS = ("id", "status", "model", "conf", "iou", "imgsz", "total_files", "task_id", "tenant_id", "callback_url")
+_UPLOAD_COLUMNS = ("id", "job_id", "file_id", "position", "filename", "deduplicated")
+_INSERT_JOB = JOBS.insert().returning(JOBS.c.created_at)
+_INSERT_UPLOADS = UPLOADS.insert()
+_TENANT_HAS_FILE = select(
+    select(UPLOADS.c.id)
+    .join(JOBS, JOBS.c.id == UPLOADS.c.job_id)
+    .where(UPLOADS.c.file_id == bindparam("file_id"), JOBS.c.tenant_id.is_not_distinct_from(bindparam("tenant_id")))
+    .exists()
+)
+_LOCK_TENANT = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:tenant))")
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(JOBS)
+    .where(JOBS.c.tenant_id.is_not_distinct_from(bindparam("tenant_id")), JOBS.c.finished_at.is_(None))
+)
+_MARK_ENQUEUED = (
+    update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(enqueued_at=func.now(), task_id=bindparam("task_id"))
+)
 # A timestamp before any other: a lease that was never set counts as expired.
 NEVER = literal("-infinity").cast(DateTime(timezone=True))
 # The most of a failure's message a failed job keeps (an exception's text can be a whole tensor dump).
@@ -117,18 +153,30 @@ def create_job(
     uploaded. The returned job has its uploads and their files loaded, so the caller
     can answer the client from it without reading the job back. Its first task id is
     its own id.
+
+    The rows are written by two Core INSERTs (the job, then its uploads in one
+    statement), not by flushing ORM objects: the job returned is built from the
+    values written and is not in ``session`` (a caller that shows it later reads it).
     """
     lock_digests(session, [u.incoming.sha256 for u in uploads])
+    job_id = uuid.uuid4()
     rows: list[Upload] = []
     for position, upload in enumerate(uploads):
         stored, reused = store_incoming(session, blobs, upload.incoming, upload.info)
         seen = reused and (
-            any(row.file.id == stored.id for row in rows) or tenant_has_file(session, tenant_id, stored.id)
+            any(row.file_id == stored.id for row in rows) or tenant_has_file(session, tenant_id, stored.id)
         )
         rows.append(
-            Upload(id=uuid.uuid4(), file=stored, position=position, filename=upload.filename, deduplicated=seen)
+            Upload(
+                id=uuid.uuid4(),
+                job_id=job_id,
+                file_id=stored.id,
+                file=stored,
+                position=position,
+                filename=upload.filename,
+                deduplicated=seen,
+            )
         )
-    job_id = uuid.uuid4()
     job = Job(
         id=job_id,
         status="queued",
@@ -142,34 +190,32 @@ def create_job(
         callback_url=callback_url,
         uploads=rows,
     )
-    session.add(job)
-    session.flush()
+    job.created_at = session.execute(_INSERT_JOB, _columns_of(job, _JOB_COLUMNS)).scalar_one()
+    if rows:
+        session.execute(_INSERT_UPLOADS, [_columns_of(row, _UPLOAD_COLUMNS) for row in rows])
+    # What the database's defaults wrote: every ``now()`` of one transaction is its start time.
+    job.done_files = job.attempts = 0
+    for row in rows:
+        row.created_at = job.created_at
     return job
+
+
+def _columns_of(row: Job | Upload, columns: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in columns}
 
 
 def tenant_has_file(session: Session, tenant_id: uuid.UUID | None, file_id: uuid.UUID) -> bool:
     """Whether a job of ``tenant_id`` has an upload of the stored file."""
-    query = (
-        select(Upload.id)
-        .join(Job, Job.id == Upload.job_id)
-        .where(Upload.file_id == file_id, Job.tenant_id.is_not_distinct_from(tenant_id))
-        .exists()
-    )
-    return bool(session.scalar(select(query)))
+    return bool(session.scalar(_TENANT_HAS_FILE, {"tenant_id": tenant_id, "file_id": file_id}))
 
 
 def active_jobs(session: Session, tenant_id: uuid.UUID | None) -> int:
-    """How many of the tenant's jobs are queued or running, counted under the tenant's lock (held until commit)."""
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:tenant))"),
-        {"ns": TENANT_LOCK_NAMESPACE, "tenant": str(tenant_id)},
-    )
-    query = (
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id.is_not_distinct_from(tenant_id), Job.finished_at.is_(None))
-    )
-    return session.scalar(query) or 0
+    """How many of the tenant's jobs are queued or running, counted under the tenant's lock (held until commit).
+
+    Two statements: a count in the lock's own statement would read a snapshot taken before the lock was granted.
+    """
+    session.execute(_LOCK_TENANT, {"ns": TENANT_LOCK_NAMESPACE, "tenant": str(tenant_id)})
+    return session.scalar(_COUNT_ACTIVE, {"tenant_id": tenant_id}) or 0
 
 
 def mark_enqueued(session: Session, job_id: uuid.UUID, task_id: str) -> None:
@@ -179,7 +225,7 @@ def mark_enqueued(session: Session, job_id: uuid.UUID, task_id: str) -> None:
     bookkeeping on every submission, and so leaves a ``Job`` already in the session
     as it was; a caller that shows the job afterwards reads it again.
     """
-    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(enqueued_at=func.now(), task_id=task_id))
+    session.execute(_MARK_ENQUEUED, {"job_id": job_id, "task_id": task_id})
 
 
 def withdraw_job(session: Session, job_id: uuid.UUID) -> None:
@@ -342,7 +388,7 @@ def renew_leases(session: Session, attempts: Sequence[tuple[uuid.UUID, uuid.UUID
 def release_attempt(session: Session, job_id: uuid.UUID, token: uuid.UUID) -> bool:
     """Give a just-begun attempt back unrun: the job is queued again, as if this attempt never began.
 
-    For a job a worker took into a round but that must run alone (see ``tasks/rounds.py``);
+    For a job a worker took into a round but that must run alone (see ``tasks/intake.py``);
     its message goes back to the queue. Returns whether the attempt still held the job.
     """
     statement = (

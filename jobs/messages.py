@@ -5,7 +5,7 @@ register their tasks under the same constants. Which queue each goes to is decla
 once, in ``celery_config.py``.
 """
 
-DETECT_TASK = "tasks.inference.detect"
+DETECT_TASK = "tasks.detection.detect"
 CLEANUP_TASK = "tasks.maintenance.cleanup_expired_files"
 REAP_TASK = "tasks.maintenance.reap_jobs"
 DELIVER_WEBHOOK_TASK = "tasks.webhooks.deliver"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from config.logs import job_context
-from jobs.catalog import ModelInfo, configured_models
+from jobs.catalog import ModelInfo, configured_models, job_size
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.errors import (
     AlreadyFinished,
@@ -148,8 +148,7 @@ class JobService:
     def sized(self, session: Session, params: JobParams) -> JobParams:
         """``params`` with the inference size the job will run at (the model's default when none is asked for,
         rounded to its stride), so the job records it; as asked while no worker has reported the model."""
-        info = next(m for m in self.models_of(session) if m.name == params.model)
-        return replace(params, imgsz=info.size_for(params.imgsz))
+        return replace(params, imgsz=job_size(session, self.settings, params.model, params.imgsz))
 
     def _claim(self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str) -> Claim:
         try:

@@ -1,25 +1,33 @@
-"""Stored-file metadata: deduplicated by SHA-256 under a per-digest lock."""
+"""Stored-file metadata: deduplicated by SHA-256 under a per-digest lock.
+
+A submission reads and writes these rows with Core statements built once, not
+through the ORM's unit of work: the :class:`StoredFile` it gets back is built from
+the row's values, and is not in the session.
+"""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ColumnElement, Exists, select
+from sqlalchemy import ColumnElement, Exists, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from storage.blobs import BlobStore, IncomingFile
 from storage.images import ImageInfo
 from storage.tables import Job, StoredFile, Upload
 
+FILES = StoredFile.__table__
+_LIVE_FILE = (
+    select(FILES).where(FILES.c.sha256 == bindparam("sha256"), FILES.c.deleted_at.is_(None)).with_for_update(read=True)
+)
+_INSERT_FILE = insert(FILES).returning(FILES.c.created_at)
+_WRITTEN_COLUMNS = tuple(column.key for column in FILES.columns if column.key != "created_at")
+
 
 def find_live_file(session: Session, sha256: str) -> StoredFile | None:
     """The live (not tombstoned) row for a digest, share-locked for this transaction."""
-    query = (
-        select(StoredFile)
-        .where(StoredFile.sha256 == sha256, StoredFile.deleted_at.is_(None))
-        .with_for_update(read=True)
-    )
-    return session.scalars(query).first()
+    row = session.execute(_LIVE_FILE, {"sha256": sha256}).first()
+    return StoredFile(**row._mapping) if row is not None else None
 
 
 def store_incoming(
@@ -45,9 +53,10 @@ def store_incoming(
         width=info.width,
         height=info.height,
         path=relpath,
+        deleted_at=None,
     )
-    session.add(row)
-    session.flush()
+    values = {key: getattr(row, key) for key in _WRITTEN_COLUMNS}
+    row.created_at = session.execute(_INSERT_FILE, values).scalar_one()
     return row, False
 
 

@@ -1,193 +1,222 @@
-"""Run one YOLO model over a batch of stored images and shape the results.
+"""``tasks.detection.detect``: run a job's images through its model and store the results, under a lease.
 
-Each file is decoded on its own, so one that cannot be decoded gets an error
-in its result while the rest of the batch is predicted together.
+The message carries only the job id. An attempt begins by taking the job's lease
+(``jobs.lifecycle.begin_attempt``); a job that is finished, cancelled, or held by another live
+attempt is left alone. The job then runs through this process's pipeline (:mod:`tasks.pipeline`):
+alone, or leading a round of more ready jobs when it is small and fresh (:mod:`tasks.intake`).
+Either way its results are written on the pace's time budget, each write fenced by the lease, and
+the last write ends the job. When a write or the heartbeat finds the lease gone, the job stops at
+the next batch boundary: it was cancelled (Celery then shows REVOKED), or another attempt took over
+after this one outlived its lease.
 
-Memory. A prefork child holds the decoded images of one batch at a time, and a
-child killed for memory turns its job into a message that kills the next child
-too. So before any pixel is decoded, the file's header (Pillow, no pixels) says
-how large it is:
+The task stores no result: the job's state lives in PostgreSQL, and only a job that writes more
+than once publishes progress (:mod:`tasks.reporting`).
 
-- over the pixel cap (``WORKER_MAX_IMAGE_PIXELS``) the file gets an error result
-  and is never decoded;
-- over 4 times the inference size on its longest side, it is decoded reduced by
-  2, 4 or 8 (OpenCV's ``IMREAD_REDUCED_COLOR_*``) to at most 4 times, keeping more than
-  twice the inference size: libjpeg decodes a JPEG at that scale; other formats are
-  decoded whole and shrunk inside OpenCV, so one full-size image at most is held at a
-  time (and only once: a full ``IMREAD_COLOR`` decode of a PNG peaks at twice its size).
-  YOLO shrinks every image to the inference size anyway.
-
-OpenCV turns the image upright (EXIF orientation) as it decodes it. Stored widths,
-heights and detections are always in the original upright image's pixels, its size
-as the header gives it (:func:`storage.images.upright_size`): boxes found on a
-reduced image are scaled back up. The API draws them on its own decode, reduced and
-turned by the same rules (:mod:`storage.images`).
+Database (and storage) outages are retried in place with capped exponential back-off for
+``JOB_DATABASE_RETRY_SECONDS``; past that, the message is acknowledged and the job left to beat's
+reaper, which re-sends it once its lease has expired.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import logging
+import uuid
+from typing import Any, NoReturn
 
-from PIL import Image
+from celery import Celery, Task, shared_task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_revoked
 
-from jobs.catalog import inference_size
-from jobs.lifecycle import FileResult, JobParams, WorkItem
-from storage.images import exif_orientation, opened_header, reduction, upright_size
+from config.logs import job_context
+from jobs.lifecycle import JobRun, begin_attempt, cancel_job, exception_message, fail_job, job_status
+from jobs.messages import DETECT_TASK
+from tasks import metrics
+from tasks.intake import Mailbox, Mates, can_join_round
+from tasks.outages import DatabaseOutage
+from tasks.pipeline import FAILED, SUCCEEDED, Member, Pipeline
+from tasks.reporting import TaskReporter
+from tasks.revocations import was_revoked
+from tasks.runtime import WorkerRuntime, runtime_of
 
-if TYPE_CHECKING:
-    import numpy as np
+log = logging.getLogger(__name__)
 
-    from inference.backends import Detector
-
-DECODE_ERROR = "the file could not be decoded as an image"
-MISSING_ERROR = "the file is no longer on the storage volume"
-# OpenCV decodes reduced by 2, 4 or 8, to at most this many times the inference size on the longest side.
-MAX_REDUCTION = 8
-DECODED_SIDE_PER_INFERENCE_SIZE = 4
-RESULT_DECIMALS = 3
-
-
-class TooManyPixels(ValueError):
-    """The header declares more pixels than a worker decodes."""
+# A job whose attempts keep dying (a message that kills its worker) fails on the attempt after this many.
+MAX_ATTEMPTS = 10
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """An image as predicted on, and the upright size of the original it stands for."""
+class JobTask(Task):
+    """Marks the job failed once the task itself has failed for good (a bug, or a time limit).
 
-    pixels: np.ndarray
-    width: int
-    height: int
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """Original pixels per decoded pixel, across and down."""
-        rows, columns = self.pixels.shape[:2]
-        return self.width / columns, self.height / rows
-
-
-def inference_size_on(detector: Detector, params: JobParams) -> int:
-    """The longest side YOLO resizes the job's images to on ``detector``: the domain's rule
-    (:func:`jobs.catalog.inference_size`) applied to the trained size and stride the detector reports."""
-    return inference_size(params.imgsz, detector.imgsz, detector.stride)
-
-
-@dataclass(frozen=True)
-class Header:
-    """What the file's header says: the image's format, and its size shown upright."""
-
-    format: str
-    width: int
-    height: int
-
-
-def read_header(path: Path) -> Header | None:
-    """The file's header, read without decoding a pixel; ``None`` when no header can be read.
-
-    Raises OSError when the file cannot be opened (FileNotFoundError when it is gone), and
-    :class:`TooManyPixels` past Pillow's own hard limit.
+    After a hard time limit this runs in the pool's parent process, so it uses the
+    runtime's storage only and never touches the model pool. When the database is
+    unreachable the job stays as it is, and the reaper re-sends it once its lease expires.
     """
-    with open(path, "rb") as handle:
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        code = "time_limit" if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else "internal_error"
         try:
-            with opened_header(handle) as image:  # the caller applies its own cap
-                return Header(image.format or "", *upright_size(image, exif_orientation(image)))
-        except Image.DecompressionBombError as exc:  # twice Pillow's limit: over any cap
-            raise TooManyPixels(f"the image has too many pixels ({exc})") from None
-        except Exception:  # Pillow raises many types for a broken header
-            return None
+            with runtime_of(self.app).storage.database.transaction() as session:
+                failed = fail_job(session, uuid.UUID(job_id), code, exception_message(exc))
+        except Exception:
+            log.exception("could not mark the job failed; the reaper will re-send it", extra={"job_id": job_id})
+            return
+        if failed:
+            metrics.job_finished("failed")
 
 
-def read_image(path: Path, size: int, max_pixels: int) -> Decoded | None:
-    """Decode an image file to BGR, reduced when far larger than ``size``; ``None`` if it is not decodable.
-
-    Raises :class:`TooManyPixels` over ``max_pixels`` (nothing decoded), and OSError if
-    the file is unreadable (FileNotFoundError when it is gone).
-    """
-    import cv2
-    import numpy as np
-
-    header = read_header(path)
-    if header is None:
-        return None
-    width, height = header.width, header.height
-    if width * height > max_pixels:
-        raise TooManyPixels(f"the image has too many pixels ({width}x{height}; the worker's limit is {max_pixels:,})")
-    factor = reduction(max(width, height), DECODED_SIDE_PER_INFERENCE_SIZE * size, MAX_REDUCTION)
-    # OpenCV's reduced decode of a TIFF turned a quarter (EXIF orientation 5-8) pours the turned pixels into
-    # the stored shape: a TIFF is decoded whole, upright, then shrunk.
-    decoded_reduced = header.format != "TIFF"
-    reduced_flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-    flag = reduced_flags.get(factor, cv2.IMREAD_COLOR) if decoded_reduced else cv2.IMREAD_COLOR
-    data = np.fromfile(path, dtype=np.uint8)
-    pixels = cv2.imdecode(data, flag) if data.size else None
-    del data
-    if pixels is None:
-        return None
-    if not decoded_reduced and factor > 1:
-        rows, columns = pixels.shape[:2]
-        shrunk = (math.ceil(columns / factor), math.ceil(rows / factor))
-        pixels = cv2.resize(pixels, shrunk, interpolation=cv2.INTER_AREA)
-    return Decoded(pixels, width, height)
-
-
-def scaled(detections: list[dict[str, Any]], sx: float, sy: float) -> list[dict[str, Any]]:
-    """Detections as stored: in the original's pixels (boxes, segments and keypoints), rounded.
-
-    ``sx`` and ``sy`` are the original's pixels per decoded pixel (1 unless decoded reduced).
-    """
-
-    def across(value: float) -> float:
-        return round(value * sx, RESULT_DECIMALS)
-
-    def down(value: float) -> float:
-        return round(value * sy, RESULT_DECIMALS)
-
-    out = []
-    for detection in detections:
-        detection = dict(detection)
-        if "confidence" in detection:
-            detection["confidence"] = round(detection["confidence"], RESULT_DECIMALS)
-        box = detection.get("box") or {}
-        detection["box"] = {k: across(v) if k.startswith("x") else down(v) for k, v in box.items()}
-        for key in ("segments", "keypoints"):
-            if key in detection:
-                points = dict(detection[key])
-                points["x"] = [across(v) for v in points.get("x", [])]
-                points["y"] = [down(v) for v in points.get("y", [])]
-                detection[key] = points
-        out.append(detection)
-    return out
-
-
-def predict_batch(detector: Detector, root: Path, items: Sequence[WorkItem], params: JobParams) -> list[FileResult]:
-    """Predict every decodable image of ``items`` in one call; the others get an error result."""
-    from tasks import settings
-
-    max_pixels = settings.worker.max_image_pixels
-    size = inference_size_on(detector, params)
-    results: dict[int, FileResult] = {}
-    decoded: list[Decoded] = []
-    positions: list[int] = []
-    for position, item in enumerate(items):
+# No SUCCESS stored: the job's state lives in PostgreSQL, and the API reads it there (Flower reads events).
+# REVOKED and FAILURE still are: a revoke of a queued message is known to later workers by it.
+@shared_task(name=DETECT_TASK, bind=True, base=JobTask, ignore_result=True, store_errors_even_if_ignored=True)
+def detect(self: Task, job_id: str) -> dict[str, Any]:
+    """Detect objects in every image of job ``job_id`` that has no result yet."""
+    with job_context(job_id):
+        attempt = Attempt(self, uuid.UUID(job_id), runtime_of(self.app))
         try:
-            image = read_image(root / item.path, size, max_pixels)
-        except FileNotFoundError:
-            results[position] = FileResult(item.upload_id, None, None, [], MISSING_ERROR)
-            continue
-        except TooManyPixels as exc:
-            results[position] = FileResult(item.upload_id, None, None, [], str(exc))
-            continue
-        if image is None:
-            results[position] = FileResult(item.upload_id, None, None, [], DECODE_ERROR)
-        else:
-            decoded.append(image)
-            positions.append(position)
-    predictions = detector.predict([image.pixels for image in decoded], params)
-    for position, image, detections in zip(positions, decoded, predictions, strict=True):
-        shaped = scaled(detections, *image.scale)
-        results[position] = FileResult(items[position].upload_id, image.width, image.height, shaped)
-    return [results[position] for position in range(len(items))]
+            return attempt.run()
+        except DatabaseOutage as exc:
+            log.warning("giving the job back to the reaper: %s", exc)
+            attempt.leave_for_reaper(exc)
+
+
+class Attempt:
+    """One attempt at one job, from taking its lease to its end: the Celery side of its pipeline."""
+
+    def __init__(self, task: Task, job_id: uuid.UUID, runtime: WorkerRuntime) -> None:
+        self.task = task
+        self.job_id = job_id
+        self.runtime = runtime
+
+    def run(self) -> dict[str, Any]:
+        transaction = self.runtime.transaction
+        if was_revoked(self.task.app, self.task.request.id):  # revoked while no worker that knew of it ran
+            transaction(lambda s: cancel_job(s, self.job_id, task_id=self.task.request.id))
+            self.stop_as_revoked()
+        run = transaction(lambda s: begin_attempt(s, self.job_id, self.runtime.settings.jobs.lease))
+        if run is None:
+            return self._not_started()
+        if run.attempts > MAX_ATTEMPTS:
+            return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
+        log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
+        leader = Member(self.task.request.id, run)
+        reporter = TaskReporter(self.task, leader)
+        reporter.mates = self._mates(run, reporter) if self._leads_round(run) else None
+        pipeline = Pipeline(
+            self.runtime.settings,
+            self.runtime.models,
+            self.runtime.storage.blobs.root,
+            transaction,
+            reporter,
+            reporter.mates,
+        )
+        try:
+            pipeline.run(leader)
+        except DatabaseOutage:
+            if reporter.mates is not None:
+                reporter.mates.settle_rest(requeue=False)  # their leases stand: the reaper re-sends them
+            raise
+        except BaseException:
+            if reporter.mates is not None:
+                reporter.mates.settle_rest(requeue=True)
+            raise
+        if leader.outcome == SUCCEEDED:
+            log.info("job succeeded done=%d total=%d", run.total, run.total)
+            return {"job_id": str(self.job_id), "status": SUCCEEDED, "total": run.total}
+        if leader.outcome == FAILED:
+            code, message = leader.failure or ("internal_error", "")
+            log.warning("job failed code=%s message=%s", code, message)
+            return {"job_id": str(self.job_id), "status": FAILED, "error": code, "message": message}
+        return self.lease_lost()
+
+    def _leads_round(self, run: JobRun) -> bool:
+        """Whether this job leads a round: rounds are on, and it is a small job on its first attempt and
+        first delivery (a redelivered message may be one that killed a round)."""
+        redelivered = (self.task.request.delivery_info or {}).get("redelivered", False)
+        worker = self.runtime.settings.worker
+        return worker.round_jobs > 1 and not redelivered and can_join_round(run, worker.inference_batch_size)
+
+    def _mates(self, run: JobRun, reporter: TaskReporter) -> Mates:
+        return Mates(
+            mailbox(self.task.app),
+            self.runtime.transaction,
+            self.runtime.settings.jobs.lease,
+            self.runtime.settings.worker.inference_batch_size,
+            reporter.send_events,
+        )
+
+    def _not_started(self) -> dict[str, Any]:
+        status = self.runtime.transaction(lambda s: job_status(s, self.job_id))
+        if status == "cancelled":
+            self.stop_as_revoked()
+        reason = "another attempt holds its lease" if status == "running" else f"it is {status or 'unknown'}"
+        log.info("job not started: %s", reason)
+        return {"job_id": str(self.job_id), "status": "skipped"}
+
+    def lease_lost(self) -> dict[str, Any]:
+        status = self.runtime.transaction(lambda s: job_status(s, self.job_id))
+        if status == "cancelled":
+            log.info("job cancelled: stopped at a batch boundary")
+            self.stop_as_revoked()
+        log.warning("lease lost to another attempt (status=%s): stopped without writing", status)
+        return {"job_id": str(self.job_id), "status": "superseded"}
+
+    def _fail(self, run: JobRun, code: str, message: str) -> dict[str, Any]:
+        log.warning("job failed code=%s message=%s", code, message)
+        if self.runtime.transaction(lambda s: fail_job(s, run.job_id, code, message, token=run.lease_token)):
+            metrics.job_finished("failed")
+        return {"job_id": str(run.job_id), "status": "failed", "error": code}
+
+    def stop_as_revoked(self) -> NoReturn:
+        """End the task as REVOKED (result state and event, so Flower stops showing progress); ack the message."""
+        try:
+            self.task.backend.mark_as_revoked(self.task.request.id, reason="cancelled", request=self.task.request)
+            self.task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception:
+            log.warning("could not publish the task's REVOKED state", exc_info=True)
+        raise Ignore() from None
+
+    def leave_for_reaper(self, exc: Exception) -> NoReturn:
+        """Acknowledge the message and leave the job to the reaper; the task shows RETRY meanwhile."""
+        try:
+            self.task.backend.mark_as_retry(self.task.request.id, exc, request=self.task.request)
+            self.task.send_event("task-retried", exception=repr(exc), traceback="")
+        except Exception:
+            log.warning("could not publish the task's RETRY state", exc_info=True)
+        raise Ignore() from None
+
+
+def mailbox(app: Celery) -> Mailbox:
+    """This process's mailbox: one channel, opened on first use, kept for the process's rounds."""
+    runtime = runtime_of(app)
+    if runtime.mailbox is None:
+        runtime.mailbox = Mailbox(app)
+    return runtime.mailbox
+
+
+def init_app(app: Celery) -> None:
+    """Connect the worker's revoke handler for ``app``'s detect tasks."""
+
+    def cancel_revoked_job(
+        sender: Task | None = None, request: Any = None, terminated: bool = False, **_: object
+    ) -> None:
+        """``celery control revoke`` (Flower's buttons too) of a job's task: the job ends cancelled.
+
+        Runs in the worker's main process, for a queued message it discards and for a
+        running task it terminated. Only a revoke of the job's latest task counts, so
+        revoking an old message never cancels a retried job.
+        """
+        if getattr(sender, "name", None) != DETECT_TASK or request is None or not request.args:
+            return
+        job_id = str(request.args[0])
+        with job_context(job_id):
+            try:
+                with runtime_of(app).storage.database.transaction() as session:
+                    cancelled = cancel_job(session, uuid.UUID(job_id), task_id=request.id)
+            except Exception:
+                log.exception("could not mark the revoked job cancelled; the reaper will reconcile it")
+                return
+            if cancelled:
+                metrics.job_finished("cancelled")
+                log.warning("job cancelled: its task was %s", "terminated" if terminated else "revoked")
+
+    task_revoked.connect(cancel_revoked_job, weak=False)

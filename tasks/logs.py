@@ -8,6 +8,7 @@ and a job's task has the job id as its one argument.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery.signals import setup_logging
 
@@ -34,8 +35,10 @@ class CeleryJobFilter(logging.Filter):
         return True
 
 
-@setup_logging.connect
-def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
-    from tasks import settings
+def init_app(app: Any) -> None:
+    """Set up logging from ``app``'s settings when Celery would set up its own."""
 
-    configure_logging(settings.log_format, loglevel or logging.INFO, [CeleryJobFilter()])
+    def set_up(loglevel: int | str | None = None, **_: object) -> None:
+        configure_logging(app.settings.log_format, loglevel or logging.INFO, [CeleryJobFilter()])
+
+    setup_logging.connect(set_up, weak=False)

@@ -19,18 +19,18 @@ import logging
 import uuid
 from typing import Any
 
+from celery import Task, shared_task
+
 from config.logs import job_context
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import delete_expired_keys
 from jobs.lifecycle import cancel_job, resendable_jobs
-from jobs.messages import CLEANUP_TASK, REAP_TASK
+from jobs.messages import CLEANUP_TASK, DETECT_TASK, REAP_TASK
 from jobs.retention import RetentionPolicy
 from storage.maintenance.retention import run_cleanup
-from tasks import app
-from tasks.inference import detect
 from tasks.missed_revokes import apply_missed_revokes
 from tasks.revocations import was_revoked
-from tasks.runtime import get_runtime
+from tasks.runtime import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,11 @@ TIME_LIMIT_MARGIN = 120
 REAP_BATCH = 500
 
 
-@app.task(name=CLEANUP_TASK)
-def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
+@shared_task(name=CLEANUP_TASK, bind=True)
+def cleanup_expired_files(self: Task, dry_run: bool = False) -> dict[str, Any]:
     """Tombstone expired files, delete their bytes and leftovers; return the counts."""
-    runtime = get_runtime()
+    app = self.app
+    runtime = runtime_of(app)
     budget = app.conf.task_soft_time_limit - TIME_LIMIT_MARGIN if app.conf.task_soft_time_limit else None
     policy = RetentionPolicy(runtime.settings.retention.days)
     report = run_cleanup(runtime.storage, policy, dry_run=dry_run, time_budget=budget)
@@ -54,30 +55,31 @@ def cleanup_expired_files(dry_run: bool = False) -> dict[str, Any]:
     return counts
 
 
-def _send_detect(job_id: uuid.UUID, task_id: str) -> None:
-    detect.apply_async(args=[str(job_id)], task_id=task_id)
-
-
-@app.task(name=REAP_TASK)
-def reap_jobs() -> dict[str, Any]:
+@shared_task(name=REAP_TASK, bind=True)
+def reap_jobs(self: Task) -> dict[str, Any]:
     """Re-send the task of every unfinished job nothing is working on; return what was done.
 
     The rows stay locked until ``enqueued_at`` is committed, so an overlapping run
     skips them. A job re-sent while an attempt still lives costs one delivery that
     finds the lease held; ``begin_attempt`` lets only one attempt run.
     """
-    runtime = get_runtime()
+    app = self.app
+    runtime = runtime_of(app)
     resent: list[str] = []
-    cancelled = apply_missed_revokes()
+    cancelled = apply_missed_revokes(app)
+
+    def send_detect(job_id: uuid.UUID, task_id: str) -> None:
+        app.send_task(DETECT_TASK, args=[str(job_id)], task_id=task_id)
+
     with runtime.storage.database.transaction() as session:
         for job_id, status, task_id in resendable_jobs(session, runtime.settings.jobs.lease, REAP_BATCH):
             with job_context(str(job_id)):
-                if status == "queued" and task_id and was_revoked(task_id):
+                if status == "queued" and task_id and was_revoked(app, task_id):
                     if cancel_job(session, job_id, task_id=task_id):
                         cancelled.append(str(job_id))
                         log.warning("job cancelled: its task was revoked before any worker took it")
                     continue
-                send_then_mark(session, job_id, _send_detect, new_task_id(job_id))
+                send_then_mark(session, job_id, send_detect, new_task_id(job_id))
                 resent.append(str(job_id))
                 log.warning("re-sent the task of a %s job nothing was working on", status)
         expired_keys = delete_expired_keys(session)

@@ -21,6 +21,8 @@ from typing import Any
 
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
+from config.settings import WorkerSettings
+
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # This worker's metrics folder, set in the parent at worker_init.
@@ -64,12 +66,9 @@ def model_loaded(model: str, seconds: float) -> None:
     _metrics()["model_load"].labels(model=model).observe(seconds)
 
 
-@worker_init.connect
-def _serve_metrics(**_: object) -> None:
+def _serve_metrics(settings: WorkerSettings) -> None:
     global _directory
-    from tasks import settings
-
-    port, addr = settings.worker.metrics_port, settings.worker.metrics_addr
+    port, addr = settings.metrics_port, settings.metrics_addr
     if not port:
         return
     _directory = Path(tempfile.gettempdir()) / f"yolo-jobs-worker-metrics-{os.getpid()}"
@@ -103,14 +102,19 @@ def not_served_message(addr: str, port: int, exc: OSError) -> str:
     )
 
 
-@worker_ready.connect
 def _repeat_when_not_served(**_: object) -> None:
     """Say it again once the worker is ready: the start-up banner has scrolled the first message away."""
     if _not_served is not None:
         log.error(_not_served)
 
 
-@worker_shutdown.connect
 def _remove_metric_files(**_: object) -> None:
     if _directory is not None:
         shutil.rmtree(_directory, ignore_errors=True)
+
+
+def init_app(app: Any) -> None:
+    """Serve ``app``'s worker metrics from the worker's parent process, and clean up after it."""
+    worker_init.connect(lambda **_: _serve_metrics(app.settings.worker), weak=False)
+    worker_ready.connect(_repeat_when_not_served)
+    worker_shutdown.connect(_remove_metric_files)

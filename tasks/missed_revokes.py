@@ -6,8 +6,8 @@ With none online RabbitMQ drops the message ("No nodes replied"), nothing record
 ``--statedb`` holds only the revokes it received, and Celery writes REVOKED to the result
 backend only in a worker that received one), and the job's task later runs as if never revoked.
 
-So the durable queue :data:`MISSED_REVOKES` is bound to that exchange and gets a copy of every
-broadcast. Every worker drains it when it starts, before its consumer takes a task
+So the durable queue :data:`MISSED_REVOKES` (:func:`missed_revokes_queue`) is bound to that exchange
+and gets a copy of every broadcast. Every worker drains it when it starts, before its consumer takes a task
 (:class:`ApplyMissedRevokes`), and the reaper drains it on every run (``tasks.maintenance``):
 each revoke or terminate of a job's current task cancels the job, as the worker's
 ``task_revoked`` handler would have; a job that has ended, a revoke of an older message, and any
@@ -25,25 +25,20 @@ import logging
 import uuid
 from typing import Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 from kombu import Connection, Consumer, Message, Queue
 
 from config.logs import job_context
 from jobs.lifecycle import cancel_job
-from tasks import app, metrics
-from tasks.runtime import get_runtime
+from tasks import metrics
+from tasks.runtime import runtime_of
 
 log = logging.getLogger(__name__)
 
 # The oldest are dropped beyond this. Flower alone broadcasts once every 5 s: 50,000 is about 70 hours
 # with no worker to drain them, and a full queue drains in about 4 s.
 HELD_BROADCASTS = 50_000
-MISSED_REVOKES = Queue(
-    "yolo-jobs.missed-revokes",
-    app.control.mailbox.exchange,
-    durable=True,
-    max_length=HELD_BROADCASTS,
-)
+MISSED_REVOKES = "yolo-jobs.missed-revokes"
 REVOKE_METHODS = ("revoke", "terminate")
 # The drain takes every message held (no prefetch limit: all stay unacknowledged until the cancellations
 # commit, at most HELD_BROADCASTS small ones), and stops early when none arrives for this long.
@@ -52,7 +47,12 @@ DRAIN_IDLE_SECONDS = 1.0
 JOB_ID_LENGTH = 36
 
 
-def apply_missed_revokes() -> list[str]:
+def missed_revokes_queue(app: Celery) -> Queue:
+    """The durable queue bound to ``app``'s broadcast exchange (``celery.pidbox``)."""
+    return Queue(MISSED_REVOKES, app.control.mailbox.exchange, durable=True, max_length=HELD_BROADCASTS)
+
+
+def apply_missed_revokes(app: Celery) -> list[str]:
     """Drain :data:`MISSED_REVOKES` and cancel each job whose current task a broadcast revoked; return their ids.
 
     Best effort: the messages are acknowledged only after the cancellations commit, so when the
@@ -61,8 +61,8 @@ def apply_missed_revokes() -> list[str]:
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
-            task_ids, last = _drain(connection)
-            cancelled = _cancel_jobs(task_ids) if task_ids else []
+            task_ids, last = _drain(connection, missed_revokes_queue(app))
+            cancelled = _cancel_jobs(app, task_ids) if task_ids else []
             if last is not None:
                 last.ack(multiple=True)
     except Exception:
@@ -71,9 +71,9 @@ def apply_missed_revokes() -> list[str]:
     return cancelled
 
 
-def _drain(connection: Connection) -> tuple[list[str], Message | None]:
+def _drain(connection: Connection, unbound: Queue) -> tuple[list[str], Message | None]:
     """The task ids revoked by the broadcasts held now, and the last message taken (its ack covers all)."""
-    queue = MISSED_REVOKES(connection.default_channel)
+    queue = unbound(connection.default_channel)
     queue.declare()
     held = queue.queue_declare(passive=True).message_count
     task_ids: list[str] = []
@@ -106,9 +106,9 @@ def _revoked_task_ids(message: Message) -> list[str]:
     return [str(task_id) for task_id in (task_id if isinstance(task_id, list) else [task_id])]
 
 
-def _cancel_jobs(task_ids: list[str]) -> list[str]:
+def _cancel_jobs(app: Celery, task_ids: list[str]) -> list[str]:
     cancelled: list[str] = []
-    with get_runtime().storage.database.transaction() as session:
+    with runtime_of(app).storage.database.transaction() as session:
         for task_id in task_ids:
             try:
                 job_id = uuid.UUID(task_id[:JOB_ID_LENGTH])
@@ -131,4 +131,4 @@ class ApplyMissedRevokes(bootsteps.StartStopStep):
     """
 
     def start(self, parent: Any) -> None:
-        apply_missed_revokes()
+        apply_missed_revokes(parent.app)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import states
-
-from tasks import app
+from celery import Celery, states
 
 log = logging.getLogger(__name__)
 
 
-def was_revoked(task_id: str) -> bool:
+def was_revoked(app: Celery, task_id: str) -> bool:
     """Whether the result backend holds REVOKED for ``task_id``; False when it cannot be read."""
     started = time.monotonic()
     try:

@@ -1,23 +1,26 @@
-"""Per-process worker resources: settings, storage and the model pool.
+"""Per-process worker resources: settings, storage, the model pool and the broker channel rounds take from.
 
-Every runtime's sessions send the webhook deliveries their transactions recorded once
-those commit (``webhooks.outbox.publish_after_commit``), whichever task ended the job.
+The runtime is held by the Celery application (:class:`tasks.application.WorkerApp`), which
+every task reaches as ``self.app`` (:func:`runtime_of`): nothing is fetched from a module global.
+Every runtime's sessions send the webhook deliveries their transactions recorded once those
+commit (``webhooks.outbox.publish_after_commit``), whichever task ended the job.
 
-Created in each prefork child by ``worker_process_init``, which also loads the
-models there (after fork, never in the parent), each running inference on
-``WORKER_INFERENCE_THREADS`` threads: by default the cores the worker may use
-divided among the pool's processes, so the pool fills the cores and never
-oversubscribes them. The pool's parent only builds a
-runtime without models when it must mark a job failed after a hard time limit;
+Created in each prefork child by ``worker_process_init``, which also loads the models there
+(after fork, never in the parent), each running inference on ``WORKER_INFERENCE_THREADS``
+threads: by default the cores the worker may use divided among the pool's processes, so the
+pool fills the cores and never oversubscribes them. The pool's parent only builds a runtime
+without models when it must mark a job failed after a hard time limit, or cancel a revoked job;
 a child forked after that discards the inherited one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery import Celery
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 from celery.utils.sysinfo import cpu_budget
 
@@ -26,9 +29,17 @@ from jobs.catalog import record_loaded_model
 from jobs.messages import DELIVER_WEBHOOK_TASK
 from storage import Storage
 from tasks.model_pool import ModelPool
+from tasks.outages import ride_out_outages
 from webhooks.outbox import publish_after_commit
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from tasks.intake import Mailbox
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,13 +47,21 @@ class WorkerRuntime:
     settings: Settings
     storage: Storage
     models: ModelPool
+    mailbox: Mailbox | None = None
 
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a transaction of its own, riding out outages (:mod:`tasks.outages`)."""
 
-_runtime: WorkerRuntime | None = None
-# Whether this worker consumes the inference queue (a maintenance-only worker loads no model).
-_serves_inference = True
-# How many processes the pool runs (Celery's concurrency), so each child takes its share of the cores.
-_pool_processes = 1
+        def attempt() -> T:
+            with self.storage.database.transaction() as session:
+                return work(session)
+
+        return ride_out_outages(attempt, self.settings.jobs.database_retry_seconds)
+
+    def close(self, close_connections: bool = True) -> None:
+        if self.mailbox is not None:
+            self.mailbox.close()
+        self.storage.dispose(close=close_connections)
 
 
 def threads_per_process(processes: int) -> int:
@@ -54,21 +73,21 @@ def threads_per_process(processes: int) -> int:
     return max(1, cpu_budget().count // max(1, processes))
 
 
-def get_runtime() -> WorkerRuntime:
-    """This process's runtime, created on first use; it loads no model by itself."""
-    global _runtime
-    if _runtime is None:
-        from tasks import app, settings
+def build_runtime(settings: Settings, send_task: Callable[..., Any], pool_processes: int) -> WorkerRuntime:
+    """A runtime for this process; it loads no model by itself."""
+    # No pre-ping: a connection the server closed is refused by its socket at checkout, and a
+    # statement that fails on a lost one is an outage the task retries (storage/db.py, tasks/outages.py).
+    storage = Storage(settings.database_url, settings.storage_root, pre_ping=False)
+    publish_after_commit(
+        storage.database.sessions, lambda delivery_id: send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
+    )
+    threads = settings.worker.inference_threads or threads_per_process(pool_processes)
+    return WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device, threads))
 
-        # No pre-ping: a connection the server closed is refused by its socket at checkout, and a
-        # statement that fails on a lost one is an outage the task retries (storage/db.py, tasks/outages.py).
-        storage = Storage(settings.database_url, settings.storage_root, pre_ping=False)
-        publish_after_commit(
-            storage.database.sessions, lambda delivery_id: app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
-        )
-        threads = settings.worker.inference_threads or threads_per_process(_pool_processes)
-        _runtime = WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device, threads))
-    return _runtime
+
+def runtime_of(app: Celery) -> WorkerRuntime:
+    """The runtime of this process, held by its yolo-jobs Celery application."""
+    return app.runtime  # type: ignore[attr-defined,no-any-return]
 
 
 def _publish_loaded_models(runtime: WorkerRuntime) -> None:
@@ -81,28 +100,25 @@ def _publish_loaded_models(runtime: WorkerRuntime) -> None:
         log.warning("could not record the loaded models", exc_info=True)
 
 
-@celeryd_after_setup.connect
-def _note_pool(instance: Any, **_: object) -> None:
-    """In the parent, before the pool forks: remember whether children run inference, and how many there are."""
-    global _serves_inference, _pool_processes
-    _serves_inference = "inference" in instance.app.amqp.queues.consume_from
-    _pool_processes = instance.concurrency
+def init_app(app: Any) -> None:
+    """Connect the pool's signals for ``app`` (a :class:`tasks.application.WorkerApp`)."""
 
+    def note_pool(instance: Any, **_: object) -> None:
+        """In the parent, before the pool forks: whether children run inference, and how many there are."""
+        app.serves_inference = "inference" in instance.app.amqp.queues.consume_from
+        app.pool_processes = instance.concurrency
 
-@worker_process_init.connect
-def _init_child(**_: object) -> None:
-    """In each new pool process: a runtime of its own, with every model loaded once."""
-    global _runtime
-    if _runtime is not None:  # inherited from the parent: leave its connections to it
-        _runtime.storage.dispose(close=False)
-        _runtime = None
-    runtime = get_runtime()
-    if _serves_inference:
-        runtime.models.load_all()
-        _publish_loaded_models(runtime)
+    def init_child(**_: object) -> None:
+        """In each new pool process: a runtime of its own, with every model loaded once."""
+        app.discard_runtime()  # inherited from the parent: its connections stay the parent's
+        runtime = app.runtime
+        if app.serves_inference:
+            runtime.models.load_all()
+            _publish_loaded_models(runtime)
 
+    def shutdown_child(**_: object) -> None:
+        app.close_runtime()
 
-@worker_process_shutdown.connect
-def _shutdown_child(**_: object) -> None:
-    if _runtime is not None:
-        _runtime.storage.dispose()
+    celeryd_after_setup.connect(note_pool, weak=False)
+    worker_process_init.connect(init_child, weak=False)
+    worker_process_shutdown.connect(shutdown_child, weak=False)

@@ -18,11 +18,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from celery import Task, shared_task
+
 from config.logs import job_context
 from config.settings import WebhookSettings
 from jobs.messages import DELIVER_WEBHOOK_TASK, SWEEP_WEBHOOKS_TASK
-from tasks import app
-from tasks.runtime import get_runtime
+from tasks.runtime import runtime_of
 from webhooks.event import event_body, event_json, message_id
 from webhooks.guard import Refused, Unresolvable, resolve
 from webhooks.outbox import Claimed, claim, due_deliveries, finish_gone, record_attempt
@@ -38,10 +39,10 @@ MAX_COUNTDOWN = 300.0
 SWEEP_BATCH = 500
 
 
-@app.task(name=DELIVER_WEBHOOK_TASK)
-def deliver(delivery_id: str) -> dict[str, Any]:
+@shared_task(name=DELIVER_WEBHOOK_TASK, bind=True)
+def deliver(self: Task, delivery_id: str) -> dict[str, Any]:
     """Make the next attempt of a webhook delivery, if it is due; return what became of it."""
-    runtime = get_runtime()
+    runtime = runtime_of(self.app)
     database, hooks = runtime.storage.database, runtime.settings.webhooks
     with database.transaction() as session:
         claimed = claim(session, uuid.UUID(delivery_id), timedelta(seconds=hooks.timeout_seconds))
@@ -65,7 +66,7 @@ def deliver(delivery_id: str) -> dict[str, Any]:
             decision.status,
         )
         if recorded and decision.status == PENDING and decision.delay is not None and decision.delay <= MAX_COUNTDOWN:
-            deliver.apply_async(args=[delivery_id], countdown=decision.delay)
+            self.apply_async(args=[delivery_id], countdown=decision.delay)
     return {"delivery_id": delivery_id, "status": decision.status, "attempt": claimed.attempt}
 
 
@@ -82,10 +83,10 @@ def attempt(claimed: Claimed, hooks: WebhookSettings) -> Outcome:
     return post(target, claimed.secret, message_id(claimed.delivery_id), body, hooks.timeout_seconds)
 
 
-@app.task(name=SWEEP_WEBHOOKS_TASK)
-def sweep() -> dict[str, Any]:
+@shared_task(name=SWEEP_WEBHOOKS_TASK, bind=True)
+def sweep(self: Task) -> dict[str, Any]:
     """Re-send the task of every pending delivery overdue by one sweep interval; return their ids."""
-    runtime = get_runtime()
+    runtime = runtime_of(self.app)
     grace = timedelta(seconds=runtime.settings.webhooks.sweep_interval_seconds)
     with runtime.storage.database.transaction() as session:
         resent = due_deliveries(session, grace, SWEEP_BATCH)

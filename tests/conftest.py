@@ -25,6 +25,7 @@ import celery_config
 from app import create_app, extensions
 from config import Settings
 from config.paths import PROJECT_ROOT
+from config.ultralytics import configure_ultralytics_under
 from harness import services
 from harness.processes import ServiceProcess, start_api, start_worker
 from storage import Storage
@@ -40,6 +41,11 @@ GENEROUS_QUOTAS = {
 }
 
 MakeApp = Callable[..., Flask]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests import the worker's modules, and with them Ultralytics: offline, its settings under var/."""
+    configure_ultralytics_under()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +24,7 @@ from celery.utils.sysinfo import cpu_budget
 
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
 from evaluation.scenes import render
+from harness.side_by_side import side_by_side
 from inference.backends import ONNX, OPENVINO, PYTORCH, Choice, Detector, choose, load
 from inference.yolo import Detection
 from tests.functional.test_model_quality import EVAL_SEED
@@ -103,3 +106,28 @@ def test_backend_agrees_with_pytorch(
             worst_confidence = max(worst_confidence, abs(got["confidence"] - want["confidence"]))
     print(f"\n{backend} batch {batch}: at most {worst_pixels:.4f} px and {worst_confidence:.5f} confidence apart")
     assert worst_pixels <= MAX_PIXELS and worst_confidence <= MAX_CONFIDENCE
+
+
+def _predict_alone(path: str) -> Callable[[], float]:
+    """One worker process of one inference thread, loaded; its work returns the share of a core it got."""
+    detector = load(Choice(path, OPENVINO), "cpu", 1)
+    batch = [np.zeros((320, 320, 3), np.uint8)] * 8
+    detector.predict(batch, OPTIONS)
+
+    def work() -> float:
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(6):
+            detector.predict(batch, OPTIONS)
+        return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+    return work
+
+
+@pytest.mark.skipif(cpu_budget().count < 2, reason="needs two cores: it checks that two processes use both")
+def test_two_single_thread_openvino_processes_use_a_core_each() -> None:
+    """OpenVINO pins its threads to cores counted from the first: unpinned, two worker processes of one thread
+    each run side by side (pinned, they shared one core: half a core each)."""
+    bundled = choose(str(BUNDLED_MODEL), "cpu")
+    assert bundled.backend == OPENVINO, "make test builds the OpenVINO export"
+    shares = side_by_side(_predict_alone, [(bundled.path,)] * 2, timeout=120)
+    assert min(shares) > 0.7, shares

@@ -339,7 +339,7 @@ def test_a_60_second_database_outage_loses_no_job(stack: Stack) -> None:
         assert_one_result_per_file(stack, job_id)
 
 
-# Several jobs per round (tasks/rounds.py). The worker's consumer holds one message per process
+# Several jobs per round (tasks/intake.py). The worker's consumer holds one message per process
 # (two here): the jobs queued behind them are taken into rounds by whichever process starts first.
 
 
@@ -395,7 +395,7 @@ def test_a_single_image_job_writes_no_celery_state_to_redis(stack: Stack) -> Non
     try:
         job_id = submit(stack.app, images(1, 1401))
         wait_for_status(stack, job_id, "succeeded")
-        wait_until(lambda: "Task tasks.inference.detect[" + job_id in stack.worker.log_text(), 10, what="the task end")
+        wait_until(lambda: "Task tasks.detection.detect[" + job_id in stack.worker.log_text(), 10, what="the task end")
     finally:
         commands = monitor.stop(about=job_id)  # another test's revoke may still be written meanwhile
     # The worker's one GET (the revoked-while-queued check), and nothing written: no state, no subscription.

@@ -41,7 +41,7 @@ def test_message_body_stays_under_1kib_for_a_large_file(make_app: MakeApp, isola
     assert message.properties["delivery_mode"] == 2  # persistent
     args, kwargs, _embed = json.loads(body)
     assert args == [job_id] and kwargs == {}
-    assert message.headers["task"] == DETECT_TASK == "tasks.inference.detect"
+    assert message.headers["task"] == DETECT_TASK == "tasks.detection.detect"
     assert len(headers) < MAX_BODY_BYTES
 
 

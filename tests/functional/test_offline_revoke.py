@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from flask import Flask
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 from sqlalchemy import func, select
 
 from app import extensions
@@ -32,6 +32,8 @@ from tasks.missed_revokes import MISSED_REVOKES
 from tests.conftest import MakeApp
 from tests.helpers import job_state, submit, wait_for_finished
 
+# Celery's broadcast exchange, which the missed-revokes queue is bound to.
+PIDBOX_EXCHANGE = Exchange("celery.pidbox", type="fanout")
 # Images in the job a plain revoke stops (at twice the model's size, it runs for seconds).
 IMAGES = 40
 
@@ -52,7 +54,7 @@ def broker_env(isolated_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A vhost of the test's own; the missed-revokes queue the workers made there is deleted after."""
     yield isolated_env
     with Connection(isolated_env["CELERY_BROKER_URL"]) as connection:
-        MISSED_REVOKES(connection.default_channel).delete()
+        Queue(MISSED_REVOKES, channel=connection.default_channel).delete()
 
 
 def test_a_revoke_sent_while_no_worker_is_online_cancels_the_job(
@@ -108,7 +110,7 @@ def test_a_job_queued_again_by_a_retry_is_not_cancelled_by_the_revoke_of_its_can
 
 def held_broadcasts(env: dict[str, str]) -> int:
     with Connection(env["CELERY_BROKER_URL"]) as connection:
-        return MISSED_REVOKES(connection.default_channel).queue_declare(passive=True).message_count
+        return Queue(MISSED_REVOKES, channel=connection.default_channel).queue_declare(passive=True).message_count
 
 
 def reap(env: dict[str, str], maintenance: ServiceProcess) -> None:
@@ -132,7 +134,7 @@ def test_the_reaper_drains_the_queue_and_binds_it_again_after_a_broker_restart(
     try:
         # A broker restart drops the binding (the pidbox exchange is transient) and keeps the durable queue.
         with Connection(env["CELERY_BROKER_URL"]) as connection:
-            MISSED_REVOKES(connection.default_channel).unbind_from(MISSED_REVOKES.exchange)
+            Queue(MISSED_REVOKES, channel=connection.default_channel).unbind_from(PIDBOX_EXCHANGE)
         assert celery_cli(env, "inspect", "ping").returncode == 0
         assert held_broadcasts(env) == 0
         reap(env, maintenance)

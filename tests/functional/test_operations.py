@@ -123,17 +123,17 @@ def test_worker_metrics_logs_and_progress(ops_stack: OpsStack) -> None:
 def test_celery_cli_inspect_status_and_call(ops_stack: OpsStack) -> None:
     env, worker, app, _, storage = ops_stack
     registered = celery(env, "inspect", "registered", "--timeout", "5")
-    assert {"tasks.inference.detect", CLEANUP_TASK, REAP_TASK} <= set(re.findall(r"\* (\S+)", registered)), registered
+    assert {"tasks.detection.detect", CLEANUP_TASK, REAP_TASK} <= set(re.findall(r"\* (\S+)", registered)), registered
     assert re.search(r"1 node online", celery(env, "status", "--timeout", "5"))
 
     job_id = submit(app, fresh_images(8), imgsz="1280")
     wait_until(lambda: job_id in celery(env, "inspect", "active", "--timeout", "5"), 60, interval=0.5, what="active")
     wait_until(lambda: finished_job(storage, job_id), 180, what="slow job")
 
-    task_id = celery(env, "call", "tasks.inference.detect", "--args", json.dumps([job_id])).strip()
+    task_id = celery(env, "call", "tasks.detection.detect", "--args", json.dumps([job_id])).strip()
     uuid.UUID(task_id)
     # A successful detect stores no result (the job's state lives in PostgreSQL): the worker's log says what it did.
-    done = f"tasks.inference.detect[{task_id}] succeeded"
+    done = f"tasks.detection.detect[{task_id}] succeeded"
     wait_until(lambda: done in worker.log_text(), 60, interval=0.5, what="the called task")
     line = next(line for line in worker.log_text().splitlines() if done in line)
     assert f"'job_id': '{job_id}'" in line and "'status': 'skipped'" in line, line
@@ -218,7 +218,7 @@ def test_flower_shows_id_only_arguments_and_progress_behind_auth(ops_stack: OpsS
         running = wait_until(
             lambda: (info := flower_state("info")) and info.get("state") == "PROGRESS" and info, 120, 0.1, "PROGRESS"
         )
-        assert running["name"] == "tasks.inference.detect"
+        assert running["name"] == "tasks.detection.detect"
         assert running["args"] == f"['{job_id}']"  # the job id, nothing else
         assert flower_state("result")["state"] in ("PROGRESS", "SUCCESS")
         backend_state = Celery(backend=env["CELERY_RESULT_BACKEND"]).AsyncResult(job_id)

@@ -25,10 +25,10 @@ import pytest
 import requests
 from sqlalchemy import inspect
 
-import tasks
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
 from harness.processes import start_api
 from harness.services import create_database, drop_database
+from jobs.messages import CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
 from storage.db import make_engine
 from storage.tables import Base
 from tests.functional.distribution_support import COMMAND_TIMEOUT_S, install_in_bare_venv, off_the_checkout
@@ -45,15 +45,15 @@ import importlib.util, json, sys
 from config import Settings
 from config.paths import BUNDLED_MODEL
 from storage.schema import SCHEMA_FILE
-import tasks
-tasks.app.loader.import_default_modules()  # what a worker imports: every task module, celery_config with them
+from tasks.celery import celery_app
+celery_app.loader.import_default_modules()  # what a worker imports: every task module, celery_config with them
 print(json.dumps({
     "origins": {name: importlib.util.find_spec(name).origin for name in sys.argv[1].split(",")},
     "tools": [name for name in sys.argv[2].split(",") if importlib.util.find_spec(name) is not None],
     "weights": str(BUNDLED_MODEL),
     "configured_weights": Settings.from_env({}).models["shapes"],
     "schema": str(SCHEMA_FILE),
-    "tasks": sorted(name for name in tasks.app.tasks if name.startswith("tasks.")),
+    "tasks": sorted(name for name in celery_app.tasks if name.startswith("tasks.")),
 }))
 """
 
@@ -149,8 +149,7 @@ def test_the_installed_service_finds_its_own_modules_and_data(service_install: S
     assert found["tools"] == [], "the checkout is on the installed service's path"
     assert found["weights"] == found["configured_weights"] == str(site / WEIGHTS)
     assert found["schema"] == str(site / SCHEMA)
-    tasks.app.loader.import_default_modules()
-    assert found["tasks"] == sorted(name for name in tasks.app.tasks if name.startswith("tasks."))
+    assert found["tasks"] == sorted([CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK])
 
 
 def test_the_installed_service_applies_its_schema(service_install: ServiceInstall) -> None:

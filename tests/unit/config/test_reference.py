@@ -24,8 +24,8 @@ def test_every_setting_has_a_row_with_its_default_what_it_allows_and_its_meaning
         variable, default, allowed, meaning = (cell.strip() for cell in line.strip("|").split(" | "))
         assert variable == f"`{name}`" and default and allowed and meaning, name
     assert rows["WORKER_ROUND_JOBS"] == (
-        "| `WORKER_ROUND_JOBS` | `8` | an integer >= 1 | at most this many small jobs a worker process runs together"
-        " (`tasks/rounds.py`; `1`: rounds off) |"
+        "| `WORKER_ROUND_JOBS` | `32` | an integer >= 1 | at most this many jobs a worker process holds at once:"
+        " its task's, and the small ready jobs it takes into the round (`tasks/intake.py`; `1`: each job alone) |"
     )
     assert "| `WORKER_METRICS_PORT` | `9808` | an integer from 0 to 65535 |" in rows["WORKER_METRICS_PORT"]
     assert "| `WORKER_PROCESSES` | one per core the worker may use" in rows["WORKER_PROCESSES"]

@@ -145,6 +145,10 @@ def test_create_job_is_queued_with_its_uploads_in_order(store: Storage) -> None:
         assert store.blobs.path_of(upload.file.path).read_bytes() == data
         assert upload.result is None
     assert list(store.blobs.tmp_dir.iterdir()) == [], "every temp file was installed"
+    assert (created.created_at, created.done_files, created.attempts) == (job.created_at, 0, 0), "as written"
+    assert [(u.id, u.file_id, u.created_at, u.file.id, u.file.created_at) for u in created.uploads] == [
+        (u.id, u.file_id, u.created_at, u.file.id, u.file.created_at) for u in job.uploads
+    ]
 
 
 def test_identical_bytes_are_stored_once_within_and_across_jobs(store: Storage) -> None:
@@ -572,7 +576,7 @@ def test_active_jobs_serialises_a_tenants_submissions(store: Storage) -> None:
                 active_jobs(other, alice)
 
 
-# finish_jobs, renew_leases, release_attempt: a worker's lean path and its rounds (tasks/rounds.py)
+# finish_jobs, renew_leases, release_attempt: a worker's lean path and its rounds (tasks/intake.py)
 
 
 def test_a_single_image_job_starts_in_two_statements_and_ends_in_two(store: Storage, module_database_url: str) -> None:

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from app.reduced_decode import decode_reduced
 from storage.images import ORIENTATION_TAG, reduction
-from tasks.detection import read_image
+from tasks.decoding import read_image
 
 # Every block a colour of its own, 32 px wide, so that a reduction by up to 8 keeps each one uniform inside.
 BLOCK = 32

@@ -10,7 +10,7 @@ from config.paths import BUNDLED_MODEL
 from inference.backends import UltralyticsDetector, choose, load
 from jobs.catalog import inference_size
 from jobs.lifecycle import JobParams
-from tasks.detection import inference_size_on
+from tasks.decoding import inference_size_on
 
 
 @pytest.mark.parametrize("stride", [8, 16, 32, 64])

@@ -1,0 +1,102 @@
+"""What the pipeline's writes are followed by in Celery: acknowledgements, task events, progress and metrics.
+
+Runs in the pipeline's write stage, after the transaction that ended the jobs committed, so a mate's
+message is acknowledged only once its end is in PostgreSQL (at-least-once). The task's own message is
+Celery's to acknowledge, when the task returns.
+
+Flower and ``celery events`` see each mate as a task of its own: the worker never received the mates'
+messages, so their ``task-started`` (:mod:`tasks.intake`) and ``task-succeeded``/``-failed``/``-revoked``
+events are sent here. Progress (the ``PROGRESS`` result state and a ``task-progress`` event) is the
+task's own job's, published with each write but the last: a job done in one write publishes none,
+and one that did publish stores its end state too, so the result backend never shows it running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Task, states
+
+from tasks import metrics
+from tasks.intake import Mates
+from tasks.pipeline import FAILED, SUCCEEDED, Member
+
+log = logging.getLogger(__name__)
+
+
+class TaskReporter:
+    """The :class:`~tasks.pipeline.Reporter` of a detect task's pipeline.
+
+    It runs in the write stage's thread, where Celery's ``task.request`` (thread-local) is empty:
+    the task's request is taken here, in the task's thread.
+    """
+
+    def __init__(self, task: Task, leader: Member) -> None:
+        self.task = task
+        self.request = task.request
+        self.leader = leader
+        self.mates: Mates | None = None
+        self.reported = False
+
+    def ended(self, members: Sequence[Member]) -> None:
+        events: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for member in members:
+            if member.outcome in (SUCCEEDED, FAILED):
+                metrics.job_finished(member.outcome)
+            if member is self.leader:
+                if member.outcome == SUCCEEDED and self.reported:
+                    self.report_progress(member.run.total, states.SUCCESS)
+                continue
+            if member.outcome == SUCCEEDED:
+                outcome = {"job_id": str(member.job_id), "status": SUCCEEDED}
+                events["task-succeeded"][member.task_id] = {"result": repr(outcome)}
+            elif member.outcome == FAILED:
+                code, message = member.failure or ("internal_error", "")
+                log.warning(
+                    "job failed in a round code=%s message=%s", code, message, extra={"job_id": str(member.job_id)}
+                )
+                events["task-failed"][member.task_id] = {"exception": f"{code}: {message}", "traceback": ""}
+            else:
+                log.info("round-mate stopped without writing", extra={"job_id": str(member.job_id)})
+                events["task-revoked"][member.task_id] = {"terminated": False, "signum": None, "expired": False}
+        for kind, fields in events.items():
+            self.send_events(kind, fields)
+        if self.mates is not None:
+            for member in members:
+                if member.message is not None:
+                    self.mates.settle(member.message)
+
+    def progressed(self, member: Member) -> None:
+        if member is self.leader:
+            self.report_progress(member.done)
+            self.reported = True
+
+    def report_progress(self, done: int, state: str = "PROGRESS") -> None:
+        """Publish the task's job's progress as the ``PROGRESS`` result state and as a ``task-progress`` event
+        (Flower shows both); with ``state=SUCCESS``, only the end state, over the last PROGRESS.
+
+        Best effort: the database holds the real progress, so a result backend or
+        broker that is down must not fail the job.
+        """
+        total = self.leader.run.total
+        meta = {"job_id": str(self.leader.job_id), "done": done, "total": total}
+        try:
+            self.task.backend.store_result(self.request.id, meta, state, request=self.request)
+            if state == "PROGRESS":
+                self.send_events("task-progress", {self.request.id: {"done": done, "total": total}})
+        except Exception:
+            log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)
+
+    def send_events(self, kind: str, fields_by_task: dict[str, dict[str, Any]]) -> None:
+        """Task events: the mates' (the worker never saw their messages) and the task's progress (best effort)."""
+        if not fields_by_task:
+            return
+        try:
+            with self.task.app.events.default_dispatcher(hostname=self.request.hostname) as dispatcher:
+                for task_id, fields in fields_by_task.items():
+                    dispatcher.send(kind, uuid=task_id, **fields)
+        except Exception:
+            log.warning("could not publish round-mates' %s events", kind, exc_info=True)
