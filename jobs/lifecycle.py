@@ -259,38 +259,49 @@ def begin_attempt(session: Session, job_id: uuid.UUID, lease: timedelta) -> JobR
     ``None`` when the job is unknown, finished or cancelled, or another attempt's
     lease is still alive (that attempt, or the reaper once the lease expires, carries on).
     """
+    return begin_attempts(session, [job_id], lease)[0]
+
+
+def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timedelta) -> list[JobRun | None]:
+    """:func:`begin_attempt` for several jobs in two statements (a round's leader begins its mates so);
+    each attempt gets a lease token of its own. One run (or ``None``) per id, in their order; an id
+    given twice (two messages of one job) gets its run once, as a second :func:`begin_attempt` would."""
+    if not job_ids:
+        return []
     statement = (
         update(Job)
-        .where(
-            Job.id == job_id,
-            or_(
-                Job.status == "queued",
-                _running_with_expired_lease(),
-            ),
-        )
+        .where(Job.id.in_(job_ids), or_(Job.status == "queued", _running_with_expired_lease()))
         .values(
             status="running",
             started_at=func.coalesce(Job.started_at, func.now()),
             attempts=Job.attempts + 1,
-            lease_token=uuid.uuid4(),
+            lease_token=func.gen_random_uuid(),
             lease_expires_at=func.now() + lease,
         )
-        .returning(Job.lease_token, Job.attempts, Job.model, Job.conf, Job.iou, Job.imgsz, Job.total_files)
+        .returning(Job.id, Job.lease_token, Job.attempts, Job.model, Job.conf, Job.iou, Job.imgsz, Job.total_files)
     )
-    row = session.execute(statement).first()
-    if row is None:
-        return None
-    token, attempts, model, conf, iou, imgsz, total = row
-    query = (
-        select(Upload.id, StoredFile.path)
-        .join(StoredFile, StoredFile.id == Upload.file_id)
-        .outerjoin(Result, Result.upload_id == Upload.id)
-        .where(Upload.job_id == job_id, Result.upload_id.is_(None))
-        .order_by(Upload.position)
-    )
-    pending = [WorkItem(upload_id, path) for upload_id, path in session.execute(query)]
-    params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
-    return JobRun(job_id, token, params, total, total - len(pending), attempts, pending)
+    began = {row[0]: row[1:] for row in session.execute(statement)}
+    pending: dict[uuid.UUID, list[WorkItem]] = {job_id: [] for job_id in began}
+    if began:
+        query = (
+            select(Upload.job_id, Upload.id, StoredFile.path)
+            .join(StoredFile, StoredFile.id == Upload.file_id)
+            .outerjoin(Result, Result.upload_id == Upload.id)
+            .where(Upload.job_id.in_(list(began)), Result.upload_id.is_(None))
+            .order_by(Upload.job_id, Upload.position)
+        )
+        for job_id, upload_id, path in session.execute(query):
+            pending[job_id].append(WorkItem(upload_id, path))
+    runs: list[JobRun | None] = []
+    for job_id in job_ids:
+        if job_id not in began:
+            runs.append(None)
+            continue
+        token, attempts, model, conf, iou, imgsz, total = began.pop(job_id)
+        params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
+        left = pending[job_id]
+        runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left))
+    return runs
 
 
 def _running_with_expired_lease() -> ColumnElement[bool]:

@@ -34,10 +34,10 @@ from kombu import Connection, Message
 
 import celery_config
 from inference.defaults import DEFAULT_INFERENCE_SIZE
-from jobs.lifecycle import JobRun, begin_attempt, cancel_job, release_attempt
+from jobs.lifecycle import JobRun, begin_attempts, cancel_job, release_attempt
 from jobs.messages import DETECT_TASK
 from tasks.pipeline import Member, Transaction
-from tasks.revocations import was_revoked
+from tasks.revocations import revoked_among
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +122,20 @@ class Mates:
         with self._lock:
             self.unsettled |= {id(message): message for message in messages}
         wanted: list[tuple[str, uuid.UUID, Message]] = []
-        for message in messages:
-            task_id, job_id = _detect_job(message)
+        detect_jobs = [(message, *_detect_job(message)) for message in messages]
+        revoked = revoked_among(self.mailbox.app, [task_id for _, task_id, job_id in detect_jobs if job_id])
+        for message, task_id, job_id in detect_jobs:
             if job_id is None:
                 self.open = False
                 self.settle(message, requeue=True)
-            elif was_revoked(self.mailbox.app, task_id):
+            elif task_id in revoked:
                 self.transaction(lambda s, job_id=job_id, task_id=task_id: cancel_job(s, job_id, task_id=task_id))
                 self.events("task-revoked", {task_id: {"terminated": False, "signum": None, "expired": False}})
                 self.settle(message)
             else:
                 wanted.append((task_id, job_id, message))
         lease = self.lease
-        runs = self.transaction(lambda s: [begin_attempt(s, job_id, lease) for _, job_id, _ in wanted])
+        runs = self.transaction(lambda s: begin_attempts(s, [job_id for _, job_id, _ in wanted], lease))
         members: list[Member] = []
         given_back: list[tuple[JobRun, Message]] = []
         for (task_id, job_id, message), run in zip(wanted, runs, strict=True):

@@ -29,6 +29,7 @@ from jobs.lifecycle import (
     WorkItem,
     active_jobs,
     begin_attempt,
+    begin_attempts,
     cancel_job,
     create_job,
     exception_message,
@@ -254,6 +255,27 @@ def test_a_later_attempt_counts_skips_what_has_results_and_fences_the_old_one(st
         assert not renew_lease(session, job_id, first.lease_token, LEASE)
     job = job_state(store, job_id)
     assert (job.status, job.done_files) == ("running", 1) and job.uploads[0].result is None
+
+
+def test_begin_attempts_begins_several_jobs_in_two_statements_each_under_a_lease_of_its_own(store: Storage) -> None:
+    two = create_queued_job(store, image_bytes(seed=60), image_bytes(seed=61))
+    one = create_queued_job(store, image_bytes(seed=62))
+    held = create_queued_job(store, image_bytes(seed=63))
+    attempt(store, held)
+    finished = create_queued_job(store, image_bytes(seed=64))
+    complete_job(store, finished)
+    ids = [one, held, two, finished, one, uuid.uuid4()]  # ``one`` twice: two messages of one job
+    with counting_statements(store.database.engine) as counts, store.database.transaction() as session:
+        runs = begin_attempts(session, ids, LEASE)
+    assert (counts["UPDATE"], counts["SELECT"]) == (1, 1), counts
+    assert [run.job_id if run else None for run in runs] == [one, None, two, None, None, None]
+    first, second = runs[0], runs[2]
+    assert first is not None and second is not None and first.lease_token != second.lease_token
+    assert [len(first.pending), len(second.pending)] == [1, 2]
+    assert second.pending == [WorkItem(u.id, u.file.path) for u in job_state(store, two).uploads]
+    for run in (first, second):
+        job = job_state(store, run.job_id)
+        assert (job.status, job.attempts, job.lease_token) == ("running", 1, run.lease_token)
 
 
 def test_begin_attempt_is_none_for_an_unknown_job(store: Storage) -> None:
