@@ -15,6 +15,8 @@ from celery import Celery, states
 import celery_config
 from config import Settings
 from config.ultralytics import configure_ultralytics
+from tasks import detection, logs, metrics, runtime
+from tasks.missed_revokes import ApplyMissedRevokes
 from tasks.runtime import WorkerRuntime, build_runtime
 
 TASK_MODULES = ("tasks.detection", "tasks.maintenance", "tasks.webhooks")
@@ -53,9 +55,6 @@ class WorkerApp(Celery):
 
 def create_celery_app(settings: Settings) -> WorkerApp:
     """The Celery app for ``settings``, with this process configured for it."""
-    from tasks import detection, logs, metrics, runtime
-    from tasks.missed_revokes import ApplyMissedRevokes
-
     configure_ultralytics(settings.worker)
     # Flower (and every event consumer) keeps the state of highest precedence, and a custom
     # state outranks REVOKED: a late task-progress event would hide a revoke for ever.

@@ -100,24 +100,18 @@ class Attempt:
         log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
         leader = Member(self.task.request.id, run)
         reporter = TaskReporter(self.task, leader)
-        reporter.mates = self._mates(run, reporter) if self._leads_round(run) else None
-        pipeline = Pipeline(
-            self.runtime.settings,
-            self.runtime.models,
-            self.runtime.storage.blobs.root,
-            transaction,
-            reporter,
-            reporter.mates,
-        )
+        mates = reporter.mates = self._mates(reporter) if self._leads_round(run) else None
+        settings, storage = self.runtime.settings, self.runtime.storage
+        pipeline = Pipeline(settings, self.runtime.models, storage.blobs.root, transaction, reporter, mates)
         try:
             pipeline.run(leader)
         except DatabaseOutage:
-            if reporter.mates is not None:
-                reporter.mates.settle_rest(requeue=False)  # their leases stand: the reaper re-sends them
+            if mates is not None:
+                mates.settle_rest(requeue=False)  # their leases stand: the reaper re-sends them
             raise
         except BaseException:
-            if reporter.mates is not None:
-                reporter.mates.settle_rest(requeue=True)
+            if mates is not None:
+                mates.settle_rest(requeue=True)
             raise
         if leader.outcome == SUCCEEDED:
             log.info("job succeeded done=%d total=%d", run.total, run.total)
@@ -135,7 +129,7 @@ class Attempt:
         worker = self.runtime.settings.worker
         return worker.round_jobs > 1 and not redelivered and can_join_round(run, worker.inference_batch_size)
 
-    def _mates(self, run: JobRun, reporter: TaskReporter) -> Mates:
+    def _mates(self, reporter: TaskReporter) -> Mates:
         return Mates(
             mailbox(self.task.app),
             self.runtime.transaction,

@@ -119,6 +119,8 @@ class Mates:
         if not self.open:
             return []
         messages = self.mailbox.take(count)
+        if not messages:  # the queue is empty for now: no transaction, no revoked check, no events
+            return []
         with self._lock:
             self.unsettled |= {id(message): message for message in messages}
         wanted: list[tuple[str, uuid.UUID, Message]] = []
@@ -134,8 +136,7 @@ class Mates:
                 self.settle(message)
             else:
                 wanted.append((task_id, job_id, message))
-        lease = self.lease
-        runs = self.transaction(lambda s: begin_attempts(s, [job_id for _, job_id, _ in wanted], lease))
+        runs = self.transaction(lambda s: begin_attempts(s, [job_id for _, job_id, _ in wanted], self.lease))
         members: list[Member] = []
         given_back: list[tuple[JobRun, Message]] = []
         for (task_id, job_id, message), run in zip(wanted, runs, strict=True):

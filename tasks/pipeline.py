@@ -75,7 +75,7 @@ INTAKE_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Stages:
-    """How deep each stage runs: chosen by measurement (``make bench``; docs/performance.md)."""
+    """How deep each stage runs: chosen by measurement (docs/performance.md, "One pipeline per worker process")."""
 
     decode_threads: int = 2
     # Batches decoded (or decoding) beyond the one being predicted.
@@ -95,10 +95,10 @@ class Member:
     run: JobRun
     message: Any = None
     held: list[FileResult] = field(default_factory=list)
-    left: int = -1
-    done: int = 0
     failure: tuple[str, str] | None = None
     outcome: str | None = None
+    left: int = field(init=False)  # images not predicted yet
+    done: int = field(init=False)  # images with a written result
 
     def __post_init__(self) -> None:
         self.left = len(self.run.pending)

@@ -136,7 +136,8 @@ def pipeline(
 def jobs_of(
     store: Storage, *sizes: int, model: str = "default", widths: dict[int, int] | None = None
 ) -> list[uuid.UUID]:
-    """A queued job per size, of that many distinct PNGs (the n-th image of all ``widths.get(n, 20)`` wide)."""
+    """A queued job per size, of that many distinct PNGs 20 px wide; the first image of the k-th job is
+    ``widths.get(k, 20)`` px wide."""
     made = []
     for number, size in enumerate(sizes):
         images = [
