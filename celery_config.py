@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 
 from config import Settings
 from config.redis import REDIS_TIMEOUT_SECONDS
-from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
+from jobs.messages import CLEANUP_TASK, REAP_TASK, SWEEP_UPLOADS_TASK, SWEEP_WEBHOOKS_TASK
 
 # How every task message of yolo-jobs is published (the API's, beat's and the workers' alike): a broker
 # connection that drops is tried twice more within about a second, then the send raises. The API answers
@@ -99,7 +99,8 @@ def from_settings(settings: Settings) -> dict[str, Any]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Retention daily at RETENTION_CLEANUP_TIME (UTC), or every RETENTION_CLEANUP_INTERVAL_SECONDS when set;
-    the reaper every REAPER_INTERVAL_SECONDS, the webhook sweep every WEBHOOK_SWEEP_INTERVAL_SECONDS.
+    the reaper every REAPER_INTERVAL_SECONDS, the webhook sweep every WEBHOOK_SWEEP_INTERVAL_SECONDS, the
+    expired uploads' sweep every UPLOAD_SWEEP_INTERVAL_SECONDS.
     A message no worker took before the next one is due expires. No result is kept: beat sending a task
     with a result would SUBSCRIBE to its result channel first: a Redis that was down stalled beat for
     20 reconnects a second apart, then CRITICAL "must be restarted", and the task was not sent."""
@@ -120,5 +121,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SWEEP_WEBHOOKS_TASK,
             "schedule": timedelta(seconds=settings.webhooks.sweep_interval_seconds),
             "options": {"expires": settings.webhooks.sweep_interval_seconds, "ignore_result": True},
+        },
+        "sweep-uploads": {
+            "task": SWEEP_UPLOADS_TASK,
+            "schedule": timedelta(seconds=settings.files.upload_sweep_interval_seconds),
+            "options": {"expires": settings.files.upload_sweep_interval_seconds, "ignore_result": True},
         },
     }

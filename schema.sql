@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS stored_files (
     deleted_at   timestamptz
 );
 CREATE UNIQUE INDEX IF NOT EXISTS stored_files_live_sha256 ON stored_files (sha256) WHERE deleted_at IS NULL;
+-- A resumable upload may hold any file: an image has its upright size, anything else none.
+ALTER TABLE stored_files ALTER COLUMN width DROP NOT NULL;
+ALTER TABLE stored_files ALTER COLUMN height DROP NOT NULL;
 
 -- The owners of jobs, and their API keys (stored only as a SHA-256 of the key; the
 -- prefix names a key in lists). An admin key sees every tenant's jobs.
@@ -110,6 +113,16 @@ CREATE TABLE IF NOT EXISTS uploads (
     UNIQUE (job_id, position)
 );
 CREATE INDEX IF NOT EXISTS uploads_file_id ON uploads (file_id);
+-- A file its owner deleted (DELETE /api/v1/files/<id>) leaves the job's upload in place, with no file
+-- and no result: the job keeps its shape, and file_deleted_at says when.
+ALTER TABLE uploads ALTER COLUMN file_id DROP NOT NULL;
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS file_deleted_at timestamptz;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'uploads'::regclass AND conname = 'uploads_file_check') THEN
+        ALTER TABLE uploads ADD CONSTRAINT uploads_file_check CHECK ((file_id IS NULL) = (file_deleted_at IS NOT NULL));
+    END IF;
+END $$;
 
 -- What inference found in one upload; at most one row per upload, so a redelivered
 -- task can never duplicate results.
@@ -123,6 +136,15 @@ CREATE TABLE IF NOT EXISTS results (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS results_job_id ON results (job_id);
+-- What produced a result, so that another job may take it instead of running inference (RESULT_REUSE):
+-- reuse_key is the SHA-256 of the file's digest, the weights' digest, conf, iou, the effective imgsz, the
+-- backend and the precision (jobs/reuse.py). cached: this result was taken from an earlier one.
+ALTER TABLE results ADD COLUMN IF NOT EXISTS reuse_key char(64);
+ALTER TABLE results ADD COLUMN IF NOT EXISTS weights_sha256 char(64);
+ALTER TABLE results ADD COLUMN IF NOT EXISTS backend text;
+ALTER TABLE results ADD COLUMN IF NOT EXISTS precision text;
+ALTER TABLE results ADD COLUMN IF NOT EXISTS cached boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS results_reuse_key ON results (reuse_key) WHERE reuse_key IS NOT NULL AND error IS NULL;
 
 -- Models as the workers loaded them: what each named model detects, so the API
 -- can list classes without loading weights itself.
@@ -200,3 +222,52 @@ CREATE TABLE IF NOT EXISTS webhook_gone_urls (
     gone_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, url)
 );
+
+-- A tenant's files of its own, outside any job: each finished resumable upload. A job may run on them
+-- (file_ids), like on the files of the tenant's earlier jobs. filename is the name the tenant gave it.
+CREATE TABLE IF NOT EXISTS tenant_files (
+    tenant_id  uuid        NOT NULL REFERENCES tenants (id),
+    file_id    uuid        NOT NULL REFERENCES stored_files (id),
+    filename   text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, file_id)
+);
+CREATE INDEX IF NOT EXISTS tenant_files_file_id ON tenant_files (file_id);
+
+-- Resumable uploads (tus 1.0, /api/v1/uploads): the bytes go to part_path on the shared volume, and
+-- received counts those that are durable there. A finished upload has its stored file (file_id); an
+-- unfinished one is removed, part and row, once expires_at passes.
+CREATE TABLE IF NOT EXISTS resumable_uploads (
+    id          uuid PRIMARY KEY,
+    tenant_id   uuid        NOT NULL REFERENCES tenants (id),
+    length      bigint      NOT NULL CHECK (length >= 0),
+    received    bigint      NOT NULL DEFAULT 0,
+    filename    text        NOT NULL,
+    metadata    jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    part_path   text        NOT NULL,
+    file_id     uuid        REFERENCES stored_files (id),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    CONSTRAINT resumable_uploads_received_check CHECK (received BETWEEN 0 AND length),
+    CONSTRAINT resumable_uploads_finished_check CHECK ((finished_at IS NULL) = (file_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS resumable_uploads_tenant_unfinished ON resumable_uploads (tenant_id) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS resumable_uploads_expiring ON resumable_uploads (expires_at) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS resumable_uploads_file_id ON resumable_uploads (file_id);
+
+-- Who deleted what, and when: one row per DELETE of a job or a file, kept for audit after the rows it
+-- names are gone. files: [{"file_id", "sha256", "size", "freed"}] (freed: its bytes left the volume then).
+CREATE TABLE IF NOT EXISTS tombstones (
+    id          uuid PRIMARY KEY,
+    kind        text        NOT NULL CHECK (kind IN ('job', 'file')),
+    subject_id  uuid        NOT NULL,
+    tenant_id   uuid        REFERENCES tenants (id),
+    deleted_by  uuid        REFERENCES api_keys (id),
+    deleted_at  timestamptz NOT NULL DEFAULT now(),
+    job_ids     uuid[]      NOT NULL DEFAULT '{}',
+    files       jsonb       NOT NULL DEFAULT '[]'::jsonb,
+    bytes_freed bigint      NOT NULL DEFAULT 0 CHECK (bytes_freed >= 0)
+);
+CREATE INDEX IF NOT EXISTS tombstones_tenant_deleted_at ON tombstones (tenant_id, deleted_at DESC);
+CREATE INDEX IF NOT EXISTS tombstones_subject_id ON tombstones (subject_id);

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, **flask_overrides: Any) -> Flas
     converters.init_app(app)
     extensions.init_app(app, settings)
     errors.init_app(app)
-    uploads.init_app(app)
+    uploads.init_app(app, settings)
     metrics.init_app(app)
     auth_throttle.init_app(app)  # before auth: an address over its limit is refused before its key is checked
     auth.init_app(app)

@@ -7,6 +7,10 @@
   against the database on every request, so revoking the key signs the browser out.
   The cookie also authenticates the API's *reads* (the job page polls the JSON),
   never its writes: a cross-site form can never spend a signed-in user's quota.
+  The one exception is the web form's resumable upload (tus-js-client, under
+  ``/api/v1/uploads``): its POST, PATCH and DELETE take the session when they
+  carry the page's CSRF token in ``X-CSRFToken``, which a cross-site page cannot
+  read. The token is a header, so nginx's key check (which sees no body) checks it too.
 - ``/metrics`` is for admins only.
 - nginx asks ``/_proxy/key-check`` (headers only) before it takes a request's body,
   and takes it only when the credentials are good for that method and path
@@ -21,7 +25,9 @@ import uuid
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, Response, g, redirect, request, session, url_for
+from flask_wtf.csrf import validate_csrf
 from sqlalchemy.orm import Session
+from wtforms import ValidationError
 
 from accounts.keys import Principal, find_principal, note_used, principal_of_key_id
 from app.errors import ApiError, error_response, to_api_error
@@ -42,12 +48,17 @@ OPEN_ENDPOINTS = frozenset(
         "api.openapi_document",
         "docs.page",
         "docs.static",
+        "api.tus_options",  # what the tus server speaks: the protocol's, no tenant's
         KEY_CHECK_ENDPOINT,
     }
 )
 # Open endpoints that check a key themselves: an address over its failure limit is refused them too.
 KEY_CHECKING_ENDPOINTS = frozenset({"web.sign_in", KEY_CHECK_ENDPOINT})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Resumable uploads (app/api/tus.py): a signed-in browser's writes there carry the page's CSRF token.
+UPLOADS_PATH = "/api/v1/uploads"
+UPLOAD_METHODS = frozenset({"POST", "PATCH", "DELETE"})  # HEAD, its GET: reads
+CSRF_HEADER = "X-CSRFToken"
 
 
 CHALLENGE = 'Bearer realm="yolo-jobs"'
@@ -114,11 +125,27 @@ def checks_credentials() -> bool:
     return endpoint is not None and (endpoint not in OPEN_ENDPOINTS or endpoint in KEY_CHECKING_ENDPOINTS)
 
 
+def _session_counts(path: str, method: str) -> bool:
+    """Whether the session cookie may stand for the request: on web pages, on the API's reads
+    (:mod:`config.api_paths`), and on a resumable upload's writes that carry the page's CSRF token."""
+    if not is_api_path(path) or method in SAFE_METHODS:
+        return True
+    is_upload = path == UPLOADS_PATH or path.startswith(f"{UPLOADS_PATH}/")
+    return is_upload and method in UPLOAD_METHODS and _has_csrf_token()
+
+
+def _has_csrf_token() -> bool:
+    try:
+        validate_csrf(request.headers.get(CSRF_HEADER))
+    except ValidationError:
+        return False
+    return True
+
+
 def _principal_for(path: str, method: str) -> Principal | None:
-    """Who the credentials stand for on ``method path``: the bearer key, else (web pages, and reads on the API's
-    paths, :mod:`config.api_paths`) the session."""
+    """Who the credentials stand for on ``method path``: the bearer key, else the session where it counts."""
     principal = _bearer_principal()
-    if principal is None and (not is_api_path(path) or method in SAFE_METHODS):
+    if principal is None and _session_counts(path, method):
         principal = _session_principal()
     return principal
 

@@ -14,9 +14,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from app.job_refusals import JOB_REFUSALS
+from app.refusals import REFUSALS, REFUSED
 from config.api_paths import is_api_path
-from jobs.errors import BrokerUnavailable, JobRefused
+from jobs.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def api_error_of(exc: Exception) -> ApiError:
     """The error a client should see for ``exc``, logging nothing."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, JobRefused):
-        refusal = JOB_REFUSALS[type(exc)]
+    if isinstance(exc, REFUSED):
+        refusal = REFUSALS[type(exc)]
         return ApiError(refusal.status, refusal.code, str(exc), refusal.retry_after)
     if isinstance(exc, RequestEntityTooLarge):
         return ApiError(413, "too_large", _too_large_message())

@@ -1,4 +1,7 @@
-"""Reading a job submission out of a request: parameters and uploaded files, each checked.
+"""Reading a job submission out of a request: parameters, uploaded files and stored files' ids, each checked.
+
+A submission is a multipart form (``image`` parts and ``file_id`` fields) or a JSON
+body (``file_ids``); both come down to the same fields, checked the same way.
 
 Every problem is an :class:`app.errors.ApiError` with a 4xx status and a sentence
 the client can act on; nothing here touches the database or the broker.
@@ -6,8 +9,11 @@ the client can act on; nothing here touches the database or the broker.
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 from collections.abc import Mapping, Sequence
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage
@@ -28,6 +34,11 @@ IMGSZ_RANGE = (32, 4096)
 FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 # The longest callback URL a job may carry (schema.sql's jobs_callback_url_check).
 MAX_CALLBACK_URL_LENGTH = 2048
+# The parameters a submission (or a rerun) may set, besides its files.
+PARAMETERS = ("model", "conf", "iou", "imgsz", "callback_url")
+# A JSON submission's body: its parameters and up to MAX_JOB_FILES ids, each at most this long as JSON.
+JSON_BODY_BASE_BYTES = 16 * 1024
+JSON_BYTES_PER_FILE_ID = 64
 
 
 def whole_number(raw: str, name: str, low: int, high: int) -> int:
@@ -55,19 +66,27 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
 def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:
     """Validate the optional ``model`` (a registry name or an alias; the job records the registry name),
     ``conf``, ``iou`` and ``imgsz`` fields."""
-    named = form.get("model", "").strip() or settings.default_model
-    model = settings.registry_name(named)
-    if model is None:
-        known = ", ".join(settings.models)
-        raise ApiError(400, "unknown_model", f"Unknown model {named[:100]!r}; known models: {known}.")
+    return JobParams(**{"model": settings.default_model, **parse_param_changes(form, settings)})
+
+
+def parse_param_changes(form: Mapping[str, str], settings: Settings) -> dict[str, Any]:
+    """The parameters among ``model``, ``conf``, ``iou`` and ``imgsz`` that ``form`` sets (not blank), each
+    validated as :func:`parse_params` does: what a rerun changes of its original."""
+    changes: dict[str, Any] = {}
+    named = form.get("model", "").strip()
+    if named:
+        model = settings.registry_name(named)
+        if model is None:
+            known = ", ".join(settings.models)
+            raise ApiError(400, "unknown_model", f"Unknown model {named[:100]!r}; known models: {known}.")
+        changes["model"] = model
+    for name, bounds in (("conf", CONF_RANGE), ("iou", IOU_RANGE)):
+        if form.get(name, "").strip():
+            changes[name] = _number(form, name, 0.0, *bounds)
     raw_imgsz = form.get("imgsz", "").strip()
-    imgsz = whole_number(raw_imgsz, "imgsz", *IMGSZ_RANGE) if raw_imgsz else None
-    return JobParams(
-        model=model,
-        conf=_number(form, "conf", JobParams.conf, *CONF_RANGE),
-        iou=_number(form, "iou", JobParams.iou, *IOU_RANGE),
-        imgsz=imgsz,
-    )
+    if raw_imgsz:
+        changes["imgsz"] = whole_number(raw_imgsz, "imgsz", *IMGSZ_RANGE)
+    return changes
 
 
 def parse_callback_url(form: Mapping[str, str]) -> str | None:
@@ -102,10 +121,69 @@ def clean_filename(name: str | None, position: int) -> str:
     return cleaned[:MAX_FILENAME_LENGTH] or f"image-{position + 1}"
 
 
-def identify_uploads(files: Sequence[FileStorage]) -> list[NewUpload]:
-    """Check that each part is a non-empty accepted image; raise 400/413/415 otherwise."""
-    if not files:
-        raise ApiError(400, "no_image", "Attach at least one file in an 'image' field.")
+def parse_file_ids(values: Sequence[str], most: int) -> list[uuid.UUID]:
+    """The stored files' ids a submission names, in order (400 ``invalid_parameter`` for one that is not an
+    id, 400 ``too_many_files`` past ``most``)."""
+    if len(values) > most:
+        raise ApiError(400, "too_many_files", f"A job names at most {most} stored files.")
+    ids = []
+    for value in values:
+        try:
+            ids.append(uuid.UUID(value.strip()))
+        except (ValueError, AttributeError):
+            raise ApiError(400, "invalid_parameter", "Each file id must be a stored file's id (a UUID).") from None
+    return ids
+
+
+def json_body_limit(max_job_files: int) -> int:
+    """The largest JSON submission read: its parameters and ``max_job_files`` ids, with room to spare."""
+    return JSON_BODY_BASE_BYTES + JSON_BYTES_PER_FILE_ID * max_job_files
+
+
+def read_json_fields(
+    stream: IO[bytes], length: int | None, limit: int, with_file_ids: bool = True
+) -> tuple[dict[str, str], list[str]]:
+    """A JSON submission's parameters (as form fields) and ``file_ids`` (a rerun's body has none), read from at
+    most ``limit`` bytes of ``stream``: 413 ``too_large`` past it, 400 ``invalid_json`` or
+    ``invalid_parameter`` for a body that is not an object of the documented fields."""
+    if length is not None and length > limit:
+        raise ApiError(413, "too_large", f"A JSON submission is at most {limit} bytes; this one is {length}.")
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "too_large", f"A JSON submission is at most {limit} bytes.")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested deeper than the parser goes
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    unknown = sorted(set(body) - {*PARAMETERS, *(["file_ids"] if with_file_ids else [])})
+    if unknown:
+        raise ApiError(400, "invalid_parameter", f"Unknown field {unknown[0][:40]!r} in the body.")
+    file_ids = body.get("file_ids", [])
+    if not isinstance(file_ids, list) or not all(isinstance(i, str) for i in file_ids):
+        raise ApiError(400, "invalid_parameter", "file_ids must be a list of stored files' ids.")
+    fields = {}
+    for name in PARAMETERS:
+        value = body.get(name)
+        if value is None:
+            continue
+        textual = name in ("model", "callback_url")
+        numeric = isinstance(value, int | float) and not isinstance(value, bool) and not textual
+        if not (isinstance(value, str) or numeric):
+            kind = "a string" if textual else "a number"
+            raise ApiError(400, "invalid_parameter", f"{name} must be {kind}.")
+        fields[name] = value if isinstance(value, str) else json.dumps(value)
+    return fields, file_ids
+
+
+def identify_uploads(files: Sequence[FileStorage], references: int = 0) -> list[NewUpload]:
+    """Check that each part is a non-empty accepted image; raise 400/413/415 otherwise. A submission with no
+    image must name ``references`` stored files."""
+    if not files and not references:
+        raise ApiError(
+            400, "no_image", "Attach at least one file in an 'image' field, or name stored files by 'file_id'."
+        )
     if len(files) > MAX_FILES_PER_JOB:
         raise ApiError(400, "too_many_files", f"A job takes at most {MAX_FILES_PER_JOB} files.")
     uploads = []

@@ -1,4 +1,4 @@
-"""What the views (API and web alike) ask of the job service, counted: submit, cancel and retry a job.
+"""What the views (API and web alike) ask of the job service, counted: submit, cancel, retry and rerun a job.
 
 A submission's form is read here (``app.forms``), then handed to ``jobs.service``,
 which knows nothing of HTTP; every outcome but a replay is counted (``app.metrics``),
@@ -17,7 +17,7 @@ from werkzeug.datastructures import FileStorage
 from app.auth import current_principal, tenant_scope
 from app.errors import api_error_of
 from app.extensions import db_session, get_job_service, get_settings
-from app.forms import identify_uploads, parse_callback_url, parse_params
+from app.forms import identify_uploads, parse_callback_url, parse_file_ids, parse_param_changes, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from app.serializers import submission_json
 from jobs.idempotency import StoredResponse
@@ -30,18 +30,47 @@ def accepted(job: Job) -> StoredResponse:
     return StoredResponse(202, submission_json(job))
 
 
-def submit(files: Sequence[FileStorage], form: Mapping[str, str], idempotency_key: str | None = None) -> Submission:
-    """Create and enqueue a job of the request's tenant from its ``image`` parts and form fields, or replay
-    the answer stored under ``idempotency_key``."""
+def submit(
+    files: Sequence[FileStorage],
+    form: Mapping[str, str],
+    idempotency_key: str | None = None,
+    file_ids: Sequence[str] = (),
+) -> Submission:
+    """Create and enqueue a job of the request's tenant from its ``image`` parts, the stored files named by
+    ``file_ids`` and its form fields, or replay the answer stored under ``idempotency_key``."""
     session, tenant_id = db_session(), current_principal().tenant_id
     try:
-        params = parse_params(form, get_settings())  # what identifies the request under an Idempotency-Key
+        settings = get_settings()
+        params = parse_params(form, settings)  # what identifies the request under an Idempotency-Key
         callback_url = parse_callback_url(form)
-        new_job = NewJob(params, identify_uploads(files), callback_url)
+        ids = parse_file_ids(file_ids, settings.files.max_job_files)
+        new_job = NewJob(params, identify_uploads(files, len(ids)), callback_url, ids)
         submission = get_job_service().submit(session, tenant_id, new_job, accepted, idempotency_key)
     except Exception as exc:
         count_submission(api_error_of(exc).status)
         raise
+    return _counted(submission)
+
+
+def rerun(job_id: uuid.UUID, form: Mapping[str, str], idempotency_key: str | None = None) -> Submission:
+    """A new job of the request's tenant on the files of its job ``job_id``, with the ``model``, ``conf``,
+    ``iou`` and ``imgsz`` the form sets and the original's others, and the form's ``callback_url``
+    (``jobs.service.JobService.rerun``); what the web page's "Run again with…" calls too."""
+    session, tenant_id = db_session(), current_principal().tenant_id
+    try:
+        changes = parse_param_changes(form, get_settings())
+        callback_url = parse_callback_url(form)
+        service = get_job_service()
+        submission = service.rerun(session, tenant_id, job_id, changes, accepted, callback_url, idempotency_key)
+    except Exception as exc:
+        count_submission(api_error_of(exc).status)
+        raise
+    if not submission.replayed:
+        JOB_ACTIONS.labels("rerun").inc()
+    return _counted(submission)
+
+
+def _counted(submission: Submission) -> Submission:
     if not submission.replayed:
         count_submission(submission.answer.status_code, submission.new_bytes)
     g.job_id = str(submission.job_id)  # the request's log line names the job

@@ -29,7 +29,7 @@ REQUESTS = Counter("yolo_api_requests_total", "HTTP requests answered", ["method
 REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a request", ["endpoint"])
 UPLOAD_BYTES = Counter("yolo_api_upload_bytes_total", "Bytes of images accepted in new jobs")
 JOBS_CREATED = Counter("yolo_api_jobs_created_total", "Job submissions, by outcome", ["status"])
-JOB_ACTIONS = Counter("yolo_api_job_actions_total", "Jobs cancelled or queued again on request", ["action"])
+JOB_ACTIONS = Counter("yolo_api_job_actions_total", "Jobs cancelled, queued again or run again on request", ["action"])
 AUTH_FAILURES = Counter(
     "yolo_api_auth_failures_total",
     "Requests refused for their credentials: refused (401), or throttled (429: too many failures from the address)",

@@ -1,13 +1,19 @@
-"""JSON shapes of jobs, files and results as the API returns them."""
+"""JSON shapes of jobs, files and results as the API returns them.
+
+A job may run on thousands of files: its answers carry a page of them (``files_limit``
+from ``files_offset``, ``files_total`` in all), so an answer's size is bounded.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from flask import url_for
 
-from storage.tables import Job, StoredFile, Upload, WebhookDelivery
+from files.ownership import HeldFile
+from storage.tables import Job, Upload, WebhookDelivery
 from webhooks.event import message_id
 
 
@@ -15,7 +21,10 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def file_json(file: StoredFile) -> dict[str, Any]:
+def file_json(held: HeldFile) -> dict[str, Any]:
+    """A stored file as its tenant holds it: ``created_at`` is when that tenant first stored it, never when any
+    tenant did (which would tell that another had sent the same bytes before)."""
+    file = held.file
     return {
         "file_id": str(file.id),
         "sha256": file.sha256,
@@ -23,13 +32,21 @@ def file_json(file: StoredFile) -> dict[str, Any]:
         "content_type": file.content_type,
         "width": file.width,
         "height": file.height,
-        "created_at": _time(file.created_at),
+        "created_at": _time(held.held_since),
         "deleted_at": _time(file.deleted_at),
         "content_url": url_for("api.file_content", file_id=file.id),
     }
 
 
+# The files a job's answer lists by default (``files_limit``), and the most it may ask for.
+FILES_PAGE = 100
+MAX_FILES_PAGE = 1000
+
+
 def upload_json(upload: Upload) -> dict[str, Any]:
+    """One file of a job; a file its tenant deleted keeps only its name (``deleted``)."""
+    if upload.file is None:
+        return {"filename": upload.filename, "deleted": True, "deleted_at": _time(upload.file_deleted_at)}
     return {
         "file_id": str(upload.file_id),
         "filename": upload.filename,
@@ -50,6 +67,7 @@ def result_json(upload: Upload) -> dict[str, Any]:
         "height": result.height,
         "detections": result.detections,
         "error": result.error,
+        "cached": result.cached,
     }
 
 
@@ -66,8 +84,10 @@ def job_summary_json(job: Job) -> dict[str, Any]:
 
 
 def submission_json(job: Job) -> dict[str, Any]:
-    """The 202 answer to a new job: its id, status and files (replayed as-is under an Idempotency-Key)."""
-    return {"job_id": str(job.id), "status": job.status, "files": [upload_json(u) for u in job.uploads]}
+    """The 202 answer to a new job: its id, status and first :data:`FILES_PAGE` files, and how many it has
+    (replayed as-is under an Idempotency-Key)."""
+    files = [upload_json(u) for u in job.uploads[:FILES_PAGE]]
+    return {"job_id": str(job.id), "status": job.status, "files": files, "files_total": job.total_files}
 
 
 def webhook_json(job: Job) -> dict[str, Any] | None:
@@ -95,8 +115,9 @@ def webhook_json(job: Job) -> dict[str, Any] | None:
     }
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """Everything about one job: status, progress, parameters, files and results so far."""
+def job_json(job: Job, uploads: Sequence[Upload], files_offset: int, files_limit: int) -> dict[str, Any]:
+    """Everything about one job: status, progress, parameters, and a page of its files and their results so far
+    (``uploads``, at most ``files_limit`` from ``files_offset``)."""
     return {
         **job_summary_json(job),
         "parameters": {"model": job.model, "conf": round(job.conf, 4), "iou": round(job.iou, 4), "imgsz": job.imgsz},
@@ -106,7 +127,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "task_id": job.task_id or str(job.id),
         "lease_expires_at": _time(job.lease_expires_at),
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "files": [upload_json(u) for u in job.uploads],
-        "results": [result_json(u) for u in job.uploads if u.result is not None],
+        "files": [upload_json(u) for u in uploads],
+        "results": [result_json(u) for u in uploads if u.result is not None],
+        "files_total": job.total_files,
+        "files_offset": files_offset,
+        "files_limit": files_limit,
         "webhook": webhook_json(job),
     }

@@ -26,6 +26,8 @@ from typing import IO, cast
 from flask import Flask, Request, request
 
 from app.extensions import get_storage
+from app.forms import MAX_FILES_PER_JOB
+from config import Settings
 from storage.blobs import IncomingFile
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ PARSER_READ_BYTES = 64 * 1024
 # The largest plain (non-file) form field read into memory, and Werkzeug's buffer limit: a
 # read, plus a part's headers (a long filename) left over from the previous one.
 MAX_FORM_MEMORY_SIZE = PARSER_READ_BYTES + 16 * 1024
+# The plain fields a submission may carry besides its files (model, conf, iou, imgsz, callback_url, room to spare).
+FORM_FIELDS = 16
 # How much of the body is read from the WSGI server at once (gunicorn's largest recv()).
 READ_AHEAD_BYTES = 1024 * 1024
 
@@ -81,7 +85,10 @@ def _discard_leftovers(_exc: BaseException | None = None) -> None:
             log.warning("could not remove upload temp file %s", incoming.path, exc_info=True)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     app.request_class = UploadRequest
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_MEMORY_SIZE
+    # Werkzeug refuses a form of more parts (413) than this: every image and stored file one job may hold,
+    # and the parameters.
+    app.config["MAX_FORM_PARTS"] = MAX_FILES_PER_JOB + settings.files.max_job_files + FORM_FIELDS
     app.teardown_request(_discard_leftovers)

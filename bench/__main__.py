@@ -11,7 +11,16 @@ import sys
 
 from bench import report
 
-SUITES = ("bench.upload", "bench.api_post", "bench.pipeline", "bench.backends", "bench.cleanup_bench", "bench.cli")
+SUITES = (
+    "bench.upload",
+    "bench.api_post",
+    "bench.pipeline",
+    "bench.backends",
+    "bench.cleanup_bench",
+    "bench.cli",
+    "bench.resumable",
+    "bench.rerun",
+)
 
 
 def main(names: list[str]) -> None:

@@ -31,7 +31,7 @@ def run() -> dict[str, float]:
         worker = start_worker(stack.env, stack.workdir / "worker.log", queues="inference", concurrency=2)
         server, base_url = start_api(stack.env, stack.workdir / "gunicorn.log")
         out = stack.workdir / "all.json"
-        env = {**stack.env, "YOLO_JOBS_URL": base_url, "YOLO_JOBS_API_KEY": stack.auth["Authorization"].split()[1]}
+        env = {**stack.env, "YOLO_JOBS_URL": base_url, "YOLO_JOBS_API_KEY": stack.key}
         try:
             started = time.perf_counter()
             argv = [

@@ -16,6 +16,7 @@ TITLES = {
     "worker": "Workers",
     "retention": "Retention",
     "jobs": "Jobs",
+    "files": "Files",
     "webhooks": "Webhooks",
 }
 

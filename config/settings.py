@@ -306,6 +306,62 @@ class JobSettings(Group):
         return timedelta(seconds=self.lease_seconds)
 
 
+class FileSettings(Group):
+    """Files of any size: resumable uploads, what a tenant may keep, and jobs on stored files."""
+
+    max_file_bytes: int = Field(
+        20 * 1024**3,
+        alias="MAX_FILE_BYTES",
+        ge=1,
+        description="the largest file a resumable upload may announce (`Upload-Length`); larger ones get 413",
+        json_schema_extra=shown(default="`21474836480` (20 GiB)"),
+    )
+    upload_expiry_hours: int = Field(
+        24,
+        alias="UPLOAD_EXPIRY_HOURS",
+        ge=1,
+        description="an unfinished resumable upload is removed, part and all, this long after it was created",
+    )
+    upload_sweep_interval_seconds: int = Field(
+        600, alias="UPLOAD_SWEEP_INTERVAL_SECONDS", ge=1, description="how often beat removes expired uploads"
+    )
+    pending_upload_bytes: int = Field(
+        40 * 1024**3,
+        alias="QUOTA_PENDING_UPLOAD_BYTES",
+        ge=1,
+        description="per tenant: bytes announced by its unfinished resumable uploads at once (507 past it)",
+        json_schema_extra=shown(default="`42949672960` (40 GiB)"),
+    )
+    storage_bytes: int = Field(
+        1024**4,
+        alias="QUOTA_STORAGE_BYTES",
+        ge=1,
+        description=(
+            "per tenant: bytes its live files take, each stored file counted once (507 past it; 413 for a file "
+            "larger than the whole quota)"
+        ),
+        json_schema_extra=shown(default="`1099511627776` (1 TiB)"),
+    )
+    max_job_files: int = Field(
+        10_000,
+        alias="MAX_JOB_FILES",
+        ge=1,
+        description="the most stored files one job may name by `file_id` (a multipart job uploads at most 100)",
+    )
+    result_reuse: Literal["tenant", "off"] = Field(
+        "tenant",
+        alias="RESULT_REUSE",
+        description=(
+            "`tenant`: a file with a result for the same bytes, weights, conf, iou, size, backend and precision "
+            "in a job of the same tenant takes it without inference; `off`: every file is inferred"
+        ),
+    )
+
+    @property
+    def upload_expiry(self) -> timedelta:
+        return timedelta(hours=self.upload_expiry_hours)
+
+
 class WebhookSettings(Group):
     """Delivering ``job.finished`` webhooks: where links point, what may be reached, and when to retry."""
 
@@ -440,6 +496,7 @@ class Settings(Group):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("models")

@@ -155,6 +155,25 @@ def start_api(
     return server, base_url
 
 
+def start_proxy(env: dict[str, str], api_bind: str, directory: Path, log: Path) -> tuple[ServiceProcess, str]:
+    """``python -m proxy`` (nginx) on a free port in front of ``api_bind``; returns it and its base URL."""
+    port = free_port()
+    proxy_env = {**env, "API_BIND": api_bind, "PROXY_BIND": f"127.0.0.1:{port}"}
+    process = ServiceProcess([str(VENV_BIN / "python"), "-m", "proxy", "--dir", str(directory)], proxy_env, log).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        assert process.running(), process.log_text()
+        try:
+            requests.get(f"{url}/healthz", timeout=1)
+        except requests.ConnectionError:
+            return False
+        return True
+
+    wait_until(answering, 15, what="nginx")
+    return process, url
+
+
 def wait_for_job(
     api_url: str, job_id: str, timeout: float = 120, headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from inference.yolo import Detection, detections, inference_shape, letterbox
 log = logging.getLogger(__name__)
 
 PYTORCH, OPENVINO, ONNX, ULTRALYTICS = "pytorch", "openvino", "onnxruntime", "ultralytics"
+# The precision every backend computes in here: OpenVINO is pinned to f32, and no backend is asked for half.
+FP32 = "fp32"
 # The export `make model` builds and a CPU worker prefers: the fastest CPU backend measured (bench/backends.py).
 PREFERRED_EXPORT = OPENVINO
 
@@ -48,9 +50,12 @@ class PredictOptions(Protocol):
 
 
 class Detector(Protocol):
-    """A loaded model on one runtime."""
+    """A loaded model on one runtime: what it computes in, and its weights' digest once the pool knows it (results
+    of the same digest, backend and precision are interchangeable: ``jobs.reuse``)."""
 
     backend: str
+    precision: str
+    weights_sha256: str | None
     task: str
     names: dict[int, str]
     stride: int  # the model's largest stride: inference sizes are rounded up to a multiple of it
@@ -130,6 +135,8 @@ class UltralyticsDetector:
             self.model.to(device)
         self.device = device
         self.backend = PYTORCH if weights.endswith(".pt") else ULTRALYTICS
+        self.precision = FP32
+        self.weights_sha256: str | None = None
         self.task = self.model.task
         self.names = {int(index): str(label) for index, label in self.model.names.items()}
         strides = getattr(self.model.model, "stride", None)
@@ -151,6 +158,8 @@ class DirectDetector:
 
     def __init__(self, backend: str, metadata: dict[str, Any], run: Callable[[np.ndarray], np.ndarray]) -> None:
         self.backend = backend
+        self.precision = FP32
+        self.weights_sha256: str | None = None
         self.task = "detect"
         self.names = {int(index): str(label) for index, label in metadata["names"].items()}
         self.stride = int(metadata.get("stride", 32))

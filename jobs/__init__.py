@@ -1,7 +1,9 @@
 """The job domain: a job's lifecycle, reading jobs, sending their tasks, and the models they run.
 
-- ``service.py``: submit, find, page, cancel and retry jobs, without HTTP (the API and the web
-  pages call it); ``errors.py``: what it refuses;
+- ``service.py``: submit (uploaded images or the tenant's stored files), rerun, find, page, cancel and
+  retry jobs, without HTTP (the API and the web pages call it); ``errors.py``: what it refuses;
+- ``deletion.py``: deleting a job or a file for real, with a tombstone, freeing bytes nothing else uses;
+- ``reuse.py``: the key under which a result may serve another job, and finding such results;
 - ``lifecycle.py``: every state change (create, enqueue, withdraw, attempt, results, fail);
 - ``idempotency.py``: idempotent submission;
 - ``exports.py``: COCO, YOLO, CSV and Label Studio exports;

@@ -60,3 +60,27 @@ class NotRetryable(JobRefused):
 
 class BrokerUnavailable(Exception):
     """The broker did not take a new job's task (unreachable, refused or unconfirmed); the job was withdrawn."""
+
+
+class UnknownFiles(JobRefused):
+    """Some ``file_ids`` name no file the tenant holds (never stored, deleted, or another tenant's)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        super().__init__(f"No file of this tenant with the id {named}.")
+        self.missing = missing
+
+
+class NotAnImageFile(JobRefused):
+    """A referenced file is not an image (a resumable upload may hold any file): a job cannot run on it."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"The file {file_id} is not an image; a job runs on images only.")
+        self.file_id = file_id
+
+
+class NoFilesLeft(JobRefused):
+    """Every file of the job to run again was deleted by its tenant: the new job would have none."""
+
+    def __init__(self) -> None:
+        super().__init__("Every file of this job was deleted; there is nothing to run again.")

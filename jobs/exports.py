@@ -7,9 +7,14 @@ tasks with pre-annotations). Pure Python, no Flask: the API hands a job over as
 
 Only images analysed without error are exported: an image without a result (its
 job failed or was cancelled first) or one the worker could not decode is left out,
-rather than exported as an image with no objects. Memory is bounded by the job's
-size (at most ``MAX_FILES_PER_JOB`` images, each with at most Ultralytics'
-``max_det`` of 300 detections), so a file is built whole: a few megabytes at most.
+rather than exported as an image with no objects.
+
+A job may have ``MAX_JOB_FILES`` (10,000) images of up to Ultralytics' ``max_det`` of
+300 detections each, so a file is never built whole: each format yields its bytes in
+chunks (:attr:`ExportFile.chunks`) as it goes through the images, which it reads once
+or twice (:class:`JobExport.images` may read the job's rows a page at a time each time,
+``jobs.queries.uploads_in_pages``). What a format writes last (COCO's categories, YOLO's
+``data.yaml`` and ``files.csv``) is all it keeps: the classes, and one label name per image.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from statistics import fmean
 from typing import Any
 
-from storage.tables import Job
+from storage.tables import Job, Upload
 
 # Label Studio's "Object Detection with Bounding Boxes" template: <RectangleLabels name="label" toName="image">.
 LABEL_STUDIO_FROM_NAME = "label"
@@ -45,6 +50,8 @@ CSV_COLUMNS = (
 )
 # files.csv of a YOLO export: each label file, the image it belongs to, and its job.
 YOLO_MANIFEST_COLUMNS = ("label", "filename", "file_id", "width", "height", "job_id")
+# An export's bytes are handed on in chunks of about this size.
+CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,14 @@ class ExportImage:
 
 @dataclass(frozen=True)
 class JobExport:
-    """What an export is built from."""
+    """What an export is built from: the model's classes (as the workers reported them; a format adds any a
+    detection names that they lack), and the images, which a format may go through twice."""
 
     job_id: str
     model: str
     status: str
     classes: dict[int, str]
-    images: list[ExportImage]
+    images: Iterable[ExportImage]
 
 
 # The kinds of file an export is: media type and extension.
@@ -92,58 +100,119 @@ MEDIA_TYPES = tuple(media_type for media_type, _ in (JSON_FILE, ZIP_FILE, CSV_FI
 
 @dataclass(frozen=True)
 class ExportFile:
-    content: bytes
+    """An export's bytes, in chunks made as they are iterated (once), its media type and extension."""
+
+    chunks: Iterable[bytes]
     media_type: str
     extension: str
 
+    @property
+    def content(self) -> bytes:
+        """The whole file: for an export known to be small (a caller that can, streams :attr:`chunks`)."""
+        return b"".join(self.chunks)
 
-def job_export(job: Job, model_classes: Mapping[int, str], url_of: Callable[[str], str]) -> JobExport:
-    """The job's analysed images (``url_of(file_id)`` locates each) and its classes: the model's as the
-    workers reported them, and any a detection names that they lack."""
-    images = []
-    classes = dict(model_classes)
-    for upload in job.uploads:
-        result = upload.result
-        if result is None or result.error or result.width is None or result.height is None:
-            continue
-        detections = [
-            Detection(
-                int(d["class"]),
-                str(d["name"]),
-                float(d["confidence"]),
-                *(float(d["box"][k]) for k in ("x1", "y1", "x2", "y2")),
-            )
-            for d in result.detections
-        ]
-        for detection in detections:
-            classes.setdefault(detection.cls, detection.name)
-        file_id = str(upload.file_id)
-        images.append(ExportImage(file_id, upload.filename, result.width, result.height, detections, url_of(file_id)))
-    return JobExport(str(job.id), job.model, job.status, dict(sorted(classes.items())), images)
+
+class _AnalysedImages:
+    """The analysed images of ``uploads`` (each with its result loaded), made anew each time they are iterated."""
+
+    def __init__(self, uploads: Iterable[Upload], url_of: Callable[[str], str]) -> None:
+        self.uploads = uploads
+        self.url_of = url_of
+
+    def __iter__(self) -> Iterator[ExportImage]:
+        for upload in self.uploads:
+            result = upload.result
+            if result is None or result.error or result.width is None or result.height is None:
+                continue
+            detections = [
+                Detection(
+                    int(d["class"]),
+                    str(d["name"]),
+                    float(d["confidence"]),
+                    *(float(d["box"][k]) for k in ("x1", "y1", "x2", "y2")),
+                )
+                for d in result.detections
+            ]
+            file_id = str(upload.file_id)
+            yield ExportImage(file_id, upload.filename, result.width, result.height, detections, self.url_of(file_id))
+
+
+def job_export(
+    job: Job, model_classes: Mapping[int, str], url_of: Callable[[str], str], uploads: Iterable[Upload] | None = None
+) -> JobExport:
+    """The job's analysed images (``url_of(file_id)`` locates each) and the model's classes as the workers
+    reported them. The images are those of ``uploads`` (each with its result loaded; re-iterable, such as
+    ``jobs.queries.uploads_in_pages``), else of the uploads the job has loaded."""
+    images = _AnalysedImages(job.uploads if uploads is None else uploads, url_of)
+    return JobExport(str(job.id), job.model, job.status, dict(model_classes), images)
+
+
+def export_classes(export: JobExport) -> dict[int, str]:
+    """The model's classes and any a detection names that they lack, by index."""
+    classes = dict(export.classes)
+    for image in export.images:
+        _add_classes(classes, image)
+    return dict(sorted(classes.items()))
+
+
+def _add_classes(classes: dict[int, str], image: ExportImage) -> None:
+    for detection in image.detections:
+        classes.setdefault(detection.cls, detection.name)
 
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _in_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces`` joined into chunks of about :data:`CHUNK_BYTES` (the last may be shorter)."""
+    buffer: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        buffer.append(piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
+            yield b"".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
+def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
+    """A JSON array of ``items``, piece by piece."""
+    yield b"["
+    for number, item in enumerate(items):
+        yield (b"," if number else b"") + _json(item)
+    yield b"]"
+
+
 def coco(export: JobExport) -> ExportFile:
     """COCO detection JSON: category ids are the model's class indexes plus one (COCO counts from 1)."""
-    images, annotations = [], []
-    for image_id, image in enumerate(export.images, start=1):
-        images.append(
-            {
+    return ExportFile(_in_chunks(_coco_pieces(export)), *JSON_FILE)
+
+
+def _coco_pieces(export: JobExport) -> Iterator[bytes]:
+    classes = dict(export.classes)
+
+    def images() -> Iterator[dict[str, Any]]:
+        for image_id, image in enumerate(export.images, start=1):
+            _add_classes(classes, image)
+            yield {
                 "id": image_id,
                 "file_name": image.filename,
                 "width": image.width,
                 "height": image.height,
                 "file_id": image.file_id,
             }
-        )
-        for d in image.detections:
-            width, height = d.x2 - d.x1, d.y2 - d.y1
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
+
+    def annotations() -> Iterator[dict[str, Any]]:
+        number = 0
+        for image_id, image in enumerate(export.images, start=1):
+            for d in image.detections:
+                number += 1
+                width, height = d.x2 - d.x1, d.y2 - d.y1
+                yield {
+                    "id": number,
                     "image_id": image_id,
                     "category_id": d.cls + 1,
                     "bbox": [round(d.x1, 3), round(d.y1, 3), round(width, 3), round(height, 3)],
@@ -151,43 +220,43 @@ def coco(export: JobExport) -> ExportFile:
                     "iscrowd": 0,
                     "score": d.confidence,
                 }
-            )
-    document = {
-        "info": {
-            "description": f"yolo-jobs detections of job {export.job_id}",
-            "job_id": export.job_id,
-            "model": export.model,
-            "status": export.status,
-        },
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": cls + 1, "name": name, "supercategory": ""} for cls, name in export.classes.items()],
+
+    info = {
+        "description": f"yolo-jobs detections of job {export.job_id}",
+        "job_id": export.job_id,
+        "model": export.model,
+        "status": export.status,
     }
-    return ExportFile(_json(document), *JSON_FILE)
+    yield b'{"info":' + _json(info) + b',"licenses":[],"images":'
+    yield from _json_array(images())
+    yield b',"annotations":'
+    yield from _json_array(annotations())
+    categories = [{"id": cls + 1, "name": name, "supercategory": ""} for cls, name in sorted(classes.items())]
+    yield b',"categories":' + _json(categories) + b"}"
 
 
-def unique_label_names(filenames: list[str]) -> list[str]:
+class LabelNames:
     """One label file name per image, ``<stem>.txt``, numbered ``<stem>-2.txt``… when a stem repeats.
 
     Compared case-insensitively, so the zip also unpacks on a case-insensitive file system.
     """
-    taken: set[str] = set()
-    names = []
-    for filename in filenames:
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def name_for(self, filename: str) -> str:
         stem = PurePath(filename).stem or "image"
         name, number = f"{stem}.txt", 1
-        while name.casefold() in taken:
+        while name.casefold() in self.taken:
             number += 1
             name = f"{stem}-{number}.txt"
-        taken.add(name.casefold())
-        names.append(name)
-    return names
+        self.taken.add(name.casefold())
+        return name
 
 
-def data_yaml(export: JobExport) -> str:
-    """Ultralytics' dataset YAML: the class names by index (gaps filled, since indexes must run 0…nc-1)."""
-    count = max(export.classes, default=-1) + 1
+def data_yaml(export: JobExport, classes: Mapping[int, str]) -> str:
+    """Ultralytics' dataset YAML: ``classes`` by index (gaps filled, since indexes must run 0…nc-1)."""
+    count = max(classes, default=-1) + 1
     lines = [
         f"# yolo-jobs: labels predicted by model {json.dumps(export.model)} for job {export.job_id}",
         "# labels/<image stem>.txt: class cx cy w h, normalised to 0-1 (then conf, when asked for)",
@@ -197,7 +266,7 @@ def data_yaml(export: JobExport) -> str:
         f"nc: {count}",
         "names:",
     ]
-    lines += [f"  {cls}: {json.dumps(export.classes.get(cls, f'class{cls}'))}" for cls in range(count)]
+    lines += [f"  {cls}: {json.dumps(classes.get(cls, f'class{cls}'))}" for cls in range(count)]
     return "\n".join(lines) + "\n"
 
 
@@ -212,56 +281,83 @@ def yolo_lines(image: ExportImage, with_confidence: bool) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
-    """A zip of ``labels/<stem>.txt`` per image, ``data.yaml``, and ``files.csv`` (label, filename, file_id,
-    width, height, job_id).
+class _Sink:
+    """Where a zip is written as it is made: each entry's bytes are taken away once written (not seekable)."""
 
-    The label names are chosen here only (:func:`unique_label_names`): a client merging several jobs'
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
+    """A zip of ``labels/<stem>.txt`` per image, ``files.csv`` (label, filename, file_id, width, height,
+    job_id) and ``data.yaml``.
+
+    The label names are chosen here only (:class:`LabelNames`): a client merging several jobs'
     archives reads them from ``files.csv``. Without the confidence column the labels load as an
     Ultralytics training set.
     """
-    manifest = io.StringIO()
-    writer = csv.writer(manifest)
-    writer.writerow(YOLO_MANIFEST_COLUMNS)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("data.yaml", data_yaml(export))
-        for image, label in zip(export.images, unique_label_names([i.filename for i in export.images]), strict=True):
-            archive.writestr(f"labels/{label}", yolo_lines(image, with_confidence))
-            writer.writerow(
-                (f"labels/{label}", image.filename, image.file_id, image.width, image.height, export.job_id)
-            )
-        archive.writestr("files.csv", manifest.getvalue())
-    return ExportFile(buffer.getvalue(), *ZIP_FILE)
+    return ExportFile(_in_chunks(_yolo_pieces(export, with_confidence)), *ZIP_FILE)
+
+
+def _yolo_pieces(export: JobExport, with_confidence: bool) -> Iterator[bytes]:
+    sink = _Sink()
+    classes = dict(export.classes)
+    names = LabelNames()
+    labels: list[str] = []
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        for image in export.images:
+            _add_classes(classes, image)
+            labels.append(f"labels/{names.name_for(image.filename)}")
+            archive.writestr(labels[-1], yolo_lines(image, with_confidence))
+            yield sink.take()
+        with archive.open("files.csv", "w") as manifest:
+            manifest.write(_csv_line(YOLO_MANIFEST_COLUMNS))
+            for label, image in zip(labels, export.images, strict=True):
+                manifest.write(
+                    _csv_line((label, image.filename, image.file_id, image.width, image.height, export.job_id))
+                )
+                yield sink.take()
+        archive.writestr("data.yaml", data_yaml(export, classes))
+    yield sink.take()
+
+
+def _csv_line(row: Iterable[Any]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text).writerow(row)
+    return text.getvalue().encode()
 
 
 def csv_rows(export: JobExport) -> ExportFile:
     """One row per detection; ``width`` and ``height`` are the image's, the box is in its pixels."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(CSV_COLUMNS)
-    for image in export.images:
-        for d in image.detections:
-            box = (round(d.x1, 3), round(d.y1, 3), round(d.x2, 3), round(d.y2, 3))
-            writer.writerow(
-                (
-                    export.job_id,
-                    image.file_id,
-                    image.filename,
-                    d.cls,
-                    d.name,
-                    d.confidence,
-                    *box,
-                    image.width,
-                    image.height,
-                )
-            )
-    return ExportFile(text.getvalue().encode(), *CSV_FILE)
+
+    def pieces() -> Iterator[bytes]:
+        yield _csv_line(CSV_COLUMNS)
+        for image in export.images:
+            for d in image.detections:
+                box = (round(d.x1, 3), round(d.y1, 3), round(d.x2, 3), round(d.y2, 3))
+                row = (export.job_id, image.file_id, image.filename, d.cls, d.name, d.confidence, *box)
+                yield _csv_line((*row, image.width, image.height))
+
+    return ExportFile(_in_chunks(pieces()), *CSV_FILE)
 
 
 def label_studio(export: JobExport) -> ExportFile:
     """Label Studio tasks, each with one prediction of ``rectanglelabels`` in percent of the image."""
-    tasks = []
+    return ExportFile(_in_chunks(_json_array(_label_studio_tasks(export))), *JSON_FILE)
+
+
+def _label_studio_tasks(export: JobExport) -> Iterator[dict[str, Any]]:
     for image in export.images:
         result = [
             {
@@ -290,8 +386,7 @@ def label_studio(export: JobExport) -> ExportFile:
             "result": result,
         }
         data = {"image": image.url, "filename": image.filename, "file_id": image.file_id, "job_id": export.job_id}
-        tasks.append({"data": data, "predictions": [prediction]})
-    return ExportFile(_json(tasks), *JSON_FILE)
+        yield {"data": data, "predictions": [prediction]}
 
 
 FORMATS: dict[str, Callable[[JobExport], ExportFile]] = {

@@ -48,12 +48,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
 
+from files.errors import FileGone
+from files.ownership import held_file_ids, held_files
+from files.quota import ensure_room
 from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
+from jobs.errors import UnknownFiles
 from storage.blobs import BlobStore, IncomingFile
 from storage.files import store_incoming
 from storage.images import ImageInfo
 from storage.locks import lock_digests
-from storage.tables import Job, Result, StoredFile, Upload
+from storage.tables import Job, Result, StoredFile, TenantFile, Upload
 from webhooks.outbox import record_job_finished
 
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
@@ -66,10 +70,15 @@ _UPLOAD_COLUMNS = ("id", "job_id", "file_id", "position", "filename", "deduplica
 _INSERT_JOB = JOBS.insert().returning(JOBS.c.created_at)
 _INSERT_UPLOADS = UPLOADS.insert()
 _TENANT_HAS_FILE = select(
-    select(UPLOADS.c.id)
-    .join(JOBS, JOBS.c.id == UPLOADS.c.job_id)
-    .where(UPLOADS.c.file_id == bindparam("file_id"), JOBS.c.tenant_id.is_not_distinct_from(bindparam("tenant_id")))
-    .exists()
+    or_(
+        select(UPLOADS.c.id)
+        .join(JOBS, JOBS.c.id == UPLOADS.c.job_id)
+        .where(UPLOADS.c.file_id == bindparam("file_id"), JOBS.c.tenant_id.is_not_distinct_from(bindparam("tenant_id")))
+        .exists(),
+        select(TenantFile.file_id)
+        .where(TenantFile.file_id == bindparam("file_id"), TenantFile.tenant_id == bindparam("tenant_id"))
+        .exists(),
+    )
 )
 _LOCK_TENANT = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:tenant))")
 _COUNT_ACTIVE = (
@@ -84,6 +93,8 @@ _MARK_ENQUEUED = (
 NEVER = literal("-infinity").cast(DateTime(timezone=True))
 # The most of a failure's message a failed job keeps (an exception's text can be a whole tensor dump).
 ERROR_MESSAGE_CHARS = 2000
+# Results per INSERT: a statement's bind parameters are capped at 65535 (PostgreSQL's protocol).
+RESULTS_PER_STATEMENT = 2000
 
 
 @dataclass(frozen=True)
@@ -106,11 +117,20 @@ class NewUpload:
 
 
 @dataclass(frozen=True)
+class FileReference:
+    """A stored file the tenant holds, named by id in a submission (``file_ids``): no byte is sent again."""
+
+    file: StoredFile
+    filename: str
+
+
+@dataclass(frozen=True)
 class WorkItem:
-    """One upload still waiting for a result."""
+    """One upload still waiting for a result: where its bytes are and their digest (its results' reuse key)."""
 
     upload_id: uuid.UUID
     path: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,19 @@ class JobRun:
     done: int
     attempts: int
     pending: list[WorkItem] = field(default_factory=list)
+    tenant_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a result (``jobs.reuse``): its reuse key and its parts, and whether it was taken from an
+    earlier result instead of inferred."""
+
+    reuse_key: str | None
+    weights_sha256: str | None
+    backend: str
+    precision: str
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +168,7 @@ class FileResult:
     height: int | None
     detections: list[dict[str, Any]]
     error: str | None = None
+    provenance: Provenance | None = None
 
 
 def create_job(
@@ -144,21 +178,33 @@ def create_job(
     uploads: Sequence[NewUpload],
     tenant_id: uuid.UUID | None,
     callback_url: str | None = None,
+    references: Sequence[FileReference] = (),
+    storage_quota: int | None = None,
 ) -> Job:
     """Insert a queued job of ``tenant_id`` and its uploads, storing each file's bytes once (deduplicated);
     ``callback_url`` receives its ``job.finished`` webhook.
 
+    The uploaded images come first, then ``references`` (files the tenant holds: checked again here, under their
+    digest locks) in their order: a reference copies no byte and is always ``deduplicated``, under the tenant's
+    name for it.
     Storage is deduplicated across tenants, but an upload says ``deduplicated`` only
     when its own tenant sent the same bytes before, so no tenant learns what another
-    uploaded. The returned job has its uploads and their files loaded, so the caller
-    can answer the client from it without reading the job back. Its first task id is
-    its own id.
+    uploaded. With ``storage_quota``, the bytes of the files the tenant did not hold before must fit its
+    quota (``files.quota.ensure_room``: the quota lock is then held until commit). The returned job has its
+    uploads and their files loaded, so the caller can answer the client from it without reading the job
+    back. Its first task id is its own id.
 
     The rows are written by two Core INSERTs (the job, then its uploads in one
     statement), not by flushing ORM objects: the job returned is built from the
     values written and is not in ``session`` (a caller that shows it later reads it).
     """
-    lock_digests(session, [u.incoming.sha256 for u in uploads])
+    # The references' digests too: a deletion frees a file's bytes only under its lock (jobs.deletion), so once
+    # they are held a file still live stays so until this job, which refers to it, commits.
+    lock_digests(session, [u.incoming.sha256 for u in uploads] + [r.file.sha256 for r in references])
+    _check_still_held(session, tenant_id, references)
+    if storage_quota is not None and tenant_id is not None:  # checked before any byte is installed
+        new = _new_sizes(session, tenant_id, uploads)
+        ensure_room(session, tenant_id, sum(new.values()), storage_quota, largest=max(new.values(), default=0))
     job_id = uuid.uuid4()
     rows: list[Upload] = []
     for position, upload in enumerate(uploads):
@@ -177,6 +223,18 @@ def create_job(
                 deduplicated=seen,
             )
         )
+    rows += [
+        Upload(
+            id=uuid.uuid4(),
+            job_id=job_id,
+            file_id=reference.file.id,
+            file=reference.file,
+            position=position,
+            filename=reference.filename,
+            deduplicated=True,
+        )
+        for position, reference in enumerate(references, start=len(rows))
+    ]
     job = Job(
         id=job_id,
         status="queued",
@@ -184,7 +242,7 @@ def create_job(
         conf=params.conf,
         iou=params.iou,
         imgsz=params.imgsz,
-        total_files=len(uploads),
+        total_files=len(rows),
         task_id=str(job_id),
         tenant_id=tenant_id,
         callback_url=callback_url,
@@ -200,12 +258,41 @@ def create_job(
     return job
 
 
+def _check_still_held(session: Session, tenant_id: uuid.UUID | None, references: Sequence[FileReference]) -> None:
+    """Under the references' digest locks, the one check that each is still a live file the tenant holds:
+    :class:`UnknownFiles` for one it deleted meanwhile, :class:`files.errors.FileGone` for one whose bytes
+    retention removed. A deletion or retention that commits later waits for this job, which then refers to it."""
+    if not references:
+        return
+    held = held_files(session, tenant_id, [r.file.id for r in references])
+    missing = [str(r.file.id) for r in references if r.file.id not in held]
+    if missing:
+        raise UnknownFiles(list(dict.fromkeys(missing)))
+    gone = next((file_id for file_id, found in held.items() if found.file.deleted_at is not None), None)
+    if gone is not None:
+        raise FileGone(gone)
+
+
+def _new_sizes(session: Session, tenant_id: uuid.UUID, uploads: Sequence[NewUpload]) -> dict[str, int]:
+    """The size of each uploaded file, by digest, whose bytes the tenant does not hold live yet."""
+    digests = {upload.incoming.sha256: upload.incoming.size for upload in uploads}
+    if not digests:
+        return {}
+    held = held_file_ids(tenant_id).subquery()
+    query = select(StoredFile.sha256).where(
+        StoredFile.sha256.in_(list(digests)), StoredFile.deleted_at.is_(None), StoredFile.id.in_(select(held.c[0]))
+    )
+    for sha256 in session.scalars(query):
+        digests.pop(sha256, None)
+    return digests
+
+
 def _columns_of(row: Job | Upload, columns: Sequence[str]) -> dict[str, Any]:
     return {name: getattr(row, name) for name in columns}
 
 
 def tenant_has_file(session: Session, tenant_id: uuid.UUID | None, file_id: uuid.UUID) -> bool:
-    """Whether a job of ``tenant_id`` has an upload of the stored file."""
+    """Whether a job of ``tenant_id`` has an upload of the stored file, or the tenant holds it of its own."""
     return bool(session.scalar(_TENANT_HAS_FILE, {"tenant_id": tenant_id, "file_id": file_id}))
 
 
@@ -278,29 +365,39 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
             lease_token=func.gen_random_uuid(),
             lease_expires_at=func.now() + lease,
         )
-        .returning(Job.id, Job.lease_token, Job.attempts, Job.model, Job.conf, Job.iou, Job.imgsz, Job.total_files)
+        .returning(
+            Job.id,
+            Job.lease_token,
+            Job.attempts,
+            Job.model,
+            Job.conf,
+            Job.iou,
+            Job.imgsz,
+            Job.total_files,
+            Job.tenant_id,
+        )
     )
     began = {row[0]: row[1:] for row in session.execute(statement)}
     pending: dict[uuid.UUID, list[WorkItem]] = {job_id: [] for job_id in began}
     if began:
         query = (
-            select(Upload.job_id, Upload.id, StoredFile.path)
+            select(Upload.job_id, Upload.id, StoredFile.path, StoredFile.sha256)
             .join(StoredFile, StoredFile.id == Upload.file_id)
             .outerjoin(Result, Result.upload_id == Upload.id)
             .where(Upload.job_id.in_(list(began)), Result.upload_id.is_(None))
             .order_by(Upload.job_id, Upload.position)
         )
-        for job_id, upload_id, path in session.execute(query):
-            pending[job_id].append(WorkItem(upload_id, path))
+        for job_id, upload_id, path, sha256 in session.execute(query):
+            pending[job_id].append(WorkItem(upload_id, path, sha256))
     runs: list[JobRun | None] = []
     for job_id in job_ids:
         if job_id not in began:
             runs.append(None)
             continue
-        token, attempts, model, conf, iou, imgsz, total = began.pop(job_id)
+        token, attempts, model, conf, iou, imgsz, total, tenant_id = began.pop(job_id)
         params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
         left = pending[job_id]
-        runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left))
+        runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left, tenant_id))
     return runs
 
 
@@ -411,7 +508,21 @@ def release_attempt(session: Session, job_id: uuid.UUID, token: uuid.UUID) -> bo
     return session.execute(statement).first() is not None
 
 
+_RESULT_COLUMNS = (
+    "width",
+    "height",
+    "detections",
+    "error",
+    "reuse_key",
+    "weights_sha256",
+    "backend",
+    "precision",
+    "cached",
+)
+
+
 def _result_row(job_id: uuid.UUID, result: FileResult) -> dict[str, Any]:
+    made = result.provenance
     return {
         "upload_id": result.upload_id,
         "job_id": job_id,
@@ -419,17 +530,23 @@ def _result_row(job_id: uuid.UUID, result: FileResult) -> dict[str, Any]:
         "height": result.height,
         "detections": result.detections,
         "error": result.error,
+        "reuse_key": made.reuse_key if made else None,
+        "weights_sha256": made.weights_sha256 if made else None,
+        "backend": made.backend if made else None,
+        "precision": made.precision if made else None,
+        "cached": made.cached if made else False,
     }
 
 
 def _upsert_results(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert results, replacing any an earlier attempt wrote for the same upload (never duplicated)."""
-    statement = insert(Result).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=[Result.upload_id],
-        set_={c: statement.excluded[c] for c in ("width", "height", "detections", "error")},
-    )
-    session.execute(statement)
+    """Insert results, replacing any an earlier attempt wrote for the same upload (never duplicated), in
+    statements of at most :data:`RESULTS_PER_STATEMENT` rows."""
+    for start in range(0, len(rows), RESULTS_PER_STATEMENT):
+        statement = insert(Result).values(rows[start : start + RESULTS_PER_STATEMENT])
+        statement = statement.on_conflict_do_update(
+            index_elements=[Result.upload_id], set_={c: statement.excluded[c] for c in _RESULT_COLUMNS}
+        )
+        session.execute(statement)
 
 
 def kept_message(message: str) -> str:

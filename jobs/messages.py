@@ -10,6 +10,7 @@ CLEANUP_TASK = "tasks.maintenance.cleanup_expired_files"
 REAP_TASK = "tasks.maintenance.reap_jobs"
 DELIVER_WEBHOOK_TASK = "tasks.webhooks.deliver"
 SWEEP_WEBHOOKS_TASK = "tasks.webhooks.sweep"
+SWEEP_UPLOADS_TASK = "tasks.maintenance.sweep_uploads"
 
 # Tasks whose first argument is a job's id (their log lines carry it as job_id).
 JOB_TASKS = (DETECT_TASK,)

@@ -1,4 +1,4 @@
-"""The job service the JSON API and the web pages share: submit, find, page, cancel and retry jobs.
+"""The job service the JSON API and the web pages share: submit, find, page, cancel, retry and rerun jobs.
 
 It knows nothing of HTTP: it takes what the caller already parsed (parameters,
 identified uploads, the tenant, an idempotency key), returns domain results, and
@@ -8,22 +8,25 @@ A submission commits the job first, then sends its ID-only task and records that
 it was sent (``jobs.dispatch``); a job the broker refused is withdrawn, so the
 client either gets an answer for a job that will run, or an error and nothing stored.
 With an idempotency key (``jobs.idempotency``) a repeated submission gets what the
-first one was answered instead of making a second job.
+first one was answered instead of making a second job. A job may also run on files
+the tenant holds already (``file_ids``, ``files.ownership``), and a rerun is a new job
+on its original's files: neither copies a byte.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config import Settings
 from config.logs import job_context
+from files.ownership import held_files
 from jobs.catalog import ModelInfo, configured_models, job_size
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.errors import (
@@ -32,8 +35,11 @@ from jobs.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     JobNotFound,
+    NoFilesLeft,
+    NotAnImageFile,
     NotRetryable,
     TooManyActiveJobs,
+    UnknownFiles,
 )
 from jobs.idempotency import (
     Claim,
@@ -47,15 +53,35 @@ from jobs.idempotency import (
     release_key,
     store_response,
 )
-from jobs.lifecycle import JobParams, NewUpload, active_jobs, cancel_job, create_job, retry_job, withdraw_job
-from jobs.queries import find_job, page_of_jobs
+from jobs.lifecycle import (
+    FileReference,
+    JobParams,
+    NewUpload,
+    active_jobs,
+    cancel_job,
+    create_job,
+    retry_job,
+    withdraw_job,
+)
+from jobs.queries import (
+    UploadsInPages,
+    find_job,
+    first_filenames,
+    live_files_of,
+    neighbours_of,
+    page_of_jobs,
+    page_of_uploads,
+    upload_in_job,
+)
 from storage import Storage
-from storage.tables import Job
+from storage.tables import Job, Upload
 
 log = logging.getLogger(__name__)
 
 # The caller's answer to a new job, built from the rows just written; stored for the replays of its key.
 Answer = Callable[[Job], StoredResponse]
+# The files a new job runs on besides its uploaded images, read once its idempotency key is claimed.
+References = Callable[[], list[FileReference]]
 
 
 class TaskSender(Protocol):
@@ -70,11 +96,21 @@ class TaskSender(Protocol):
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job submission as the caller parsed and checked it."""
+    """A job submission as the caller parsed and checked it: uploaded images, then files the tenant holds."""
 
     params: JobParams
     uploads: Sequence[NewUpload]
     callback_url: str | None = None
+    file_ids: Sequence[uuid.UUID] = ()
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """A job with one page of its uploads (each with its file and result) and how many it has."""
+
+    job: Job
+    uploads: list[Upload]
+    total: int
 
 
 @dataclass(frozen=True)
@@ -107,13 +143,70 @@ class JobService:
     ) -> Submission:
         """Create and enqueue a job of ``tenant_id``, or replay the answer stored under ``idempotency_key``.
 
-        Raises :class:`TooManyActiveJobs`, :class:`IdempotencyKeyReused`,
-        :class:`IdempotencyKeyInProgress` or :class:`BrokerUnavailable`.
+        Raises :class:`TooManyActiveJobs`, :class:`IdempotencyKeyReused`, :class:`IdempotencyKeyInProgress`,
+        :class:`BrokerUnavailable`; for ``file_ids``, :class:`UnknownFiles`, :class:`NotAnImageFile`,
+        :class:`files.errors.FileGone`; for new bytes past the tenant's storage quota,
+        :class:`files.errors.StorageQuotaExceeded` or :class:`files.errors.LargerThanQuota`.
         """
-        key = idempotency_key
+        # An image is known by its bytes, a reference by its id.
+        files = [u.incoming.sha256 for u in new_job.uploads] + [f"file:{i}" for i in new_job.file_ids]
+        request = fingerprint(new_job.params, files, new_job.callback_url)
+
+        def references() -> list[FileReference]:
+            return held_references(session, tenant_id, new_job.file_ids)
+
+        return self._submit(session, tenant_id, new_job, references, answer, request, idempotency_key)
+
+    def rerun(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        job_id: uuid.UUID,
+        changes: Mapping[str, Any],
+        answer: Answer,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """A new job of ``tenant_id`` on the files of its job ``job_id``, with the parameters in ``changes``
+        (``model``, ``conf``, ``iou``, ``imgsz``) changed and the others kept: no byte is copied.
+
+        Files their tenant deleted are left out; :class:`NoFilesLeft` when none is left, :class:`JobNotFound`
+        for a job that is not the tenant's own, :class:`files.errors.FileGone` when retention removed a file's
+        bytes; otherwise as :meth:`submit`, the idempotency key included.
+        """
+        original = self._job(session, job_id, tenant_id)
+        params = replace(
+            JobParams(original.model, original.conf, original.iou, original.imgsz),
+            **{name: value for name, value in changes.items() if name in ("model", "conf", "iou", "imgsz")},
+        )
+        new_job = NewJob(params, (), callback_url)
+        request = fingerprint(params, [f"rerun:{job_id}"], callback_url)
+
+        def references() -> list[FileReference]:
+            files = live_files_of(session, job_id)
+            if not files:
+                raise NoFilesLeft
+            return [FileReference(file, filename) for file, filename in files]
+
+        submission = self._submit(session, tenant_id, new_job, references, answer, request, idempotency_key)
+        if not submission.replayed:
+            with job_context(str(submission.job_id)):
+                log.info("job created as a rerun of %s", job_id)
+        return submission
+
+    def _submit(
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        new_job: NewJob,
+        references: References,
+        answer: Answer,
+        request_fingerprint: str,
+        key: str | None,
+    ) -> Submission:
+        """Create and enqueue the job (its uploads, then ``references()``), or replay the key's answer."""
         if key is not None:
-            digests = [u.incoming.sha256 for u in new_job.uploads]
-            match self._claim(session, tenant_id, key, fingerprint(new_job.params, digests, new_job.callback_url)):
+            match self._claim(session, tenant_id, key, request_fingerprint):
                 case Replay(stored):
                     return Submission(uuid.UUID(stored.body["job_id"]), stored, replayed=True)
                 case TakenOver(job_id):
@@ -125,7 +218,16 @@ class JobService:
             if active_jobs(session, tenant_id) >= self.max_active_jobs:
                 raise TooManyActiveJobs(self.max_active_jobs)
             params = self.sized(session, new_job.params)
-            job = create_job(session, self.storage.blobs, params, new_job.uploads, tenant_id, new_job.callback_url)
+            job = create_job(
+                session,
+                self.storage.blobs,
+                params,
+                new_job.uploads,
+                tenant_id,
+                new_job.callback_url,
+                references(),
+                self.settings.files.storage_bytes,
+            )
             new_bytes = sum(u.file.size for u in job.uploads if not u.deduplicated)
             submission = Submission(job.id, answer(job), new_bytes=new_bytes)  # nothing is read back
             if key is not None:
@@ -222,22 +324,60 @@ class JobService:
             raise JobNotFound
         return job
 
+    def find_page(
+        self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None, limit: int, offset: int
+    ) -> JobFiles:
+        """The job (as :meth:`find`) with only a page of its uploads: bounded for a job of any size."""
+        job = self._job(session, job_id, tenant_id)
+        return JobFiles(job, page_of_uploads(session, job_id, limit, offset), job.total_files)
+
+    def find_upload(
+        self, session: Session, job_id: uuid.UUID, file_id: uuid.UUID, tenant_id: uuid.UUID | None
+    ) -> tuple[Job, Upload | None]:
+        """The job of ``tenant_id`` (without its uploads) and its upload of the stored file (None when it has
+        none), with that upload's file and result: :class:`JobNotFound` when there is no such job."""
+        return self._job(session, job_id, tenant_id), upload_in_job(session, job_id, file_id)
+
+    def neighbours(self, session: Session, upload: Upload) -> tuple[Upload | None, Upload | None]:
+        """The uploads of the job just before and after ``upload`` whose file was not deleted."""
+        return neighbours_of(session, upload)
+
+    def export_source(
+        self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None
+    ) -> tuple[Job, UploadsInPages]:
+        """The job (without its uploads) and its uploads with a result, read a page at a time whenever they are
+        gone through (``jobs.exports.job_export``): an export of any size in bounded memory."""
+        return self._job(session, job_id, tenant_id), UploadsInPages(session, job_id)
+
     def page(
         self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None, statuses: Sequence[str] = ()
     ) -> tuple[list[Job], int]:
-        """A page of the tenant's jobs in ``statuses`` (any when empty), newest first, and their total."""
+        """A page of the tenant's jobs in ``statuses`` (any when empty), newest first, and their total (without
+        their uploads: a job may have thousands)."""
         return page_of_jobs(session, limit, offset, tenant_id, statuses)
+
+    def first_filenames(self, session: Session, jobs: Sequence[Job], count: int) -> dict[uuid.UUID, list[str]]:
+        """The names of each job's first ``count`` files, for a list of jobs."""
+        return first_filenames(session, [job.id for job in jobs], count)
+
+    def _job(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
+        """The job of ``tenant_id`` (any tenant's when None) without its uploads; :class:`JobNotFound` if none."""
+        job = find_job(session, job_id, tenant_id, with_uploads=False)
+        if job is None:
+            raise JobNotFound
+        return job
 
     def cancel(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
         """Cancel a queued or running job now, and revoke its task; :class:`AlreadyFinished` for a finished one.
+        Returns the job without its uploads (:meth:`find_page` reads them).
 
         A running attempt stops at its next batch boundary without writing again.
         """
-        job = self.find(session, job_id, tenant_id)
+        job = self._job(session, job_id, tenant_id)
         if not cancel_job(session, job_id):
             raise AlreadyFinished(job.status)
         session.commit()
-        job = self.find(session, job_id, tenant_id)
+        job = self._job(session, job_id, tenant_id)
         with job_context(str(job_id)):
             log.info("job cancelled by request")
             if job.task_id:
@@ -246,10 +386,11 @@ class JobService:
 
     def retry(self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None) -> Job:
         """Queue a failed or cancelled job again for the files without a result; :class:`NotRetryable` otherwise.
+        Returns the job without its uploads (:meth:`find_page` reads them).
 
         When the broker refuses the task, the job stays queued and beat's reaper sends it.
         """
-        job = self.find(session, job_id, tenant_id)
+        job = self._job(session, job_id, tenant_id)
         if not retry_job(session, job_id):
             raise NotRetryable(job.status)
         session.commit()
@@ -257,4 +398,18 @@ class JobService:
             self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)
             log.info("job queued again by request")
         session.expire_all()  # changed by statements, not through the objects: read it again
-        return self.find(session, job_id, tenant_id)
+        return self._job(session, job_id, tenant_id)
+
+
+def held_references(session: Session, tenant_id: uuid.UUID, file_ids: Sequence[uuid.UUID]) -> list[FileReference]:
+    """The files ``file_ids`` name, in their order (an id may repeat), each under the tenant's name for it: one
+    query however many. :class:`UnknownFiles` for ids the tenant does not hold, :class:`NotAnImageFile` for a
+    file that is not an image. Whether each is still live is checked under its lock (:func:`create_job`)."""
+    held = held_files(session, tenant_id, file_ids)
+    missing = [str(file_id) for file_id in dict.fromkeys(file_ids) if file_id not in held]
+    if missing:
+        raise UnknownFiles(missing)
+    for file_id, found in held.items():
+        if found.file.width is None:
+            raise NotAnImageFile(str(file_id))
+    return [FileReference(held[file_id].file, held[file_id].filename) for file_id in file_ids]

@@ -3,7 +3,9 @@
 Why a buffering proxy: gunicorn's gthread workers hold a thread per connection while
 it sends its headers and body, so a few clients sending a byte a second starve the
 API (``/healthz`` included). nginx reads every request whole before gunicorn sees it
-and takes every response as fast as gunicorn writes it; see ``nginx.conf.in``.
+and takes every response as fast as gunicorn writes it; see ``nginx.conf.in``. The
+exception is a resumable upload's piece (``/api/v1/uploads``), streamed on as it
+arrives: a file of GBs is written to the storage volume once, never to nginx's disk first.
 
 ``python -m proxy`` (``make proxy``, part of ``make run``) writes the configuration
 under ``var/nginx/`` and runs nginx in the foreground on ``PROXY_BIND``, forwarding to
@@ -25,6 +27,9 @@ from config.settings import ApiSettings
 TEMPLATE = Path(__file__).with_name("nginx.conf.in")
 # How much longer nginx waits for a response than gunicorn lets a request run (API_TIMEOUT).
 READ_TIMEOUT_MARGIN = 10
+# How long nginx waits for the answer to a resumable upload's last piece, sent whole: the app stores the
+# file first, hashing it from the volume when another replica took its earlier pieces (20 GiB at 100 MB/s).
+UPLOAD_READ_TIMEOUT = 3600
 # nginx drops an idle connection to gunicorn after this long; gunicorn's keep-alive is longer.
 UPSTREAM_IDLE_SECONDS = 4
 # The burst of requests a client address may send at once over its rate, in seconds of that rate.
@@ -119,6 +124,7 @@ def render(config: ProxyConfig) -> str:
         "REAL_IP": real_ip(config.trusted_proxies),
         "API_PATHS": api_paths_pattern(),
         "SIGN_IN_BODY_BYTES": str(SIGN_IN_BODY_BYTES),
+        "UPLOAD_READ_TIMEOUT": str(UPLOAD_READ_TIMEOUT),
     }
     text = TEMPLATE.read_text()
     for name, value in values.items():

@@ -1,7 +1,8 @@
 """Content-addressed blobs on the shared volume (``blobs/ab/cd/<sha256>``).
 
 Uploads stream into a temp file under ``tmp/`` on the same volume while being
-hashed, then are fsynced and renamed atomically into place. A client's filename
+hashed, then are fsynced and renamed atomically into place; a finished resumable
+upload's part (``storage/parts.py``) is hard-linked into place instead. A client's filename
 never becomes part of a path.
 
 On a full volume every write may fail, closing included (the buffered tail is
@@ -130,11 +131,36 @@ class BlobStore:
         """
         relpath = blob_relpath(incoming.sha256)
         target = self.path_of(relpath)
-        _make_dirs_durably(target.parent)
+        make_dirs_durably(target.parent)
         incoming.sync()
         incoming.close()
         os.replace(incoming.path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
+        return relpath
+
+    def link_into_place(self, source: Path, sha256: str) -> str:
+        """Give the fsynced file ``source`` (a finished resumable upload's part) its content address; return it.
+
+        A hard link, not a move: ``source`` keeps its name until the caller committed the
+        row and removes it, so a crash before the commit loses nothing. The link is made
+        under ``tmp/`` and renamed over the address atomically (a leftover blob there is
+        replaced); a crash between the two leaves a temp file the retention cleanup removes.
+        """
+        relpath = blob_relpath(sha256)
+        target = self.path_of(relpath)
+        make_dirs_durably(target.parent)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        staged = self.tmp_dir / f"{UPLOAD_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        os.link(source, staged)
+        try:
+            # The link shares the part's inode, perhaps hours old: touched, so the cleanup's removal of stale
+            # temp files (by age, without a lock) leaves it alone until it is renamed.
+            os.utime(staged)
+            os.replace(staged, target)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
         return relpath
 
     def open(self, relpath: str) -> IO[bytes]:
@@ -168,17 +194,17 @@ class BlobStore:
                 probe.unlink(missing_ok=True)
 
 
-def _make_dirs_durably(directory: Path) -> None:
+def make_dirs_durably(directory: Path) -> None:
     """Make ``directory`` and any missing parent, fsyncing the parent of each one made."""
     if directory.is_dir():
         return
-    _make_dirs_durably(directory.parent)
+    make_dirs_durably(directory.parent)
     with contextlib.suppress(FileExistsError):  # made by another request meanwhile: fsynced all the same
         directory.mkdir()
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -8,6 +8,7 @@ the row's values, and is not in the session.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, Exists, bindparam, insert, select
 from sqlalchemy.orm import Session
@@ -16,6 +17,8 @@ from storage.blobs import BlobStore, IncomingFile
 from storage.images import ImageInfo
 from storage.tables import Job, StoredFile, Upload
 
+# The type of a stored file that is not an accepted image (a resumable upload may hold any bytes).
+OCTET_STREAM = "application/octet-stream"
 FILES = StoredFile.__table__
 _LIVE_FILE = (
     select(FILES).where(FILES.c.sha256 == bindparam("sha256"), FILES.c.deleted_at.is_(None)).with_for_update(read=True)
@@ -45,19 +48,44 @@ def store_incoming(
     relpath = blobs.install(incoming)
     if existing is not None:  # the row outlived its bytes: the upload heals it
         return existing, True
+    return _insert_file(session, incoming.sha256, incoming.size, info, relpath), False
+
+
+def store_part(
+    session: Session, blobs: BlobStore, part: Path, sha256: str, size: int, info: ImageInfo | None
+) -> tuple[StoredFile, bool]:
+    """The live stored file for a finished resumable upload's part: the one with the same content, or a new one.
+
+    ``part`` (fsynced, ``sha256`` its digest) is hard-linked to its content address
+    when no live blob holds those bytes; it is left in place either way, for the
+    caller to remove once it committed. ``info`` is None for bytes that are not an
+    accepted image (typed ``application/octet-stream``, without width and height). The
+    caller must hold the digest's lock in this transaction. Returns the row and whether
+    it was deduplicated.
+    """
+    existing = find_live_file(session, sha256)
+    if existing is not None and blobs.exists(existing.path):
+        return existing, True
+    relpath = blobs.link_into_place(part, sha256)
+    if existing is not None:  # the row outlived its bytes: the upload heals it
+        return existing, True
+    return _insert_file(session, sha256, size, info, relpath), False
+
+
+def _insert_file(session: Session, sha256: str, size: int, info: ImageInfo | None, relpath: str) -> StoredFile:
     row = StoredFile(
         id=uuid.uuid4(),
-        sha256=incoming.sha256,
-        size=incoming.size,
-        content_type=info.content_type,
-        width=info.width,
-        height=info.height,
+        sha256=sha256,
+        size=size,
+        content_type=info.content_type if info is not None else OCTET_STREAM,
+        width=info.width if info is not None else None,
+        height=info.height if info is not None else None,
         path=relpath,
         deleted_at=None,
     )
     values = {key: getattr(row, key) for key in _WRITTEN_COLUMNS}
     row.created_at = session.execute(_INSERT_FILE, values).scalar_one()
-    return row, False
+    return row
 
 
 def referenced_by_jobs(*conditions: ColumnElement[bool]) -> Exists:

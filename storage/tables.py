@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # A job's statuses (the CHECK in schema.sql); the last three are terminal.
@@ -76,8 +76,9 @@ class StoredFile(Base):
     sha256: Mapped[str] = mapped_column(CHAR(64), nullable=False)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     content_type: Mapped[str] = mapped_column(Text, nullable=False)
-    width: Mapped[int] = mapped_column(Integer, nullable=False)
-    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    # An image's upright size; None for a file that is not an image (a resumable upload may hold any file).
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     path: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _now_column()
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -132,14 +133,16 @@ class Upload(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
-    file_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stored_files.id"), nullable=False)
+    # None once the tenant deleted the file (``file_deleted_at``): the job keeps the upload, without bytes or result.
+    file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("stored_files.id"), nullable=True)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     filename: Mapped[str] = mapped_column(Text, nullable=False)
     deduplicated: Mapped[bool] = mapped_column(Boolean, nullable=False)
     created_at: Mapped[datetime] = _now_column()
+    file_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="uploads", lazy="raise")
-    file: Mapped[StoredFile] = relationship(lazy="raise")
+    file: Mapped[StoredFile | None] = relationship(lazy="raise")
     result: Mapped[Result | None] = relationship(back_populates="upload", passive_deletes=True, lazy="raise")
 
 
@@ -155,6 +158,12 @@ class Result(Base):
     detections: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _now_column()
+    # What produced it (schema.sql): another job's file with the same reuse_key may take it (jobs/reuse.py).
+    reuse_key: Mapped[str | None] = mapped_column(CHAR(64), nullable=True)
+    weights_sha256: Mapped[str | None] = mapped_column(CHAR(64), nullable=True)
+    backend: Mapped[str | None] = mapped_column(Text, nullable=True)
+    precision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cached: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
     upload: Mapped[Upload] = relationship(back_populates="result", lazy="raise")
 
@@ -235,3 +244,54 @@ class WebhookGoneUrl(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     url: Mapped[str] = mapped_column(Text, primary_key=True)
     gone_at: Mapped[datetime] = _now_column()
+
+
+class TenantFile(Base):
+    """A tenant's own stored file outside any job (a finished resumable upload), under the name it gave."""
+
+    __tablename__ = "tenant_files"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    file_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stored_files.id"), primary_key=True)
+    filename: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now_column()
+
+    file: Mapped[StoredFile] = relationship(lazy="raise")
+
+
+class ResumableUpload(Base):
+    """A tus upload: its announced length, the bytes durable in its part file, and once finished its file."""
+
+    __tablename__ = "resumable_uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    length: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    received: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    filename: Mapped[str] = mapped_column(Text, nullable=False)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, nullable=False, server_default="{}")
+    part_path: Mapped[str] = mapped_column(Text, nullable=False)
+    file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("stored_files.id"), nullable=True)
+    created_at: Mapped[datetime] = _now_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None
+
+
+class Tombstone(Base):
+    """Who deleted a job or a file, when, and what went (digests, sizes, jobs): kept for audit."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    subject_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    deleted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    deleted_at: Mapped[datetime] = _now_column()
+    job_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}")
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
+    bytes_freed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

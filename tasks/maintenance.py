@@ -11,6 +11,12 @@
   received (:mod:`tasks.missed_revokes`); a queued job whose task a worker saw revoked
   without holding its message (REVOKED in the result backend) ends cancelled instead of
   being re-sent. It also deletes expired idempotency keys.
+- ``tasks.maintenance.sweep_uploads``: every ``UPLOAD_SWEEP_INTERVAL_SECONDS``, removes
+  the resumable uploads unfinished ``UPLOAD_EXPIRY_HOURS`` after their creation, row
+  and part, logging each ("upload expired id=… tenant=… received=…"), finishes whole
+  uploads a dead API process left unstored, and removes parts no unfinished upload
+  owns (:mod:`resumable.expiry`). On demand:
+  ``celery -A tasks call tasks.maintenance.sweep_uploads``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from config.logs import job_context
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import delete_expired_keys
 from jobs.lifecycle import cancel_job, resendable_jobs
-from jobs.messages import CLEANUP_TASK, DETECT_TASK, REAP_TASK
+from jobs.messages import CLEANUP_TASK, DETECT_TASK, REAP_TASK, SWEEP_UPLOADS_TASK
 from jobs.retention import RetentionPolicy
+from resumable.expiry import sweep_uploads as sweep_expired_uploads
+from resumable.service import UploadService
 from storage.maintenance.retention import run_cleanup
 from tasks.missed_revokes import apply_missed_revokes
 from tasks.revocations import was_revoked
@@ -84,3 +92,13 @@ def reap_jobs(self: Task) -> dict[str, Any]:
                 log.warning("re-sent the task of a %s job nothing was working on", status)
         expired_keys = delete_expired_keys(session)
     return {"resent": resent, "cancelled": cancelled, "expired_idempotency_keys": expired_keys}
+
+
+@shared_task(name=SWEEP_UPLOADS_TASK, bind=True)
+def sweep_uploads(self: Task) -> dict[str, int]:
+    """Remove expired unfinished uploads (row and part) and stray parts; return the counts."""
+    runtime = runtime_of(self.app)
+    swept = sweep_expired_uploads(UploadService(runtime.storage, runtime.settings.files))
+    counts = swept.as_dict()
+    log.info("upload sweep %s", " ".join(f"{key}={value}" for key, value in counts.items()), extra={"sweep": counts})
+    return counts

@@ -44,6 +44,11 @@ def _metrics() -> dict[str, Any]:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         ),
         "images": Counter("yolo_worker_images_total", "Images predicted, by model", ["model"]),
+        "reuse": Counter(
+            "yolo_worker_result_reuse_total",
+            "Images whose reuse key was looked up (RESULT_REUSE): hit (an earlier result taken) or miss (inferred)",
+            ["outcome"],
+        ),
         "model_load": Histogram(
             "yolo_worker_model_load_seconds",
             "Seconds to load a model in a worker process",
@@ -60,6 +65,11 @@ def job_finished(status: str) -> None:
 def batch_predicted(model: str, images: int, seconds: float) -> None:
     _metrics()["inference"].labels(model=model).observe(seconds)
     _metrics()["images"].labels(model=model).inc(images)
+
+
+def results_looked_up(hits: int, misses: int) -> None:
+    _metrics()["reuse"].labels(outcome="hit").inc(hits)
+    _metrics()["reuse"].labels(outcome="miss").inc(misses)
 
 
 def model_loaded(model: str, seconds: float) -> None:

@@ -85,6 +85,7 @@ class ModelPool:
             name, weights, weights_sha256(weights), detector.task, classes, detector.stride, detector.imgsz
         )
         self.loaded.append(loaded)
+        detector.weights_sha256 = loaded.weights_sha256  # the key of the results it infers (jobs.reuse)
         log.info(
             "model loaded name=%s weights=%s backend=%s from=%s device=%s threads=%d seconds=%.3f pid=%d",
             name,

@@ -7,7 +7,10 @@ whatever waits in the broker:
 
 - **take** (this thread): the first job, then, when it leads a round, more ready jobs from
   the :class:`Intake` while fewer than ``WORKER_ROUND_JOBS`` are held and the decoders want
-  work. A job alone is a round of one: the same path with no intake.
+  work. A job alone is a round of one: the same path with no intake. Each image taken gets
+  its reuse key (:mod:`jobs.reuse`); unless ``RESULT_REUSE=off``, one query per tenant finds
+  the earlier results of the keys taken together, and an image with one takes it (``cached``)
+  without being decoded or predicted.
 - **decode** (:attr:`Stages.decode_threads` threads; OpenCV and Pillow release the GIL): each
   image is read and decoded while the batch before it is predicted, at most
   :attr:`Stages.decode_ahead` batches ahead (:mod:`tasks.decoding`).
@@ -35,7 +38,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -46,12 +49,14 @@ from jobs.lifecycle import (
     Finishing,
     JobParams,
     JobRun,
+    Provenance,
     WorkItem,
     exception_message,
     fail_job,
     finish_jobs,
     record_results,
 )
+from jobs.reuse import Reusable, reusable_results, reuse_key
 from tasks import metrics
 from tasks.decoding import Decoded, decode_item, found, inference_size_on
 from tasks.heartbeat import Heartbeat
@@ -146,11 +151,12 @@ Transaction = Callable[[Callable[["Session"], T]], T]
 
 @dataclass(eq=False)
 class Entry:
-    """One image on its way through the stages."""
+    """One image on its way through the stages, and what its result will say produced it."""
 
     member: Member
     item: WorkItem
     size: int
+    provenance: Provenance
     decoded: Future[Decoded | FileResult] | None = None
 
 
@@ -229,6 +235,7 @@ class Pipeline:
     # take
 
     def _admit(self, members: Sequence[Member]) -> None:
+        entries: list[Entry] = []
         for member in members:
             self.members.append(member)
             self.active.append(member)
@@ -237,8 +244,43 @@ class Pipeline:
             if isinstance(detector, ModelUnavailable):
                 member.failure = ("model_unavailable", str(detector))
                 continue
-            size = inference_size_on(detector, member.run.params)
-            self.queued.extend(Entry(member, item, size) for item in member.run.pending)
+            params, size = member.run.params, inference_size_on(detector, member.run.params)
+            digest, backend, precision = detector.weights_sha256, detector.backend, detector.precision
+            for item in member.run.pending:
+                key = reuse_key(item.sha256, digest, params.conf, params.iou, size, backend, precision)
+                entries.append(Entry(member, item, size, Provenance(key, digest, backend, precision)))
+        hits = self._reusable(entries) if self.settings.files.result_reuse != "off" else {}
+        for entry in entries:
+            hit = hits.get((entry.member.run.tenant_id, entry.provenance.reuse_key))
+            if hit is None:
+                self.queued.append(entry)
+            else:
+                cached = replace(entry.provenance, cached=True)
+                entry.member.add(
+                    FileResult(entry.item.upload_id, hit.width, hit.height, hit.detections, provenance=cached)
+                )
+
+    def _reusable(self, entries: Sequence[Entry]) -> dict[tuple[uuid.UUID | None, str], Reusable]:
+        """The earlier results of the entries' keys, by tenant and key: one query per tenant; counted."""
+        keys: dict[uuid.UUID | None, set[str]] = {}
+        for entry in entries:
+            if entry.provenance.reuse_key is not None:
+                keys.setdefault(entry.member.run.tenant_id, set()).add(entry.provenance.reuse_key)
+        if not keys:
+            return {}
+
+        def lookup(session: Session) -> dict[tuple[uuid.UUID | None, str], Reusable]:
+            found = {}
+            for tenant_id, tenant_keys in keys.items():
+                for key, reusable in reusable_results(session, tenant_id, tenant_keys).items():
+                    found[(tenant_id, key)] = reusable
+            return found
+
+        hits = self.transaction(lookup)
+        keyed = [e for e in entries if e.provenance.reuse_key is not None]
+        reused = sum((e.member.run.tenant_id, e.provenance.reuse_key) in hits for e in keyed)
+        metrics.results_looked_up(reused, len(keyed) - reused)
+        return hits
 
     def _take_more(self) -> bool:
         """Take more jobs from the intake when it is open and fewer than the most are held."""
@@ -349,7 +391,7 @@ class Pipeline:
         self.pace.predicted(len(images), seconds)
         metrics.batch_predicted(params.model, len(images), seconds)
         for (entry, decoded), detections in zip(images, predictions, strict=True):
-            entry.member.add(found(entry.item, decoded, detections))
+            entry.member.add(replace(found(entry.item, decoded, detections), provenance=entry.provenance))
 
     def _fail(self, member: Member, exc: Exception) -> None:
         log.warning("a job's predict call failed", exc_info=exc, extra={"job_id": str(member.job_id)})

@@ -1,7 +1,8 @@
 """A Python client of the yolo-jobs API and the ``yolo-jobs`` command.
 
 Its own small package: it needs requests, requests-toolbelt (streamed multipart
-uploads) and tqdm (progress bars), never Flask, torch or the server's packages.
+uploads), tuspy (resumable uploads by tus) and tqdm (progress bars), never Flask,
+torch or the server's packages.
 """
 
 from yolo_jobs_client.client import FINISHED_STATUSES, Client, SubmittedJob
@@ -13,6 +14,7 @@ from yolo_jobs_client.errors import (
     Unavailable,
     UsageError,
 )
+from yolo_jobs_client.uploads import UploadedFile
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -23,5 +25,6 @@ __all__ = [
     "NotFound",
     "SubmittedJob",
     "Unavailable",
+    "UploadedFile",
     "UsageError",
 ]

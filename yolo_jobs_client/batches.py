@@ -32,8 +32,13 @@ class ImageFile:
         return self.size + PART_OVERHEAD + len(self.path.name.encode())
 
 
+def content_type(path: Path) -> str | None:
+    """The media type ``path``'s name suggests, by Python's own table."""
+    return _types.guess_type(path.name)[0]
+
+
 def is_image(path: Path, content_types: Iterable[str]) -> bool:
-    return _types.guess_type(path.name)[0] in set(content_types)
+    return content_type(path) in set(content_types)
 
 
 def _visible(path: Path, folder: Path) -> bool:

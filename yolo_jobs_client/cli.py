@@ -1,4 +1,5 @@
-"""The ``yolo-jobs`` command: submit images, follow jobs, export their detections.
+"""The ``yolo-jobs`` command: send files (large ones by tus, resumable), submit jobs on images or stored
+files, run them again, follow them, export their detections, delete jobs and files.
 
 Reads ``YOLO_JOBS_URL`` and ``YOLO_JOBS_API_KEY`` (or ``--url``, ``--api-key``).
 Results go to stdout (one line per job, or JSON for ``status``), messages and
@@ -12,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from yolo_jobs_client.errors import (
     UsageError,
 )
 from yolo_jobs_client.merge import MERGERS
+from yolo_jobs_client.uploads import CHUNK_BYTES, UploadedFile, default_state_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -43,8 +47,24 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temp.name, path)
 
 
+def byte_size(text: str) -> int:
+    """A size in bytes written ``65536``, ``256K``, ``64M`` or ``1G`` (binary units), at least one byte."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", text, re.IGNORECASE)
+    if not match or int(match[1]) < 1:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (say 65536, 256K, 64M or 1G)")
+    return int(match[1]) * 1024 ** " KMG".index(match[2].upper() or " ")
+
+
 def _export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", action="store_true", help="YOLO labels: add a conf column (not for training)")
+
+
+def _job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model")
+    parser.add_argument("--conf", type=float)
+    parser.add_argument("--iou", type=float)
+    parser.add_argument("--imgsz", type=int)
+    parser.add_argument("--callback-url", help="the server POSTs a signed webhook here when each job ends")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,13 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (off anyway without a terminal)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    submit = commands.add_parser("submit", help="submit images (files or folders, recursively)")
-    submit.add_argument("paths", nargs="+", metavar="PATH")
-    submit.add_argument("--model")
-    submit.add_argument("--conf", type=float)
-    submit.add_argument("--iou", type=float)
-    submit.add_argument("--imgsz", type=int)
-    submit.add_argument("--callback-url", help="the server POSTs a signed webhook here when each job ends")
+    upload = commands.add_parser("upload", help="send files of any size (tus, resumable); print each file's id")
+    upload.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    upload.add_argument(
+        "--state-file",
+        type=Path,
+        help=f"where unfinished uploads are kept, to resume them (default {default_state_file()})",
+    )
+    upload.add_argument(
+        "--chunk-size", type=byte_size, default=CHUNK_BYTES, help="bytes per request, e.g. 16M (default 64M)"
+    )
+    upload.add_argument(
+        "--checksum", action="store_true", help="send each request's SHA-1: the server keeps only bytes that match"
+    )
+
+    submit = commands.add_parser("submit", help="submit images (files or folders, recursively) or stored files")
+    submit.add_argument("paths", nargs="*", metavar="PATH")
+    submit.add_argument(
+        "--file-id", dest="file_ids", action="append", default=[], help="a stored file (from upload), repeatable"
+    )
+    _job_options(submit)
     submit.add_argument("--wait", action="store_true", help="wait for every job to finish")
     submit.add_argument("--export", metavar="FORMAT", choices=sorted(MERGERS), help="merged export (implies --wait)")
     submit.add_argument("--out", type=Path, help="where --export writes")
@@ -73,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--offset", type=int, default=0)
     commands.add_parser("cancel", help="cancel a queued or running job").add_argument("job")
     commands.add_parser("retry", help="queue a failed or cancelled job again").add_argument("job")
+    rerun = commands.add_parser("rerun", help="a new job on a job's files, with the options given changed")
+    rerun.add_argument("job")
+    _job_options(rerun)
+    rerun.add_argument("--wait", action="store_true", help="wait for the new job to finish")
+    delete = commands.add_parser("delete", help="delete a job, or a stored file and every reference to it")
+    delete.add_argument("kind", choices=("job", "file"))
+    delete.add_argument("id")
     export = commands.add_parser("export", help="one job's detections as a file")
     export.add_argument("job")
     export.add_argument("--format", required=True, choices=sorted(MERGERS))
@@ -88,8 +128,12 @@ def job_line(job: dict[str, Any]) -> str:
     return f"{job['job_id']}\t{job['status']}\t{progress.get('done', 0)}/{progress.get('total', 0)}"
 
 
-def wait_with_bar(client: Client, jobs: Sequence[SubmittedJob], quiet: bool) -> list[dict[str, Any]]:
-    total = sum(len(job.files) for job in jobs)
+def made_line(job_id: str, files: int) -> str:
+    return f"{job_id}\tqueued\t{files} files"
+
+
+def wait_with_bar(client: Client, job_ids: Sequence[str], total: int, quiet: bool) -> list[dict[str, Any]]:
+    """Wait for the jobs, a bar of their ``total`` files analysed."""
     with tqdm(total=total, unit="img", desc="detect", disable=quiet or None) as bar:
 
         def progress(states: list[dict[str, Any]]) -> None:
@@ -97,12 +141,65 @@ def wait_with_bar(client: Client, jobs: Sequence[SubmittedJob], quiet: bool) -> 
             bar.set_postfix_str(f"{finished}/{len(states)} jobs", refresh=False)
             bar.update(sum(state["progress"]["done"] for state in states) - bar.n)
 
-        return client.wait([job.job_id for job in jobs], on_progress=progress)
+        return client.wait(job_ids, on_progress=progress)
+
+
+def job_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in ("model", "conf", "iou", "imgsz", "callback_url")}
+
+
+def upload(client: Client, args: argparse.Namespace) -> int:
+    """Each file's id, SHA-256 and path on stdout as the server stores it; a bar per file on stderr."""
+    with ExitStack() as bars:
+        current: dict[Path, tqdm[Any]] = {}
+
+        def progress(path: Path, held: int, size: int) -> None:
+            if path not in current:
+                bars.close()  # the previous file's
+                current.clear()
+                if held:
+                    print(f"yolo-jobs: resuming {path} at {held} of {size} bytes", file=sys.stderr)
+                bar = tqdm(
+                    total=size,
+                    initial=held,
+                    unit="B",
+                    unit_scale=True,
+                    desc=path.name,
+                    disable=args.no_progress or None,
+                )
+                current[path] = bars.enter_context(bar)
+            current[path].update(held - current[path].n)
+
+        def stored(uploaded: UploadedFile) -> None:
+            tqdm.write(f"{uploaded.file_id}\t{uploaded.sha256}\t{uploaded.path}", file=sys.stdout)
+
+        client.upload(
+            args.files,
+            state_file=args.state_file,
+            chunk_bytes=args.chunk_size,
+            checksum=args.checksum,
+            on_progress=progress,
+            on_file=stored,
+        )
+    return EXIT_OK
+
+
+def rerun(client: Client, args: argparse.Namespace) -> int:
+    answer = client.rerun(args.job, **job_arguments(args))
+    files = len(answer.get("files") or [])
+    print(made_line(answer["job_id"], files))
+    if not args.wait:
+        return EXIT_OK
+    (finished,) = wait_with_bar(client, [answer["job_id"]], files, args.no_progress)
+    print(job_line(finished))
+    return EXIT_OK if finished["status"] == "succeeded" else EXIT_JOB_FAILED
 
 
 def submit(client: Client, args: argparse.Namespace) -> int:
     if bool(args.export) != bool(args.out):
         raise UsageError("--export and --out go together.")
+    if not (args.paths or args.file_ids):
+        raise UsageError("Nothing to submit: give image paths or --file-id.")
     quiet = args.no_progress
     started = time.monotonic()
     with tqdm(total=0, unit="B", unit_scale=True, desc="upload", disable=quiet or None) as bar:
@@ -112,16 +209,17 @@ def submit(client: Client, args: argparse.Namespace) -> int:
             bar.update(sent - bar.n)  # redraws at most ten times a second
 
         def made(job: SubmittedJob) -> None:
-            bar.write(f"{job.job_id}\tqueued\t{len(job.files)} files", file=sys.stdout)
+            bar.write(made_line(job.job_id, len(job.files)), file=sys.stdout)
 
-        options = {"model": args.model, "conf": args.conf, "iou": args.iou, "imgsz": args.imgsz}
-        jobs = client.submit(args.paths, **options, callback_url=args.callback_url, on_upload=uploaded, on_job=made)
+        options = job_arguments(args)
+        jobs = client.submit(args.paths, file_ids=args.file_ids, **options, on_upload=uploaded, on_job=made)
     if not (args.wait or args.export):
         return EXIT_OK
-    finished = wait_with_bar(client, jobs, quiet)
+    images = sum(len(job.files) for job in jobs)
+    finished = wait_with_bar(client, [job.job_id for job in jobs], images, quiet)
     for job in finished:
         print(job_line(job))
-    images, elapsed = sum(len(job.files) for job in jobs), time.monotonic() - started
+    elapsed = time.monotonic() - started
     print(f"{images} images in {len(jobs)} jobs: {elapsed:.1f} s, {images / elapsed:.2f} images/s", file=sys.stderr)
     failed = [job for job in finished if job["status"] != "succeeded"]
     if args.export:
@@ -132,8 +230,16 @@ def submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def run(client: Client, args: argparse.Namespace) -> int:
+    if args.command == "upload":
+        return upload(client, args)
     if args.command == "submit":
         return submit(client, args)
+    if args.command == "rerun":
+        return rerun(client, args)
+    if args.command == "delete":
+        (client.delete_job if args.kind == "job" else client.delete_file)(args.id)
+        print(f"deleted {args.kind} {args.id}", file=sys.stderr)
+        return EXIT_OK
     if args.command == "status":
         job = client.job(args.job)
         print(json.dumps(job, indent=2))
@@ -168,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"yolo-jobs: {exc.message}" + (f" ({exc.code})" if exc.code else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("yolo-jobs: interrupted", file=sys.stderr)
+        resume = " (the same command resumes the upload)" if args.command == "upload" else ""
+        print(f"yolo-jobs: interrupted{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout went to a reader that stopped early (``| head``): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

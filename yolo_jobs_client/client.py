@@ -5,12 +5,17 @@
     finished = client.wait([j.job_id for j in jobs])
     coco = client.export_merged(finished, "coco")        # one COCO document for them all
 
-Each job's upload carries an ``Idempotency-Key`` of its own, so a retried upload
-(a lost answer, a 503) never makes a second job.
+    (video,) = client.upload(["big.mp4"])                # tus, resumable: see yolo_jobs_client.tus
+    client.submit(file_ids=[video.file_id])              # a job on stored files
+    client.rerun(jobs[0].job_id, model="other")          # the same files again, no byte sent
+
+Each job's upload (or rerun) carries an ``Idempotency-Key`` of its own, so a retried
+request (a lost answer, a 503) never makes a second job.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,15 +27,33 @@ from typing import Any
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 
 from yolo_jobs_client.batches import ImageFile, find_images, split
-from yolo_jobs_client.errors import Unavailable
+from yolo_jobs_client.errors import Unavailable, UsageError
 from yolo_jobs_client.merge import merge
 from yolo_jobs_client.transport import Transport
+from yolo_jobs_client.uploads import CHUNK_BYTES, UploadedFile, default_state_file
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 JOBS_PATH = "/api/v1/jobs"
+FILES_PATH = "/api/v1/files"
 
 # Called with the bytes of image data sent so far and the submission's total.
 UploadProgress = Callable[[int, int], None]
+# Called with a file being sent by tus, the bytes the server holds of it and its size.
+FileUploadProgress = Callable[[Path, int, int], None]
+
+
+def json_body(payload: Mapping[str, Any]) -> Callable[[], tuple[bytes, str]]:
+    """A :meth:`Transport.request` body of ``payload`` as JSON."""
+    data = json.dumps(payload).encode()
+    return lambda: (data, "application/json")
+
+
+def job_options(
+    model: str | None, conf: float | None, iou: float | None, imgsz: int | None, callback_url: str | None
+) -> dict[str, Any]:
+    """A job's parameters, the ones given only (the server picks the others)."""
+    options = {"model": model, "conf": conf, "iou": iou, "imgsz": imgsz, "callback_url": callback_url}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,65 @@ class Client:
     def retry(self, job_id: str) -> dict[str, Any]:
         return dict(self.transport.request("POST", f"{JOBS_PATH}/{job_id}/retry").json())
 
+    def rerun(
+        self,
+        job_id: str,
+        *,
+        model: str | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        imgsz: int | None = None,
+        callback_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A new job on ``job_id``'s files (its deleted ones skipped) with the parameters given changed; the
+        answer is a submission's (``job_id``, ``status``, ``files``)."""
+        payload = job_options(model, conf, iou, imgsz, callback_url)
+        headers = {"Idempotency-Key": f"yolo-jobs-rerun-{uuid.uuid4().hex}"}
+        path = f"{JOBS_PATH}/{job_id}/rerun"
+        return dict(self.transport.request("POST", path, headers=headers, body=json_body(payload)).json())
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job (cancelled first if running): its results and its references to files."""
+        self.transport.request("DELETE", f"{JOBS_PATH}/{job_id}")
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a stored file and every reference of this tenant's to it; the bytes go with the last one."""
+        self.transport.request("DELETE", f"{FILES_PATH}/{file_id}")
+
+    def upload(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        state_file: Path | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        checksum: bool = False,
+        on_progress: FileUploadProgress | None = None,
+        on_file: Callable[[UploadedFile], None] | None = None,
+    ) -> list[UploadedFile]:
+        """Send each file of ``paths`` by tus, in ``chunk_bytes`` PATCHes (each with its SHA-1 when
+        ``checksum``), resuming the uploads ``state_file`` (default :func:`default_state_file`) names; return
+        the stored files in order.
+
+        ``on_file`` hears of each as soon as the server stored it.
+        """
+        from yolo_jobs_client.tus import ResumableUpload, open_state  # tuspy: only when sending (see uploads)
+
+        stored: list[UploadedFile] = []
+        with open_state(state_file or default_state_file()) as state:
+            sender = ResumableUpload(self.transport, state, chunk_bytes, checksum)
+            for raw in paths:
+                path = Path(raw)
+
+                def progress(held: int, size: int, path: Path = path) -> None:
+                    if on_progress is not None:
+                        on_progress(path, held, size)
+
+                uploaded = sender.send(path, progress)
+                stored.append(uploaded)
+                if on_file is not None:
+                    on_file(uploaded)
+        return stored
+
     def export(self, job_id: str, export_format: str, partial: bool = False, confidence: bool = False) -> bytes:
         """One job's export (``coco``, ``yolo``, ``csv``, ``labelstudio``); ``partial`` for a failed or
         cancelled job, ``confidence`` for YOLO labels with a conf column."""
@@ -92,8 +174,10 @@ class Client:
         form: Mapping[str, str],
         idempotency_key: str,
         on_sent: Callable[[int], None] | None = None,
+        file_ids: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """One job of ``images`` (streamed from disk); ``on_sent`` hears the image bytes sent so far."""
+        """One job of ``images`` (streamed from disk), then the stored files ``file_ids``; ``on_sent`` hears
+        the image bytes sent so far."""
         files_bytes = sum(image.size for image in images)
         with ExitStack() as opened:
 
@@ -103,6 +187,7 @@ class Client:
                 for image in images:
                     handle = opened.enter_context(image.path.open("rb"))
                     fields.append(("image", (image.path.name, handle, "application/octet-stream")))
+                fields.extend(("file_id", file_id) for file_id in file_ids)
                 encoder = MultipartEncoder(fields)
 
                 def report(monitor: MultipartEncoderMonitor) -> None:
@@ -115,10 +200,17 @@ class Client:
             headers = {"Idempotency-Key": idempotency_key}
             return dict(self.transport.request("POST", JOBS_PATH, headers=headers, body=body).json())
 
+    def submit_files(self, file_ids: Sequence[str], options: Mapping[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """One job of stored files (a JSON submission: no byte sent)."""
+        payload = {"file_ids": list(file_ids), **options}
+        headers = {"Idempotency-Key": idempotency_key}
+        return dict(self.transport.request("POST", JOBS_PATH, headers=headers, body=json_body(payload)).json())
+
     def submit(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[str | Path] = (),
         *,
+        file_ids: Sequence[str] = (),
         model: str | None = None,
         conf: float | None = None,
         iou: float | None = None,
@@ -127,18 +219,28 @@ class Client:
         on_upload: UploadProgress | None = None,
         on_job: Callable[[SubmittedJob], None] | None = None,
     ) -> list[SubmittedJob]:
-        """Submit the images among ``paths`` (folders recursively) as as many jobs as the server's limits need.
+        """Submit the images among ``paths`` (folders recursively) as as many jobs as the server's limits need,
+        and the stored files ``file_ids`` (from :meth:`upload`, or files of earlier jobs) with the first of them,
+        or as a job of their own without images.
 
         ``on_job`` hears of each job as soon as it exists, so a failure later in a
         large submission still leaves the caller knowing what was made.
         """
+        options = job_options(model, conf, iou, imgsz, callback_url)
+        submission = uuid.uuid4().hex
+        if not paths:
+            if not file_ids:
+                raise UsageError("Nothing to submit: give image paths or file ids.")
+            key = f"yolo-jobs-{submission}-0"
+            job = SubmittedJob(self.submit_files(file_ids, options, key)["job_id"], list(file_ids), key)
+            if on_job is not None:
+                on_job(job)
+            return [job]
         limits = self.limits()
         images = find_images(paths, limits["content_types"])
         groups = split(images, limits["max_files_per_job"], limits["max_upload_bytes"])
-        options = {"model": model, "conf": conf, "iou": iou, "imgsz": imgsz, "callback_url": callback_url}
-        form = {name: str(value) for name, value in options.items() if value is not None}
+        form = {name: str(value) for name, value in options.items()}
         total = sum(image.size for image in images)
-        submission = uuid.uuid4().hex
         jobs: list[SubmittedJob] = []
         sent_before = 0
         for index, group in enumerate(groups):
@@ -148,10 +250,11 @@ class Client:
                 if on_upload is not None:
                     on_upload(before + count, total)
 
-            answer = self.submit_images(group, form, key, sent)
+            references = file_ids if index == 0 else ()
+            answer = self.submit_images(group, form, key, sent, references)
             sent_before += sum(image.size for image in group)
             sent(0, sent_before)  # the whole group, whatever the last progress report said
-            job = SubmittedJob(answer["job_id"], [str(image.path) for image in group], key)
+            job = SubmittedJob(answer["job_id"], [str(image.path) for image in group] + list(references), key)
             jobs.append(job)
             if on_job is not None:
                 on_job(job)

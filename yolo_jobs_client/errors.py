@@ -8,6 +8,7 @@ job is not in a state for that (cancel a finished job, export an unfinished one)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import requests
@@ -66,14 +67,21 @@ def _error_class(status: int) -> type[ClientError]:
     return Unavailable
 
 
-def error_for(response: requests.Response) -> ClientError:
-    """The error an answer stands for, with the server's ``{"error": {"code", "message"}}`` when it sent one."""
-    code, message = None, f"HTTP {response.status_code} from {response.request.method} {response.url}"
+def error_of(status: int, content: bytes, fallback: str) -> ClientError:
+    """The error an answer of ``status`` stands for, with the server's ``{"error": {"code", "message"}}`` when
+    ``content`` is one, else ``fallback`` as its message."""
+    code, message = None, fallback
     try:
-        body: Any = response.json()
+        body: Any = json.loads(content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         code = body["error"].get("code")
         message = body["error"].get("message") or message
-    return _error_class(response.status_code)(message, code, response.status_code)
+    return _error_class(status)(message, code, status)
+
+
+def error_for(response: requests.Response) -> ClientError:
+    """The error an answer stands for (see :func:`error_of`)."""
+    fallback = f"HTTP {response.status_code} from {response.request.method} {response.url}"
+    return error_of(response.status_code, response.content, fallback)

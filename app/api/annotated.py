@@ -67,15 +67,16 @@ def _stored_path(upload: Upload) -> Path:
     return blobs.path_of(upload.file.path)
 
 
-def _job_upload(job: Job, file_id: uuid.UUID) -> Upload:
-    upload = next((u for u in job.uploads if u.file_id == file_id), None)
+def _job_upload(job_id: uuid.UUID, file_id: uuid.UUID) -> tuple[Job, Upload]:
+    """The tenant's job and its upload of the file (one row read, however big the job); 404 for either missing."""
+    job, upload = get_job_service().find_upload(db_session(), job_id, file_id, tenant_scope())
     if upload is None:
         raise ApiError(404, "not_found", "This job has no file with this id.")
-    return upload
+    return job, upload
 
 
-def _upload_with_result(job: Job, file_id: uuid.UUID) -> tuple[Upload, Result]:
-    upload = _job_upload(job, file_id)
+def _upload_with_result(job_id: uuid.UUID, file_id: uuid.UUID) -> tuple[Upload, Result]:
+    job, upload = _job_upload(job_id, file_id)
     if upload.result is None and job.is_finished:
         raise ApiError(409, "no_result", "The job ended without a result for this file.")
     if upload.result is None:
@@ -107,8 +108,7 @@ def annotated_file(path: JobFilePath) -> Response:
     ended without one; 410 `gone` after retention; 413 `image_too_large`; 422
     `undecodable`; 503 `busy` (with Retry-After) while this process draws 2 images.
     """
-    job = get_job_service().find(db_session(), path.job_id, tenant_scope())
-    upload, result = _upload_with_result(job, path.file_id)
+    upload, result = _upload_with_result(path.job_id, path.file_id)
     stored = _stored_path(upload)
     try:
         with render_slot():
@@ -135,7 +135,7 @@ def annotated_file(path: JobFilePath) -> Response:
 def thumbnail(path: JobFilePath) -> Response:
     """One of a job's images reduced for a grid (no result needed): 410 `gone` after retention; 413
     `image_too_large`; 422 `undecodable`; 503 `busy` (with Retry-After) while this process draws 2 images."""
-    upload = _job_upload(get_job_service().find(db_session(), path.job_id, tenant_scope()), path.file_id)
+    _, upload = _job_upload(path.job_id, path.file_id)
     stored = _stored_path(upload)
     try:
         with render_slot():

@@ -1,4 +1,4 @@
-"""/api/v1/files: stored file metadata and content."""
+"""/api/v1/files: stored file metadata and content, of the files the tenant holds (``files.ownership``)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from app.auth import tenant_scope
 from app.errors import ApiError
 from app.extensions import db_session, get_storage
 from app.serializers import file_json
+from files.ownership import HeldFile
 from jobs.queries import find_file
 from storage.tables import StoredFile
 
 
-def _stored_file(file_id: uuid.UUID) -> tuple[StoredFile, str]:
-    """The file as the caller uploaded it (its own name); 404 for a file none of its jobs has."""
+def _stored_file(file_id: uuid.UUID) -> HeldFile:
+    """The file as the caller's tenant holds it (its own name, since when); 404 for a file it does not hold."""
     found = find_file(db_session(), file_id, tenant_scope())
     if found is None:
         raise ApiError(404, "not_found", "No file with this id.")
@@ -36,13 +37,14 @@ def download_name(filename: str | None, file: StoredFile) -> str:
 @bp.get("/files/<uuid:file_id>", responses={200: FileInfo, 404: ErrorBody})
 def show_file(path: FilePath) -> Response:
     """A stored file's metadata: SHA-256, size, sniffed type, width and height."""
-    file, filename = _stored_file(path.file_id)
-    return jsonify({**file_json(file), "filename": filename})
+    held = _stored_file(path.file_id)
+    return jsonify({**file_json(held), "filename": held.filename})
 
 
 CONTENT = binary(
-    "The bytes, as an attachment, typed by their sniffed type.",
+    "The bytes, as an attachment, typed by their sniffed type (`application/octet-stream`: not an image).",
     *IMAGE_TYPES,
+    "application/octet-stream",
     headers=header("Content-Disposition", "`attachment` with a sanitised file name."),
 )
 
@@ -50,7 +52,8 @@ CONTENT = binary(
 @bp.get("/files/<uuid:file_id>/content", responses={200: CONTENT, 404: ErrorBody, 410: ErrorBody})
 def file_content(path: FilePath) -> Response:
     """A stored file's bytes (410 `gone` after retention deleted them)."""
-    file, filename = _stored_file(path.file_id)
+    held = _stored_file(path.file_id)
+    file, filename = held.file, held.filename
     if file.deleted_at is not None:
         raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")
     blobs = get_storage().blobs

@@ -1,29 +1,68 @@
-"""/api/v1/jobs: submit a job of uploaded images, show one, list them, cancel or retry one."""
+"""/api/v1/jobs: submit a job of uploaded images or stored files, show one, list them, cancel, retry or rerun one."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
 
 from flask import Response, jsonify, request, url_for
 
 from app import job_actions
 from app.api import bp
-from app.api.schemas import ErrorBody, Job, JobPage, JobPath, PageQuery, Submission, SubmitForm, SubmitHeaders
+from app.api.schemas import (
+    ErrorBody,
+    Job,
+    JobPage,
+    JobPath,
+    JobQuery,
+    PageQuery,
+    RerunOptions,
+    Submission,
+    SubmitForm,
+    SubmitHeaders,
+    SubmitJson,
+)
 from app.auth import tenant_scope
-from app.extensions import db_session, get_job_service
-from app.forms import status_filter
+from app.extensions import db_session, get_job_service, get_settings
+from app.forms import json_body_limit, read_json_fields, status_filter
 from app.quotas import limit_submissions
-from app.serializers import job_json, job_summary_json
+from app.serializers import FILES_PAGE, job_json, job_summary_json
+from jobs.service import Submission as NewSubmission
 
 Answer = tuple[Response, int, dict[str, str]]
-# The form is parsed by app.forms (shared with the web form) while the parts stream to disk: described here only.
+JSON = "application/json"
+# The bodies are parsed by app.forms (shared with the web form) while the parts stream to disk: described here only.
 SUBMIT_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
             "schema": SubmitForm.model_json_schema(),
             "encoding": {"image": {"contentType": "application/octet-stream", "style": "form", "explode": True}},
-        }
+        },
+        JSON: {"schema": SubmitJson.model_json_schema()},
     },
 }
+RERUN_BODY = {
+    "required": False,
+    "content": {
+        "application/x-www-form-urlencoded": {"schema": RerunOptions.model_json_schema()},
+        "multipart/form-data": {"schema": RerunOptions.model_json_schema()},
+        JSON: {"schema": RerunOptions.model_json_schema()},
+    },
+}
+
+
+def _json_fields(with_file_ids: bool) -> tuple[dict[str, str], list[str]]:
+    """The request's JSON body as form fields and file ids, read within the bound for ``MAX_JOB_FILES`` ids."""
+    limit = json_body_limit(get_settings().files.max_job_files)
+    return read_json_fields(request.stream, request.content_length, limit, with_file_ids)
+
+
+def _accepted(submission: NewSubmission) -> Answer:
+    headers = {"Location": url_for("api.show_job", job_id=submission.job_id)}
+    if submission.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(submission.answer.body), submission.answer.status_code, headers
 
 
 @bp.post(
@@ -31,6 +70,7 @@ SUBMIT_BODY = {
     responses={
         202: Submission,
         409: ErrorBody,
+        410: ErrorBody,
         413: ErrorBody,
         415: ErrorBody,
         422: ErrorBody,
@@ -41,27 +81,62 @@ SUBMIT_BODY = {
 )
 @limit_submissions
 def submit_job(header: SubmitHeaders) -> Answer:
-    """Submit a job: upload 1 to 100 images.
+    """Submit a job: upload 1 to 100 images, and/or name stored files by id (`file_id` fields, or a JSON body
+    with `file_ids`).
 
     Each part streams to the storage volume while it is hashed; the job is committed,
-    then its task is sent. 400 `no_image`, `empty_file`, `too_many_files`,
-    `invalid_parameter`, `unknown_model`; 413 `too_large`, `image_too_large`; 415
-    `unsupported_media_type`; 409 `idempotency_key_in_progress`; 422
-    `idempotency_key_reused`; 429 `too_many_requests`, `too_many_active_jobs`; 507
-    `insufficient_storage`.
+    then its task is sent. A stored file is not sent again. 400 `no_image`, `empty_file`, `too_many_files`,
+    `invalid_parameter`, `invalid_json`, `unknown_model`; 410 `gone`; 413 `too_large`, `image_too_large`,
+    `larger_than_quota`; 415 `unsupported_media_type`; 409 `idempotency_key_in_progress`; 422
+    `idempotency_key_reused`, `unknown_file`, `not_an_image`; 429 `too_many_requests`, `too_many_active_jobs`;
+    507 `insufficient_storage`, `storage_quota_exceeded`.
     """
-    files, form = request.files.getlist("image"), request.form
-    submission = job_actions.submit(files, form, header.idempotency_key)
-    headers = {"Location": url_for("api.show_job", job_id=submission.job_id)}
-    if submission.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return jsonify(submission.answer.body), submission.answer.status_code, headers
+    if request.mimetype == JSON:
+        form, file_ids = _json_fields(with_file_ids=True)
+        submission = job_actions.submit([], form, header.idempotency_key, file_ids)
+    else:
+        files, form = request.files.getlist("image"), request.form
+        submission = job_actions.submit(files, form, header.idempotency_key, form.getlist("file_id"))
+    return _accepted(submission)
+
+
+@bp.post(
+    "/jobs/<uuid:job_id>/rerun",
+    responses={
+        202: Submission,
+        400: ErrorBody,
+        404: ErrorBody,
+        409: ErrorBody,
+        410: ErrorBody,
+        422: ErrorBody,
+        429: ErrorBody,
+    },
+    openapi_extensions={"requestBody": RERUN_BODY},
+)
+@limit_submissions
+def rerun_job(path: JobPath, header: SubmitHeaders) -> Answer:
+    """Run this tenant's job again, as a new job on the same files, with `model`, `conf`, `iou` or `imgsz`
+    changed (the original's for any left out): no byte is copied.
+
+    Files deleted since are left out: 409 `no_files` when none is left; 410 `gone` when retention removed a
+    file's bytes; 404 `not_found` for a job of another tenant (admins' too). An `Idempotency-Key` is honoured
+    as on a submission (409 `idempotency_key_in_progress`, 422 `idempotency_key_reused`); 429 as a submission.
+    """
+    form: Mapping[str, str] = _json_fields(with_file_ids=False)[0] if request.mimetype == JSON else request.form
+    return _accepted(job_actions.rerun(path.job_id, form, header.idempotency_key))
 
 
 @bp.get("/jobs/<uuid:job_id>", responses={200: Job, 404: ErrorBody})
-def show_job(path: JobPath) -> Response:
-    """A job: status, progress, parameters, files and results so far."""
-    return jsonify(job_json(get_job_service().find(db_session(), path.job_id, tenant_scope())))
+def show_job(path: JobPath, query: JobQuery) -> Response:
+    """A job: status, progress, parameters, and a page of its files (`files_limit` from `files_offset`,
+    `files_total` in all) with their results so far."""
+    return _shown(path.job_id, query.files_limit, query.files_offset)
+
+
+def _shown(job_id: uuid.UUID, limit: int = FILES_PAGE, offset: int = 0) -> Response:
+    """The job's JSON with a page of its files (``limit`` from ``offset``)."""
+    found = get_job_service().find_page(db_session(), job_id, tenant_scope(), limit, offset)
+    return jsonify(job_json(found.job, found.uploads, offset, limit))
 
 
 @bp.get("/jobs", responses={200: JobPage})
@@ -86,11 +161,11 @@ def cancel_job(path: JobPath) -> Answer:
     A running attempt stops at its next batch boundary.
     """
     job = job_actions.cancel(path.job_id)
-    return jsonify(job_json(job)), 202, {"Location": url_for("api.show_job", job_id=job.id)}
+    return _shown(job.id), 202, {"Location": url_for("api.show_job", job_id=job.id)}
 
 
 @bp.post("/jobs/<uuid:job_id>/retry", responses={202: Job, 404: ErrorBody, 409: ErrorBody})
 def retry_job(path: JobPath) -> Answer:
     """Queue a failed or cancelled job again for its files without a result (409 `not_retryable` otherwise)."""
     job = job_actions.retry(path.job_id)
-    return jsonify(job_json(job)), 202, {"Location": url_for("api.show_job", job_id=job.id)}
+    return _shown(job.id), 202, {"Location": url_for("api.show_job", job_id=job.id)}

@@ -14,10 +14,13 @@ from storage.images import ACCEPTED_FORMATS
 @bp.get("/limits", responses={200: Limits})
 def show_limits() -> Response:
     """What one job submission may hold: clients split large batches by these."""
+    settings = get_settings()
     return jsonify(
         {
             "max_files_per_job": MAX_FILES_PER_JOB,
-            "max_upload_bytes": get_settings().api.max_upload_bytes,
+            "max_file_ids_per_job": settings.files.max_job_files,
+            "max_upload_bytes": settings.api.max_upload_bytes,
+            "max_file_bytes": settings.files.max_file_bytes,
             "content_types": [content_type for content_type, _ in ACCEPTED_FORMATS.values()],
         }
     )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.converters import CANONICAL_UUID
 from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGTH, MAX_FILES_PER_JOB
+from app.serializers import FILES_PAGE, MAX_FILES_PAGE
 from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
@@ -139,14 +140,9 @@ class SubmitHeaders(RequestParameters):
     )
 
 
-class SubmitForm(BaseModel):
-    """``multipart/form-data``: the images, each a part named ``image``, and the optional parameters."""
+class JobOptions(BaseModel):
+    """A job's optional parameters, in a form or a JSON body."""
 
-    image: list[bytes] = Field(
-        min_length=1,
-        max_length=MAX_FILES_PER_JOB,
-        description="The images (JPEG, PNG, WebP, BMP or TIFF, decided from their bytes), one part each.",
-    )
     model: str | None = Field(None, description="A model from `GET /api/v1/models`; default: the default model.")
     conf: float | None = Field(
         None, ge=CONF_RANGE[0], le=CONF_RANGE[1], description=f"Confidence threshold ({DEFAULT_CONF})."
@@ -158,6 +154,43 @@ class SubmitForm(BaseModel):
         max_length=MAX_CALLBACK_URL_LENGTH,
         description="An http(s) URL that gets a signed `job.finished` webhook when the job ends (docs/clients.md).",
     )
+
+
+FILE_IDS = (
+    "Stored files this tenant holds (finished uploads, or files of its earlier jobs), by id, in order; "
+    "at most `MAX_JOB_FILES` (10000 by default). 422 `unknown_file` for an id it does not hold, "
+    "`not_an_image` for a file that is not an image; 410 `gone` once retention removed its bytes."
+)
+
+
+class SubmitForm(JobOptions):
+    """``multipart/form-data``: the images, each a part named ``image``, and/or stored files named by ``file_id``
+    fields (images first, then the files in the order given), and the optional parameters."""
+
+    image: list[bytes] = Field(
+        default_factory=list,
+        max_length=MAX_FILES_PER_JOB,
+        description="The images (JPEG, PNG, WebP, BMP or TIFF, decided from their bytes), one part each.",
+    )
+    file_id: list[uuid.UUID] = Field(default_factory=list, description=FILE_IDS)
+
+
+class SubmitJson(JobOptions):
+    """``application/json``: a job on stored files only, and the optional parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    file_ids: list[uuid.UUID] = Field(min_length=1, description=FILE_IDS)
+
+
+class RerunOptions(JobOptions):
+    """What a rerun changes (the original's value for any left out), as a form or a JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobQuery(RequestParameters):
+    files_limit: int = Field(FILES_PAGE, ge=1, le=MAX_FILES_PAGE, description="Files (and their results) listed.")
+    files_offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip, in the job's order.")
 
 
 # Responses
@@ -177,6 +210,14 @@ class UploadedFile(BaseModel):
     deduplicated: bool = Field(description="The bytes were already stored (same SHA-256).")
 
 
+class DeletedFile(BaseModel):
+    """A file of the job that its tenant deleted: only its name is left, and no result."""
+
+    filename: str
+    deleted: Literal[True]
+    deleted_at: datetime | None
+
+
 def link(operation_id: str, **parameters: str) -> dict[str, Any]:
     """An OpenAPI link to ``operation_id`` with its parameters taken from this response's body (``/job_id``)."""
     values = {name: f"$response.body#{pointer}" for name, pointer in parameters.items()}
@@ -188,6 +229,7 @@ SUBMISSION_LINKS = {
     "ShowJob": link("show_job", job_id="/job_id"),
     "CancelJob": link("cancel_job", job_id="/job_id"),
     "RetryJob": link("retry_job", job_id="/job_id"),
+    "RerunJob": link("rerun_job", job_id="/job_id"),
     "ShowFile": link("show_file", file_id="/files/0/file_id"),
     "FileContent": link("file_content", file_id="/files/0/file_id"),
     "AnnotatedFile": link("annotated_file", job_id="/job_id", file_id="/files/0/file_id"),
@@ -210,7 +252,8 @@ class Submission(BaseModel):
     )
     job_id: uuid.UUID
     status: JobStatus
-    files: list[UploadedFile]
+    files: list[UploadedFile] = Field(description=f"The first {FILES_PAGE} files (`GET` the job for the others).")
+    files_total: int
 
 
 class Box(BaseModel):
@@ -237,6 +280,7 @@ class FileResult(BaseModel):
     height: int | None
     detections: list[Detection]
     error: str | None = Field(description="Why this file has no detections (it could not be decoded).")
+    cached: bool = Field(description="Taken from an earlier result of the same bytes, weights and parameters.")
 
 
 class JobSummary(BaseModel):
@@ -287,8 +331,11 @@ class Job(JobSummary):
     task_id: str = Field(description="Its latest Celery task.")
     lease_expires_at: datetime | None
     error: ErrorDetail | None
-    files: list[UploadedFile]
-    results: list[FileResult]
+    files: list[UploadedFile | DeletedFile] = Field(description="A page of the job's files (`files_limit`).")
+    results: list[FileResult] = Field(description="The results of this page's files so far.")
+    files_total: int
+    files_offset: int
+    files_limit: int
     webhook: Webhook | None = Field(description="Null when the job has no `callback_url`.")
 
 
@@ -301,14 +348,24 @@ class JobPage(BaseModel):
 
 
 class Limits(BaseModel):
-    max_files_per_job: int
+    max_files_per_job: int = Field(description="The most images one multipart submission may upload.")
+    max_file_ids_per_job: int = Field(description="`MAX_JOB_FILES`: the most stored files one job may name.")
     max_upload_bytes: int = Field(description="The largest request body, all images together.")
+    max_file_bytes: int = Field(description="`MAX_FILE_BYTES`: the largest file a resumable upload may hold.")
     content_types: list[str] = Field(description="The image types a submission may hold.")
+
+
+class StorageUsage(BaseModel):
+    used_bytes: int = Field(description="Bytes of the live files this tenant holds, each stored file counted once.")
+    quota_bytes: int = Field(description="`QUOTA_STORAGE_BYTES`: past it a new file gets 507.")
+    pending_upload_bytes: int = Field(description="Bytes announced by this tenant's unfinished resumable uploads.")
+    pending_upload_quota_bytes: int = Field(description="`QUOTA_PENDING_UPLOAD_BYTES`: past it a new upload gets 507.")
 
 
 class Account(BaseModel):
     tenant: str
     webhook_secret: str = Field(description="`whsec_…`: the key that signs this tenant's webhooks.")
+    storage: StorageUsage
 
 
 class FileInfo(BaseModel):
@@ -317,8 +374,8 @@ class FileInfo(BaseModel):
     sha256: str
     size: int
     content_type: str
-    width: int
-    height: int
+    width: int | None = Field(description="An image's upright width; null for a file that is not an image.")
+    height: int | None = Field(description="An image's upright height; null for a file that is not an image.")
     created_at: datetime
     deleted_at: datetime | None = Field(description="When retention deleted the bytes.")
     content_url: str

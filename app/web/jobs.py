@@ -1,12 +1,13 @@
 """``/jobs``: the recent jobs (``?status=`` one or several, as in the API); ``/jobs/<job_id>``: a job's
-progress, then its images with boxes and detections, with Cancel and Retry buttons (plain form posts with
-CSRF tokens, so they work without JavaScript)."""
+progress, then its images with boxes and detections, with Cancel and Retry buttons, "Run again with…"
+(a new job on the same files, with another model or settings) and "Delete…" (its confirmation unfolds
+first). All are plain form posts with CSRF tokens, so they work without JavaScript."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,15 +16,19 @@ from flask import Response, redirect, render_template, request, url_for
 from app import job_actions
 from app.annotate import Box, boxes
 from app.api.annotated import THUMBNAIL_SIDE
-from app.auth import tenant_scope
+from app.auth import current_principal, tenant_scope
 from app.errors import ApiError, to_api_error
-from app.extensions import db_session, get_job_service, get_settings
+from app.extensions import db_session, get_dispatcher, get_job_service, get_settings, get_storage
 from app.forms import status_filter
+from app.quotas import limit_submissions
 from app.web import bp
+from jobs import deletion
 from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
 from storage.tables import JOB_STATUSES, Upload
 
 JOBS_PER_PAGE = 25
+# A job's page shows this many of its files (``?page=``): a job of 10,000 is read and drawn a page at a time.
+FILES_PER_PAGE = 100
 MAX_PAGE_NUMBER = 100_000  # the last page the list serves: a larger number is read as this one
 NAMES_PER_JOB = 3
 
@@ -41,9 +46,10 @@ class FileView:
 
     @classmethod
     def of(cls, upload: Upload) -> FileView:
-        result = upload.result
-        width = result.width if result and result.width else upload.file.width
-        height = result.height if result and result.height else upload.file.height
+        """``upload`` as shown; one whose file its owner deleted has no size and no boxes."""
+        result, file = upload.result, upload.file
+        width = (result.width if result else None) or (file.width if file else None) or 0
+        height = (result.height if result else None) or (file.height if file else None) or 0
         return cls(upload, width, height, boxes(result.detections) if result else [])
 
     @property
@@ -85,17 +91,33 @@ def no_such_job(anything: str) -> str:
     raise JobNotFound
 
 
-def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
-    job = get_job_service().find(db_session(), job_id, tenant_scope())
-    files = [FileView.of(u) for u in job.uploads]
+def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str, str] | None = None) -> str:
+    """The job's page (a page of its files, ``?page=``; the summary counts those), with ``error`` as a sentence
+    on it; ``rerun``: the "Run again with…" choices a refused rerun asked for (the form then shows them,
+    unfolded), else the job's own."""
+    service = get_job_service()
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE_NUMBER)
+    shown = service.find_page(db_session(), job_id, tenant_scope(), FILES_PER_PAGE, (page - 1) * FILES_PER_PAGE)
+    job = shown.job
+    files = [FileView.of(u) for u in shown.uploads]
     done = [f for f in files if f.upload.result is not None and not f.upload.result.error]
+    own = {"model": job.model, "conf": f"{job.conf:g}", "iou": f"{job.iou:g}", "imgsz": job.imgsz or ""}
     return render_template(
         "job.html",
         job=job,
+        models=service.models_of(db_session()),
+        rerun={**own, **rerun} if rerun is not None else own,
+        rerun_open=rerun is not None,
         files=files,
+        page=page,
+        first=(page - 1) * FILES_PER_PAGE + 1,
+        has_next=page * FILES_PER_PAGE < shown.total,
+        paged=shown.total > FILES_PER_PAGE,
         summary=class_counts(files),
+        done=done,
         empty=sum(1 for f in done if not f.boxes),
         failed=sum(1 for f in files if f.upload.result is not None and f.upload.result.error),
+        reused=sum(1 for f in done if f.upload.result is not None and f.upload.result.cached),
         bundled=get_settings().runs_bundled_weights(job.model),
         error=error,
     )
@@ -103,19 +125,20 @@ def _render_job(job_id: uuid.UUID, error: str | None = None) -> str:
 
 @bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>")
 def file_page(job_id: uuid.UUID, file_id: uuid.UUID) -> str:
-    """One image of a job at full size, its boxes drawn over it and listed, with links to its neighbours."""
-    job = get_job_service().find(db_session(), job_id, tenant_scope())
-    position = next((i for i, u in enumerate(job.uploads) if u.file_id == file_id), None)
-    if position is None:
+    """One image of a job at full size, its boxes drawn over it and listed, with links to its neighbours (the
+    nearest ones whose file was not deleted)."""
+    service, session = get_job_service(), db_session()
+    job, upload = service.find_upload(session, job_id, file_id, tenant_scope())
+    if upload is None:
         raise ApiError(404, "not_found", "This job has no file with this id.")
-    uploads = job.uploads
+    previous, next_upload = service.neighbours(session, upload)
     return render_template(
         "file.html",
         job=job,
-        file=FileView.of(uploads[position]),
-        position=position,
-        previous=uploads[position - 1] if position > 0 else None,
-        next_upload=uploads[position + 1] if position + 1 < len(uploads) else None,
+        file=FileView.of(upload),
+        position=upload.position,
+        previous=previous,
+        next_upload=next_upload,
         bundled=get_settings().runs_bundled_weights(job.model),
     )
 
@@ -141,15 +164,42 @@ def retry_job(job_id: uuid.UUID) -> JobAction:
     return _act(job_id, job_actions.retry)
 
 
+@bp.post("/jobs/<uuid:job_id>/rerun")
+@limit_submissions
+def rerun_job(job_id: uuid.UUID) -> JobAction:
+    """A new job on this job's files with the form's model and settings; its page next. A refusal (a bad
+    setting, every file deleted, too many active jobs) reads as a sentence on this job's page."""
+    try:
+        submission = job_actions.rerun(job_id, request.form)
+    except JobNotFound:
+        raise
+    except Exception as exc:  # every other failure reads as a sentence on the page
+        error = to_api_error(exc)
+        return _render_job(job_id, error.message, request.form), error.status
+    return redirect(url_for("web.job_page", job_id=submission.job_id), 303)
+
+
+@bp.post("/jobs/<uuid:job_id>/delete")
+def delete_job(job_id: uuid.UUID) -> Response:
+    """Delete the job (cancelled first if unfinished) and the bytes no one else refers to, as the API's DELETE
+    does (``jobs.deletion``); the jobs list next."""
+    deletion.delete_job(
+        db_session(), get_storage(), get_dispatcher(), job_id, tenant_scope(), current_principal().key_id
+    )
+    return redirect(url_for("web.jobs_page"), 303)
+
+
 @bp.get("/jobs")
 def jobs_page() -> str:
     page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE_NUMBER)
     statuses = status_filter(request.args.getlist("status"))
     offset = (page - 1) * JOBS_PER_PAGE
-    jobs, total = get_job_service().page(db_session(), JOBS_PER_PAGE, offset, tenant_scope(), statuses)
+    service, session = get_job_service(), db_session()
+    jobs, total = service.page(session, JOBS_PER_PAGE, offset, tenant_scope(), statuses)
     return render_template(
         "jobs.html",
         jobs=jobs,
+        names=service.first_filenames(session, jobs, NAMES_PER_JOB),
         names_per_job=NAMES_PER_JOB,
         page=page,
         has_next=page * JOBS_PER_PAGE < total,

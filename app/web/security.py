@@ -1,6 +1,8 @@
 """Browser protections: the secret key, CSRF tokens on the web forms, and security headers on every response.
 
-The JSON API is for programmatic clients and is exempt from CSRF (it sets no cookies).
+The JSON API is for programmatic clients and is exempt from CSRF (it sets no cookies); the one write it takes
+from a signed-in browser, the upload form's resumable upload, carries the page's token in ``X-CSRFToken``
+(``app/auth.py``), so a token lasts as long as the session.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def init_app(app: Flask, secret_key: str | None, csrf_exempt: Iterable[Blueprint
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
+    # A page's CSRF token is good as long as the session (Flask-WTF's default is an hour): the upload form
+    # sends it with every piece of a resumable upload (``X-CSRFToken``, app/auth.py), which may take hours.
+    app.config["WTF_CSRF_TIME_LIMIT"] = int(SESSION_LIFETIME.total_seconds())
     app.session_interface = SecureWhenHttpsSessionInterface()
     csrf.init_app(app)
     for blueprint in csrf_exempt:

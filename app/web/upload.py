@@ -1,12 +1,16 @@
-"""``/``: the upload form. A plain form post creates the job and redirects to its page.
+"""``/``: the upload form. A form post creates the job and redirects to its page.
 
-The form says what the chosen model finds (its classes, as the workers reported them,
-and a note on the bundled model) and which inference size it runs at by default.
+Without JavaScript the form posts the images themselves (multipart, ``MAX_UPLOAD_BYTES`` in all).
+With it (``app/static/upload.js``), each file goes first to the tus endpoint, ``/api/v1/uploads``,
+resumably and with a progress bar, and the form then posts the stored files' ids as ``file_id``
+fields instead of the images. The form says what the chosen model finds (its classes, as the
+workers reported them, and a note on the bundled model) and which inference size it runs at by default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from flask import Response, current_app, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
@@ -24,10 +28,29 @@ from jobs.lifecycle import JobParams
 FORM_MESSAGES = {"no_image": "Choose at least one image to upload."}
 
 FormPage = tuple[str, int, dict[str, str]]
+# How much of a file one PATCH carries: a connection lost mid-file costs at most this much again.
+CHUNK_BYTES = 32 * 2**20
 
 
 def readable_size(size: int) -> str:
+    if size >= 2**30:
+        return f"{size / 2**30:.3g} GiB"
     return f"{size / 2**20:.3g} MiB" if size >= 2**20 else f"{size / 2**10:.3g} KiB"
+
+
+@dataclass(frozen=True)
+class ResumableUploads:
+    """What the form's script needs to send files by tus: where, in what pieces, and the limits it checks first."""
+
+    url: str
+    chunk_bytes: int
+    max_file_bytes: int
+    max_files: int
+    expiry_hours: int
+
+    @property
+    def max_file_size(self) -> str:
+        return readable_size(self.max_file_bytes)
 
 
 def size_rule(model: ModelInfo) -> str:
@@ -44,17 +67,20 @@ def size_rule(model: ModelInfo) -> str:
 
 def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
-    max_bytes = current_app.config["MAX_CONTENT_LENGTH"]
     settings = get_settings()
     chosen = {"model": settings.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
     chosen["model"] = settings.registry_name(str(chosen["model"])) or settings.default_model
+    files = settings.files
+    uploads = ResumableUploads(
+        url_for("api.create_upload"), CHUNK_BYTES, files.max_file_bytes, files.max_job_files, files.upload_expiry_hours
+    )
     page = render_template(
         "upload.html",
+        uploads=uploads,
         models=get_job_service().models_of(db_session()),
         size_rule=size_rule,
         fields=chosen,
-        max_bytes=max_bytes,
-        max_size=readable_size(max_bytes),
+        max_size=readable_size(current_app.config["MAX_CONTENT_LENGTH"]),
         error=FORM_MESSAGES.get(error.code, error.message) if error else None,
     )
     headers = {"Retry-After": str(error.retry_after)} if error and error.retry_after else {}
@@ -71,7 +97,7 @@ def upload_form() -> FormPage:
 def upload() -> Response | FormPage:
     try:
         files, form = request.files.getlist("image"), request.form
-        submission = job_actions.submit(files, form)
+        submission = job_actions.submit(files, form, file_ids=form.getlist("file_id"))
     except Exception as exc:  # every failure reads as a sentence above the form
         return render_form(to_api_error(exc), request.form)
     return redirect(url_for("web.job_page", job_id=submission.job_id), 303)

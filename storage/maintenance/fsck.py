@@ -13,6 +13,14 @@ digest's lock (a busy digest is left for the next run):
   is only reported: uploading the same content again heals the row);
 - a mismatching blob is moved to ``quarantine/`` under the storage root for
   inspection and its row tombstoned, unless an unfinished job references it.
+
+What it does not look at, on purpose: a job's upload whose file its tenant deleted
+(``file_id`` NULL) names no bytes, and the ``tombstones`` audit rows name files whose
+rows are tombstoned or gone, so neither has anything to check; a row only a tenant's
+own file or a finished resumable upload holds is checked like any live row (repair
+tombstones it when its bytes are missing: the tenant then gets 410 for it, as after
+retention). Part files of unfinished resumable uploads (``parts/`` under the storage
+root) are the tus server's, removed by its expiry sweep: fsck walks ``blobs/`` only.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from storage import Storage
 from storage.blobs import PROBE_PREFIX, TEMP_SUFFIX, UPLOAD_PREFIX, BlobStore, blob_relpath, is_sha256
-from storage.locks import try_lock_digests
+from storage.locks import lock_digests, try_lock_digests
 from storage.tables import StoredFile
 
 # A blob on disk that no row at all knows is left alone this long (an upload may have just rolled back).
@@ -58,17 +58,24 @@ def live_digests(session: Session, digests: Collection[str]) -> set[str]:
     return set(session.scalars(query))
 
 
-def reclaim_blobs(storage: Storage, digests: Collection[str], dispose: Callable[[str], int] | None = None) -> Reclaimed:
+def reclaim_blobs(
+    storage: Storage, digests: Collection[str], dispose: Callable[[str], int] | None = None, *, wait: bool = False
+) -> Reclaimed:
     """Dispose of the blobs of ``digests`` that no live row references, each under its digest's lock.
 
     ``dispose`` takes a blob's relative path and returns the bytes it freed; by
     default the blob is deleted. Call it only after the transaction that made the
-    rows tombstones has committed.
+    rows tombstones has committed. A busy digest is skipped, or with ``wait`` waited for
+    (a deletion, which frees what it tombstoned now rather than at the next cleanup).
     """
     dispose = dispose or storage.blobs.delete
     result = Reclaimed()
     with storage.database.transaction() as session:
-        locked = try_lock_digests(session, digests)
+        if wait:
+            lock_digests(session, digests)
+            locked = set(digests)
+        else:
+            locked = try_lock_digests(session, digests)
         result.busy = len(set(digests) - locked)
         for digest in sorted(locked - live_digests(session, locked)):
             relpath = blob_relpath(digest)

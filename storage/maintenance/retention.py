@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Protocol
 
 from more_itertools import chunked
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from storage import Storage
@@ -43,6 +43,7 @@ from storage.maintenance.reclaim import (
     reclaim_blobs,
     stale_temp_files,
 )
+from storage.maintenance.release import FileRow, tombstone_rows
 from storage.tables import StoredFile
 
 BATCH_SIZE = 500
@@ -62,14 +63,6 @@ class ExpiryPolicy(Protocol):
     def expired(self, now: datetime) -> ColumnElement[bool]:
         """The condition a ``stored_files`` row meets once expired, at the database's time ``now``."""
         ...
-
-
-@dataclass(frozen=True)
-class ExpiredFile:
-    id: uuid.UUID
-    sha256: str
-    size: int
-    path: str
 
 
 @dataclass
@@ -93,31 +86,19 @@ class CleanupReport:
         return asdict(self)
 
 
-def find_expired(
-    session: Session, expired: ColumnElement[bool], after: uuid.UUID | None, limit: int
-) -> list[ExpiredFile]:
+def find_expired(session: Session, expired: ColumnElement[bool], after: uuid.UUID | None, limit: int) -> list[FileRow]:
     """Up to ``limit`` live rows meeting ``expired`` with ids above ``after``, in id order (no locks taken)."""
     live_expired = and_(StoredFile.deleted_at.is_(None), expired)
     query = select(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path).where(live_expired)
     if after is not None:
         query = query.where(StoredFile.id > after)
-    return [ExpiredFile(*row) for row in session.execute(query.order_by(StoredFile.id).limit(limit))]
+    return [FileRow(*row) for row in session.execute(query.order_by(StoredFile.id).limit(limit))]
 
 
-def tombstone_expired(session: Session, expired: ColumnElement[bool], files: list[ExpiredFile]) -> list[ExpiredFile]:
+def tombstone_expired(session: Session, expired: ColumnElement[bool], files: list[FileRow]) -> list[FileRow]:
     """Tombstone those of ``files`` whose digest lock is free and that are live and still ``expired``; return them."""
     locked = try_lock_digests(session, [f.sha256 for f in files])
-    ids = [f.id for f in files if f.sha256 in locked]
-    if not ids:
-        return []
-    statement = (
-        update(StoredFile)
-        .where(StoredFile.id.in_(ids), StoredFile.deleted_at.is_(None), expired)
-        .values(deleted_at=func.now())
-        .returning(StoredFile.id, StoredFile.sha256, StoredFile.size, StoredFile.path)
-        .execution_options(synchronize_session=False)
-    )
-    return [ExpiredFile(*row) for row in session.execute(statement)]
+    return tombstone_rows(session, [f.id for f in files if f.sha256 in locked], expired)
 
 
 class _Run:

@@ -114,3 +114,10 @@ def test_progress_moves_image_by_image_on_a_slow_job(
     print(f"\nprogress seen on a {total}-image job at imgsz 1280: {sorted(set(seen))}")
     assert any(0 < done < total for done in seen), f"progress jumped from 0 to {total}: {sorted(set(seen))}"
     assert seen == sorted(seen) and seen[-1] == total
+
+
+def test_limits_say_what_one_job_may_hold(make_app: MakeApp, services_env: dict[str, str]) -> None:
+    app = make_app({**services_env, "MAX_JOB_FILES": "250", "MAX_FILE_BYTES": "4096"})
+    limits = app.test_client().get("/api/v1/limits").get_json()
+    assert (limits["max_files_per_job"], limits["max_file_ids_per_job"], limits["max_file_bytes"]) == (100, 250, 4096)
+    assert limits["max_upload_bytes"] == 64 * 1024 * 1024 and "image/png" in limits["content_types"]

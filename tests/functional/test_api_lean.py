@@ -16,10 +16,11 @@ from tests.conftest import MakeApp
 from tests.helpers import key_of, post_images, post_job
 
 # Authentication 1 (its key's SELECT, in autocommit; the key's last use is written at most once a
-# minute), the create transaction 10 (BEGIN, the tenant's lock and active jobs, the model's reported
-# stride and size that the job's imgsz is rounded with, the digest's lock and stored file, three
-# INSERTs, COMMIT), enqueued_at 1 (an UPDATE in autocommit).
-STATEMENTS_PER_POST = 12
+# minute), the create transaction 13 (BEGIN, the tenant's lock and active jobs, the model's reported
+# stride and size that the job's imgsz is rounded with, the digest's lock, which of the files are new
+# to the tenant, the tenant's quota lock and the bytes it takes, the stored file, three INSERTs,
+# COMMIT), enqueued_at 1 (an UPDATE in autocommit).
+STATEMENTS_PER_POST = 15
 
 
 def test_a_submission_is_one_transaction_and_two_statements_without_pings_or_read_back(
@@ -34,7 +35,7 @@ def test_a_submission_is_one_transaction_and_two_statements_without_pings_or_rea
     assert response.status_code == 202 and response.get_json()["status"] == "queued"
     assert counts["ping"] == 0, "no SELECT 1 on checkout"
     assert (counts["BEGIN"], counts["COMMIT"]) == (1, 1), counts
-    assert counts["SELECT"] == 6 and counts["INSERT"] == 3 and counts["UPDATE"] == 1, counts
+    assert counts["SELECT"] == 9 and counts["INSERT"] == 3 and counts["UPDATE"] == 1, counts
     assert sum(counts.values()) == STATEMENTS_PER_POST, counts
 
 

@@ -4,9 +4,6 @@ worth of images, a 503 after the job was made that a retry must not turn into tw
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,24 +16,14 @@ import requests
 from pycocotools.coco import COCO
 
 from app.forms import MAX_FILES_PER_JOB
-from config.paths import PROJECT_ROOT
 from harness.images import image_bytes
 from harness.processes import ServiceProcess
 from storage import Storage
+from tests.functional.cli_support import yolo_jobs
 from tests.helpers import TestKey, add_key
 from yolo_jobs_client.errors import EXIT_AUTH, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 JOBS_PATH = "/api/v1/jobs"
-
-
-def yolo_jobs(url: str, key: str | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m yolo_jobs_client`` (what the ``yolo-jobs`` script runs), the URL and key in its environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_JOBS_")}
-    env["YOLO_JOBS_URL"] = url
-    if key is not None:
-        env["YOLO_JOBS_API_KEY"] = key
-    argv = [sys.executable, "-m", "yolo_jobs_client", *args]
-    return subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture()

@@ -1,9 +1,11 @@
 """The client is a distribution of its own (``yolo_jobs_client/pyproject.toml``): its wheel holds the client's
 modules and nothing else, and installed into a bare venv, where no server package can be imported, its
-``yolo-jobs`` command submits images to a real gunicorn and Celery worker and exports what they found."""
+``yolo-jobs`` command sends a file by tus (tuspy and what it needs came with the wheel), submits it with
+images to a real gunicorn and Celery worker, and exports what they found."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -82,10 +84,11 @@ def test_the_venv_has_the_client_and_no_server_package(client_install: ClientIns
     usage = client_install.run("yolo-jobs", "--help")
     assert usage.returncode == 0, usage.stderr
     assert usage.stdout.startswith("usage: yolo-jobs")
-    assert all(command in usage.stdout for command in ("submit", "status", "export", "models"))
+    commands = ("upload", "submit", "rerun", "status", "export", "delete", "models")
+    assert all(command in usage.stdout for command in commands)
 
 
-def test_the_installed_command_submits_and_exports(
+def test_the_installed_command_uploads_submits_and_exports(
     api_url: str, worker: ServiceProcess, storage: Storage, client_install: ClientInstall, tmp_path: Path
 ) -> None:
     key = add_key(storage, f"client-dist-{uuid.uuid4().hex[:8]}")
@@ -94,15 +97,34 @@ def test_the_installed_command_submits_and_exports(
     photos.mkdir()
     for n in range(2):
         (photos / f"{n}.png").write_bytes(image_bytes(32, 24, seed=31_000 + n))
+    stored = tmp_path / "stored.png"
+    stored.write_bytes(image_bytes(32, 24, seed=31_002))
+    state = str(tmp_path / "state" / "uploads.json")
+    uploaded = client_install.run("yolo-jobs", "upload", str(stored), "--state-file", state, env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    file_id, sha256, _ = uploaded.stdout.strip().split("\t")
+    assert sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
     out = tmp_path / "coco.json"
     submitted = client_install.run(
-        "yolo-jobs", "submit", str(photos), "--imgsz", "64", "--export", "coco", "--out", str(out), env=env
+        "yolo-jobs",
+        "submit",
+        str(photos),
+        "--file-id",
+        file_id,
+        "--imgsz",
+        "64",
+        "--export",
+        "coco",
+        "--out",
+        str(out),
+        env=env,
     )
     assert submitted.returncode == 0, submitted.stderr
     made, finished = (line.split("\t") for line in submitted.stdout.splitlines())
-    assert made[1:] == ["queued", "2 files"]
-    assert finished == [made[0], "succeeded", "2/2"]
-    assert sorted(image["file_name"] for image in json.loads(out.read_text())["images"]) == ["0.png", "1.png"]
+    assert made[1:] == ["queued", "3 files"]
+    assert finished == [made[0], "succeeded", "3/3"]
+    images = sorted(image["file_name"] for image in json.loads(out.read_text())["images"])
+    assert images == ["0.png", "1.png", "stored.png"]
 
     status = client_install.run("yolo-jobs", "status", made[0], env=env)
     assert status.returncode == 0, status.stderr

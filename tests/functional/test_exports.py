@@ -155,9 +155,9 @@ def test_unknown_format_unfinished_cancelled_and_another_tenants_job(
     assert error(unfinished) == (409, "not_finished") and int(unfinished.headers["Retry-After"]) > 0
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
     assert error(client.get(path, query_string={"format": "coco"})) == (409, "not_succeeded")
-    partial = client.get(path, query_string={"format": "coco", "partial": "true"})
-    assert partial.status_code == 200 and partial.get_json()["images"] == []
-    assert partial.get_json()["info"]["status"] == "cancelled"
+    with client.get(path, query_string={"format": "coco", "partial": "true"}) as partial:  # streamed: closed after
+        assert partial.status_code == 200 and partial.get_json()["images"] == []
+        assert partial.get_json()["info"]["status"] == "cancelled"
     stranger = app.test_client(key=app_key(app, "someone-else"))
     assert error(stranger.get(path, query_string={"format": "coco"})) == (404, "not_found")
     assert error(client.get(f"/api/v1/jobs/{job_id[:-1]}x/export?format=coco")) == (404, "not_found")

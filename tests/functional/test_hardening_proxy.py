@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from harness.images import image_bytes
-from harness.processes import VENV_BIN, ServiceProcess, free_port, start_api, wait_until
+from harness.processes import ServiceProcess, free_port, start_api, start_proxy
 from tests.functional.hardening_support import assert_json_error, children, raw_exchange
 from tests.helpers import TestKey
 
@@ -46,25 +46,6 @@ class Proxied:
     directory: Path
     env: dict[str, str]
     api_bind: str
-
-
-def start_proxy(env: dict[str, str], api_bind: str, directory: Path, log: Path) -> tuple[ServiceProcess, str]:
-    """``python -m proxy`` on a free port in front of ``api_bind``; returns it and its base URL."""
-    port = free_port()
-    proxy_env = {**env, "API_BIND": api_bind, "PROXY_BIND": f"127.0.0.1:{port}"}
-    process = ServiceProcess([str(VENV_BIN / "python"), "-m", "proxy", "--dir", str(directory)], proxy_env, log).start()
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        assert process.running(), process.log_text()
-        try:
-            requests.get(f"{url}/healthz", timeout=1)
-        except requests.ConnectionError:
-            return False
-        return True
-
-    wait_until(answering, 15, what="nginx")
-    return process, url
 
 
 @pytest.fixture(scope="module")

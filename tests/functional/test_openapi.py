@@ -63,6 +63,8 @@ STATEFUL = settings(
     database=None,
 )
 SUBMIT = "POST /api/v1/jobs"
+# A tus piece's body (PATCH /api/v1/uploads/{upload_id}) is bytes: sent as Schemathesis sends application/octet-stream.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 
 totals: Counter[str] = Counter()
 operations: set[str] = set()

@@ -37,9 +37,10 @@ from storage.locks import lock_digests, maintenance_lock
 from storage.maintenance.fsck import run_fsck
 from storage.maintenance.reclaim import reclaim_blobs
 from storage.maintenance.retention import find_expired, run_cleanup, tombstone_expired
-from storage.tables import StoredFile, Upload
+from storage.tables import StoredFile, TenantFile, Upload
 from tests.conftest import MakeApp
-from tests.helpers import complete_job, create_queued_job, job_state, key_of
+from tests.functional.storage_support import resumable_upload
+from tests.helpers import add_key, complete_job, create_queued_job, job_state, key_of
 
 DAYS = 30
 POLICY = RetentionPolicy(DAYS)
@@ -60,7 +61,7 @@ def env(services_env: dict[str, str], module_database_url: str, tmp_path: Path) 
     store = open_storage(env)
     try:
         with store.database.transaction() as session:
-            session.execute(text("TRUNCATE results, uploads, jobs, stored_files CASCADE"))
+            session.execute(text("TRUNCATE results, uploads, jobs, stored_files CASCADE"))  # tenant files too
     finally:
         store.dispose()
     return env
@@ -176,6 +177,34 @@ def test_row_of_a_withdrawn_job_expires_after_the_grace_period(store: Storage) -
             text("UPDATE stored_files SET created_at = now() - interval '2 hours' WHERE id = :id"), {"id": file.id}
         )
     assert run_cleanup(store, POLICY).files_deleted == 1 and state(store, file) == (False, False)
+
+
+def test_a_tenants_own_file_is_kept_days_after_it_was_taken(store: Storage) -> None:
+    tenant_id = add_key(store, "owner").tenant_id
+    own, uploaded, used = (create_queued_job(store, image_bytes(32, 32, 80 + i), tenant_id=tenant_id) for i in range(3))
+    files = [file_of(store, job_id) for job_id in (own, uploaded, used)]
+    finish(store, used, 90)  # its job is long done, but the tenant took the file as its own since
+    with store.database.transaction() as session:
+        for job_id in (own, uploaded):  # a file no job refers to, as a finished resumable upload leaves it
+            withdraw_job(session, job_id)
+        session.add_all(
+            [
+                TenantFile(tenant_id=tenant_id, file_id=files[0].id, filename="own.png"),
+                TenantFile(tenant_id=tenant_id, file_id=files[2].id, filename="used.png"),
+            ]
+        )
+        session.add(resumable_upload(tenant_id, files[1].id, files[1].size))
+        session.execute(text("UPDATE stored_files SET created_at = now() - interval '2 hours'"))
+
+    assert run_cleanup(store, POLICY).tombstoned == 0
+    assert [state(store, file) for file in files] == [(True, True)] * 3
+
+    with store.database.transaction() as session:
+        days_ago = {"s": (DAYS + 1) * 86400}
+        session.execute(text("UPDATE tenant_files SET created_at = now() - make_interval(secs => :s)"), days_ago)
+        session.execute(text("UPDATE resumable_uploads SET finished_at = now() - make_interval(secs => :s)"), days_ago)
+    assert run_cleanup(store, POLICY).files_deleted == 3
+    assert [state(store, file) for file in files] == [(False, False)] * 3
 
 
 def test_upload_holding_the_digest_lock_is_never_undercut(store: Storage) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from werkzeug.test import TestResponse
 
 from app.errors import RETRY_AFTER_SECONDS
-from app.job_refusals import ACTIVE_JOBS_RETRY_AFTER
+from app.refusals import ACTIVE_JOBS_RETRY_AFTER
 from harness.images import image_bytes
 from harness.processes import free_port
 from tests.conftest import MakeApp

@@ -28,12 +28,32 @@ from sqlalchemy import inspect
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
 from harness.processes import start_api
 from harness.services import create_database, drop_database
-from jobs.messages import CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK
+from jobs.messages import (
+    CLEANUP_TASK,
+    DELIVER_WEBHOOK_TASK,
+    DETECT_TASK,
+    REAP_TASK,
+    SWEEP_UPLOADS_TASK,
+    SWEEP_WEBHOOKS_TASK,
+)
 from storage.db import make_engine
 from storage.tables import Base
 from tests.functional.distribution_support import COMMAND_TIMEOUT_S, install_in_bare_venv, off_the_checkout
 
-SERVICE_PACKAGES = {"accounts", "app", "config", "inference", "jobs", "models", "proxy", "storage", "tasks", "webhooks"}
+SERVICE_PACKAGES = {
+    "accounts",
+    "app",
+    "config",
+    "files",
+    "inference",
+    "jobs",
+    "models",
+    "proxy",
+    "resumable",
+    "storage",
+    "tasks",
+    "webhooks",
+}
 SERVICE_MODULES = {"celery_config.py", "gunicorn_config.py"}
 TOOLS = ("harness", "training", "evaluation", "bench", "scripts", "tests", "yolo_jobs_client")
 SCHEMA = "storage/schema.sql"
@@ -128,7 +148,8 @@ def test_the_wheel_holds_the_service_and_its_data_alone(service_install: Service
     pages = {
         p.relative_to(source).as_posix()
         for folder in ("templates", "static")
-        for p in (source / "app" / folder).iterdir()
+        for p in (source / "app" / folder).rglob("*")
+        if p.is_file()
     }
     assert names - modules - SERVICE_MODULES == {SCHEMA, WEIGHTS, "proxy/nginx.conf.in", *pages}
     # The wheel carries the files themselves: storage/schema.sql is a link to the top-level one in the checkout.
@@ -149,7 +170,9 @@ def test_the_installed_service_finds_its_own_modules_and_data(service_install: S
     assert found["tools"] == [], "the checkout is on the installed service's path"
     assert found["weights"] == found["configured_weights"] == str(site / WEIGHTS)
     assert found["schema"] == str(site / SCHEMA)
-    assert found["tasks"] == sorted([CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_WEBHOOKS_TASK])
+    assert found["tasks"] == sorted(
+        [CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_UPLOADS_TASK, SWEEP_WEBHOOKS_TASK]
+    )
 
 
 def test_the_installed_service_applies_its_schema(service_install: ServiceInstall) -> None:

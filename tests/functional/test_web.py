@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ import requests
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from accounts.keys import new_key
@@ -33,7 +36,17 @@ from storage import Storage
 from storage.tables import Job, Upload
 from tests.conftest import ARTIFACTS, MakeApp
 from tests.functional.browser import sign_in, watched_page
-from tests.helpers import TestKey, complete_job, create_queued_job, job_state, multipart, post_images, post_job, submit
+from tests.helpers import (
+    TEST_KEY,
+    TestKey,
+    complete_job,
+    create_queued_job,
+    job_state,
+    multipart,
+    post_images,
+    post_job,
+    submit,
+)
 from training.shapes import render_sample
 
 if TYPE_CHECKING:  # imported where used: only the browser tests need Playwright
@@ -264,6 +277,132 @@ def test_cancel_and_retry_are_plain_form_posts(make_app: MakeApp, isolated_env: 
     assert client.post(f"/jobs/{uuid.uuid4()}/cancel", data={"csrf_token": token}).status_code == 404
 
 
+def file_ids_of(storage: Storage, job_id: str | uuid.UUID) -> list[uuid.UUID | None]:
+    return [u.file_id for u in sorted(job_state(storage, job_id).uploads, key=lambda u: u.position)]
+
+
+def test_the_form_sends_tus_uploads_and_takes_stored_files_by_id(client: FlaskClient, storage: Storage) -> None:
+    """With JavaScript the form sends each file by tus, then posts their ids as ``file_id`` fields."""
+    page = client.get("/").get_data(as_text=True)
+    assert '<script src="/static/vendor/tus.min.js" defer></script>' in page
+    assert 'data-upload-url="/api/v1/uploads"' in page and 'data-chunk-bytes="33554432"' in page
+    assert 'data-max-file-size="20 GiB"' in page and 'data-max-files="10000"' in page
+    script = client.get("/static/vendor/tus.min.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert script.get_data().startswith(b"!function(t){") and b"findPreviousUploads" in script.get_data()
+    script.close()
+
+    token = csrf_token(client)
+    sent = post_form(client, ("a.png", image_bytes(seed=980)), ("b.png", image_bytes(seed=981)), token=token)
+    assert sent.status_code == 303, sent.get_data(as_text=True)
+    first = sent.headers["Location"].rsplit("/", 1)[1]
+    a, b = file_ids_of(storage, first)
+    fields = MultiDict([("csrf_token", token), ("conf", "0.4"), ("file_id", str(b)), ("file_id", str(a))])
+    again = client.post("/", data=fields)
+    assert again.status_code == 303, again.get_data(as_text=True)
+    second = again.headers["Location"].rsplit("/", 1)[1]
+    assert second != first and file_ids_of(storage, second) == [b, a], "the same files, in the order given"
+    assert job_state(storage, second).conf == pytest.approx(0.4)
+
+    unknown = uuid.uuid4()
+    refused = client.post("/", data=MultiDict([("csrf_token", token), ("file_id", str(unknown))]))
+    assert refused.status_code == 422 and refused.mimetype == "text/html"
+    assert f"No file of this tenant with the id {unknown}." in refused.get_data(as_text=True)
+
+
+def test_run_again_and_delete_are_plain_form_posts(
+    make_app: MakeApp, isolated_env: dict[str, str], storage: Storage
+) -> None:
+    """ "Run again with…" makes a new job on the same files; "Delete…" removes the job: its page is a 404."""
+    app = make_app(isolated_env)  # no worker: the jobs stay queued
+    client = app.test_client()
+    job_id = submit(app, [image_bytes(seed=990), image_bytes(seed=991)], conf="0.3")
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert '<details id="rerun" class="job-more card">' in page
+    assert '<details id="delete" class="job-more card">' in page
+    assert 'id="rerun-conf" name="conf"' in page and 'value="0.3"' in page
+    assert "(it is cancelled first)" in page
+    token = csrf_token(client)
+    before = job_count(storage)
+    assert client.post(f"/jobs/{job_id}/rerun", data={"conf": "0.5"}).status_code == 400, "no CSRF token, no rerun"
+    assert client.post(f"/jobs/{job_id}/delete").status_code == 400, "no CSRF token, no delete"
+    assert job_count(storage) == before
+
+    refused = client.post(f"/jobs/{job_id}/rerun", data={"csrf_token": token, "conf": "2", "imgsz": "640"})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "conf must be a number between 0.0 and 1.0." in page
+    assert '<details id="rerun" class="job-more card" open>' in page and 'value="2"' in page and 'value="640"' in page
+    assert job_count(storage) == before
+
+    rerun = client.post(f"/jobs/{job_id}/rerun", data={"csrf_token": token, "model": "shapes", "conf": "0.5"})
+    assert rerun.status_code == 303, rerun.get_data(as_text=True)
+    assert UUID_PATH.search(rerun.headers["Location"])
+    new_id = rerun.headers["Location"].rsplit("/", 1)[1]
+    assert new_id != job_id and job_count(storage) == before + 1
+    original, new = job_state(storage, job_id), job_state(storage, new_id)
+    assert file_ids_of(storage, new_id) == file_ids_of(storage, job_id), "the same stored files, none copied"
+    assert (new.conf, new.iou, new.imgsz) == (pytest.approx(0.5), original.iou, original.imgsz)
+
+    other = make_app(isolated_env, tenant=f"other-{uuid.uuid4().hex[:8]}").test_client()
+    assert other.post(f"/jobs/{job_id}/delete", data={"csrf_token": csrf_token(other)}).status_code == 404
+    assert other.post(f"/jobs/{job_id}/rerun", data={"csrf_token": csrf_token(other)}).status_code == 404
+
+    deleted = client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token})
+    assert deleted.status_code == 303 and deleted.headers["Location"] == "/jobs"
+    gone = client.get(f"/jobs/{job_id}")
+    assert gone.status_code == 404 and "No job with this id." in gone.get_data(as_text=True)
+    assert client.get(f"/api/v1/jobs/{job_id}").status_code == 404
+    assert client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token}).status_code == 404
+    assert job_id not in client.get("/jobs").get_data(as_text=True)
+
+    first_file = file_ids_of(storage, new_id)[0]
+    assert client.delete(f"/api/v1/files/{first_file}").status_code == 204
+    page = client.get(f"/jobs/{new_id}")
+    assert page.status_code == 200 and page.get_data(as_text=True).count("Deleted by its owner") == 1
+    none, second_file = file_ids_of(storage, new_id)
+    second = client.get(f"/jobs/{new_id}/files/{second_file}")
+    assert none is None and second.status_code == 200 and 'rel="prev"' not in second.get_data(as_text=True)
+    for file_id in file_ids_of(storage, new_id)[1:]:
+        assert client.delete(f"/api/v1/files/{file_id}").status_code == 204
+    nothing = client.post(f"/jobs/{new_id}/rerun", data={"csrf_token": token})
+    assert nothing.status_code == 409
+    assert "Every file of this job was deleted; there is nothing to run again." in nothing.get_data(as_text=True)
+
+
+def test_a_large_job_page_shows_its_files_a_page_at_a_time(app: Flask, client: FlaskClient, storage: Storage) -> None:
+    tenant_id = app.config[TEST_KEY].tenant_id
+    job_id = create_queued_job(storage, *(image_bytes(seed=s) for s in range(105)), tenant_id=tenant_id)
+    first = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert first.count('<li class="thumb"') == 100 and "<h2>Images 1–100 of 105</h2>" in first
+    assert f'href="/jobs/{job_id}?page=2" rel="next"' in first and 'rel="prev"' not in first
+    assert ">img-0.png<" in first and ">img-99.png<" in first and ">img-100.png<" not in first
+    second = client.get(f"/jobs/{job_id}?page=2").get_data(as_text=True)
+    assert second.count('<li class="thumb"') == 5 and "<h2>Images 101–105 of 105</h2>" in second
+    assert ">img-104.png<" in second and f'href="/jobs/{job_id}?page=1" rel="prev"' in second
+    assert 'rel="next"' not in second and "0 of 105 images done" in second
+
+
+def aged_csrf_token(app: Flask, client: FlaskClient, hours: float) -> str:
+    """The client's CSRF token as a page would have given it ``hours`` ago."""
+    csrf_token(client)
+    with client.session_transaction() as session:
+        raw = session["csrf_token"]
+    signed_at = int(time.time() - hours * 3600)
+
+    class Then(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return signed_at
+
+    return URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token", signer=Then).dumps(raw)
+
+
+def test_a_page_token_lasts_as_long_as_the_session(app: Flask, client: FlaskClient) -> None:
+    """A resumable upload sends the page's token with each piece, for hours: it holds for the session's 12 hours."""
+    for hours, status in ((3, 303), (13, 400)):
+        token = aged_csrf_token(app, client, hours)
+        assert post_form(client, ("a.png", image_bytes(seed=995)), token=token).status_code == status, hours
+
+
 def test_secret_key_is_generated_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "var" / "secret_key"
     key = load_secret_key(path)
@@ -399,15 +538,13 @@ def test_filenames_are_shown_as_text_never_as_markup(browser: Browser, api_url: 
         assert watched.dialogs == [] and watched.errors == []
 
 
-def submit_text_file(page: Page) -> int:
-    """Post a text file through the form; return the status the server answered with."""
+def submit_text_file(page: Page) -> None:
+    """Choose a text file in the form and start."""
     page.goto("/")
     page.get_by_label("Images").set_input_files(
         files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}]
     )
-    with page.expect_response(lambda response: response.request.method == "POST") as posted:
-        page.get_by_role("button", name="Start detection").click()
-    return posted.value.status
+    page.get_by_role("button", name="Start detection").click()
 
 
 @pytest.mark.browser
@@ -416,18 +553,22 @@ def test_errors_read_as_sentences_in_the_browser(browser: Browser, api_url: str,
 
     with watched_page(browser, api_url, api_key) as watched:
         page = watched.page
-        assert submit_text_file(page) == 415
+        sent: list[str] = []
+        page.on("request", lambda request: request.method != "GET" and sent.append(request.url))
+        submit_text_file(page)
         alert = page.get_by_role("alert")
         expect(alert).to_have_text(
             "The images were not accepted. notes.txt: the file is not a JPEG, PNG, WebP, BMP or TIFF image."
         )
-        assert page.url == f"{api_url}/"
+        assert page.url == f"{api_url}/" and sent == [], "refused before a byte was sent"
 
         page.get_by_label("Images").set_input_files(
             files=[{"name": "huge.png", "mimeType": "image/png", "buffer": png_claiming(30000, 30000)}]
         )
-        page.get_by_role("button", name="Start detection").click()
-        expect(alert).to_contain_text("huge.png: the image has too many pixels (")
+        with page.expect_response(lambda response: response.url == f"{api_url}/") as posted:
+            page.get_by_role("button", name="Start detection").click()
+        assert posted.value.status == 422, "sent by tus, then refused as the job's file"
+        expect(alert).to_contain_text("The file huge.png is not an image")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "upload-error.png"), full_page=True)
         page.set_viewport_size({"width": 375, "height": 812})
@@ -450,7 +591,9 @@ def test_the_form_works_without_javascript(
 
     with watched_page(browser, api_url, api_key, javascript=False) as watched:
         page = watched.page
-        assert submit_text_file(page) == 415
+        with page.expect_response(lambda response: response.request.method == "POST") as posted:
+            submit_text_file(page)
+        assert posted.value.status == 415
         expect(page.get_by_role("alert")).to_contain_text("notes.txt: the file is not a JPEG")
 
         page.get_by_label("Images").set_input_files(
@@ -542,6 +685,48 @@ def test_cancel_a_running_job_then_retry_it_in_the_browser(
     job = api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).json()
     assert job["status"] == "succeeded" and job["progress"] == {"done": len(images), "total": len(images)}
     assert sorted(r["filename"] for r in job["results"]) == sorted(name for name, _ in images), "once per file"
+
+
+@pytest.mark.browser
+def test_run_again_with_another_setting_then_delete_in_the_browser(
+    browser: Browser, api: requests.Session, api_url: str, api_key: TestKey, storage: Storage
+) -> None:
+    from playwright.sync_api import expect
+
+    job_id, _ = shapes_job(storage, api_key.tenant_id, 2)
+    with watched_page(browser, api_url, api_key) as watched:
+        page = watched.page
+        page.goto(f"/jobs/{job_id}")
+        rerun = page.locator("#rerun")
+        expect(rerun.get_by_label("Minimum confidence")).to_be_hidden()  # folded under "Run again with…"
+        rerun.get_by_text("Run again with…").click()
+        expect(rerun.get_by_label("Model")).to_have_value("shapes")
+        expect(rerun.get_by_label("Image size (pixels)")).to_have_value("320")
+        rerun.get_by_label("Minimum confidence").fill("0.6")
+        rerun.get_by_role("button", name="Run again").click()
+        page.wait_for_url(UUID_PATH)
+        new_id = page.url.rsplit("/", 1)[1]
+        assert new_id != str(job_id)
+        expect(page.locator("li.thumb")).to_have_count(2)
+        new = api.get(f"{api_url}/api/v1/jobs/{new_id}", timeout=5).json()
+        assert new["parameters"]["conf"] == pytest.approx(0.6) and new["parameters"]["imgsz"] == 320
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "job-rerun.png"), full_page=True)
+
+        page.goto(f"/jobs/{job_id}")
+        delete = page.locator("#delete")
+        expect(delete.get_by_role("button", name="Delete this job")).to_be_hidden()  # the confirmation is folded
+        delete.get_by_text("Delete…").click()
+        expect(delete).to_contain_text("This cannot be undone.")
+        page.screenshot(path=str(ARTIFACTS / "job-delete.png"), full_page=True)
+        delete.get_by_role("button", name="Delete this job").click()
+        page.wait_for_url(f"{api_url}/jobs")
+        expect(page.locator(f'a[href="/jobs/{job_id}"]')).to_have_count(0)
+        expect(page.locator(f'a[href="/jobs/{new_id}"]')).to_have_count(1)
+        assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
+        assert page.goto(f"/jobs/{job_id}").status == 404
+        assert api.get(f"{api_url}/api/v1/jobs/{job_id}", timeout=5).status_code == 404
+        assert page.goto(f"/jobs/{new_id}").status == 200, "the rerun keeps the files"
 
 
 PHONE = {"width": 390, "height": 844}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import uuid
+
 import pytest
 
 from app.errors import ApiError
@@ -9,8 +13,12 @@ from app.forms import (
     FLOAT32_SMALLEST_NORMAL,
     MAX_CALLBACK_URL_LENGTH,
     clean_filename,
+    json_body_limit,
     parse_callback_url,
+    parse_file_ids,
+    parse_param_changes,
     parse_params,
+    read_json_fields,
     status_filter,
     whole_number,
 )
@@ -83,3 +91,60 @@ def test_statuses_repeated_or_comma_separated_once_each() -> None:
     with pytest.raises(ApiError, match="Unknown status 'done'") as error:
         status_filter(["queued,done"])
     assert (error.value.status, error.value.code) == (400, "invalid_parameter")
+
+
+def test_a_rerun_changes_only_the_parameters_its_form_sets() -> None:
+    assert parse_param_changes({}, SETTINGS) == {}
+    assert parse_param_changes({"conf": " ", "iou": "0.5"}, SETTINGS) == {"iou": 0.5}
+    assert parse_param_changes({"model": "default", "imgsz": "320"}, SETTINGS) == {"model": "shapes", "imgsz": 320}
+    with pytest.raises(ApiError) as refused:
+        parse_param_changes({"conf": "2"}, SETTINGS)
+    assert (refused.value.status, refused.value.code) == (400, "invalid_parameter")
+
+
+def test_file_ids_are_ids_in_order_and_bounded() -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    assert parse_file_ids([str(i) for i in ids] + [f" {ids[0]} "], 4) == [*ids, ids[0]]
+    for values, code in ((["nope"], "invalid_parameter"), ([str(ids[0])] * 5, "too_many_files")):
+        with pytest.raises(ApiError) as refused:
+            parse_file_ids(values, 4)
+        assert (refused.value.status, refused.value.code) == (400, code)
+
+
+def read(body: bytes, limit: int = 1000, with_file_ids: bool = True) -> tuple[dict[str, str], list[str]]:
+    return read_json_fields(io.BytesIO(body), len(body), limit, with_file_ids)
+
+
+def test_a_json_body_comes_down_to_form_fields_and_file_ids() -> None:
+    body = {"file_ids": ["a", "b"], "model": "default", "conf": 0.5, "imgsz": 640, "callback_url": None}
+    assert read(json.dumps(body).encode()) == ({"model": "default", "conf": "0.5", "imgsz": "640"}, ["a", "b"])
+    assert read(b'{"iou": 0.4}', with_file_ids=False) == ({"iou": "0.4"}, [])
+    assert json_body_limit(10_000) > 10_000 * len(json.dumps(str(uuid.uuid4())) + ", ")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{", 400, "invalid_json"),
+        (b"[]", 400, "invalid_json"),
+        (b'{"file_ids": "a"}', 400, "invalid_parameter"),
+        (b'{"file_ids": [1]}', 400, "invalid_parameter"),
+        (b'{"file_ids": [], "conf": true}', 400, "invalid_parameter"),
+        (b'{"file_ids": [], "model": 3}', 400, "invalid_parameter"),
+        (b'{"file_ids": [], "image": "x"}', 400, "invalid_parameter"),
+        (b'{"file_ids": ["' + b"a" * 2000 + b'"]}', 413, "too_large"),
+    ],
+)
+def test_a_bad_json_body_is_refused(body: bytes, status: int, code: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        read(body)
+    assert (refused.value.status, refused.value.code) == (status, code)
+
+
+def test_a_json_body_over_the_bound_is_refused_without_reading_past_it() -> None:
+    stream = io.BytesIO(b"{" + b" " * 5000 + b"}")
+    with pytest.raises(ApiError) as refused:
+        read_json_fields(stream, None, 1000)  # no Content-Length: read up to the bound only
+    assert refused.value.status == 413 and stream.tell() == 1001
+    with pytest.raises(ApiError):
+        read_json_fields(io.BytesIO(b"{}"), 5000, 1000)  # a Content-Length over the bound: nothing read

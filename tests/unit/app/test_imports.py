@@ -8,7 +8,7 @@ import grimp
 import pytest
 
 # What builds the app's answers and holds its state: everything else imports these.
-CORE = ["app.extensions", "app.errors", "app.job_refusals", "app.metrics", "app.forms", "app.job_actions"]
+CORE = ["app.extensions", "app.errors", "app.refusals", "app.metrics", "app.forms", "app.job_actions"]
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,20 @@ import io
 import json
 import uuid
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
+from sqlalchemy import event
 
+from config import Settings
 from harness.images import image_bytes
 from jobs.catalog import LoadedModel, model_classes, record_loaded_model
-from jobs.exports import Detection, ExportImage, JobExport, build, job_export, unique_label_names
+from jobs.exports import CHUNK_BYTES, Detection, ExportImage, JobExport, LabelNames, build, export_classes, job_export
 from jobs.lifecycle import FileResult, JobParams, begin_attempt, record_results
+from jobs.queries import UploadsInPages
+from jobs.service import JobService
 from storage import Storage
 from tests.helpers import LEASE, create_queued_job, job_state
 
@@ -82,8 +87,8 @@ def test_yolo_labels_are_normalised_and_colliding_names_kept_apart() -> None:
 
 
 def test_label_names_are_unique_ignoring_case() -> None:
-    names = ["x.png", "X.jpg", "x-2.png", "dir.v1/x.tif", ""]
-    assert unique_label_names(names) == ["x.txt", "X-2.txt", "x-2-2.txt", "x-3.txt", "image.txt"]
+    names, filenames = LabelNames(), ["x.png", "X.jpg", "x-2.png", "dir.v1/x.tif", ""]
+    assert [names.name_for(f) for f in filenames] == ["x.txt", "X-2.txt", "x-2-2.txt", "x-3.txt", "image.txt"]
 
 
 def test_csv_has_one_row_per_detection() -> None:
@@ -133,7 +138,36 @@ def test_a_job_exports_only_images_analysed_without_error(store: Storage) -> Non
     with store.database.transaction() as session:
         classes = model_classes(session, "default")
     export = job_export(job_state(store, job_id), classes, lambda file_id: f"/files/{file_id}")
-    assert [i.filename for i in export.images] == ["img-0.png"], "no error result, no missing result"
-    assert export.images[0].detections == [Detection(7, "hexagon", 0.8, 1, 2, 3, 4)]
-    assert export.classes == {0: "circle", 1: "square", 7: "hexagon"}
+    images = list(export.images)
+    assert [i.filename for i in images] == ["img-0.png"], "no error result, no missing result"
+    assert images[0].detections == [Detection(7, "hexagon", 0.8, 1, 2, 3, 4)]
+    assert export_classes(export) == {0: "circle", 1: "square", 7: "hexagon"}
     assert export.status == "running"
+    with store.database.transaction() as session:
+        job, uploads = JobService(Settings(), store, None).export_source(session, job_id, None)
+        paged = job_export(job, classes, str, uploads)
+        assert list(paged.images) == [replace(images[0], url=images[0].file_id)]
+
+
+def test_an_export_of_many_images_streams_in_bounded_chunks_read_a_page_at_a_time(store: Storage) -> None:
+    """A job's rows are read a page at a time, twice for COCO, and its bytes leave in chunks: a 10,000-image
+    job's export never holds the whole file or every row."""
+    detection = {"name": "circle", "class": 0, "confidence": 0.5, "box": {"x1": 1, "y1": 2, "x2": 30, "y2": 40}}
+    job_id = create_queued_job(store, *(image_bytes(seed=4000 + n) for n in range(7)), params=JobParams("default"))
+    uploads = job_state(store, job_id).uploads
+    with store.database.transaction() as session:
+        run = begin_attempt(session, job_id, LEASE)
+        assert run is not None
+        results = [FileResult(u.id, 64, 48, [detection] * 300) for u in uploads]
+        record_results(session, job_id, run.lease_token, results, LEASE)
+    with store.database.transaction() as session:
+        job, _ = JobService(Settings(), store, None).export_source(session, job_id, None)
+        pages = UploadsInPages(session, job_id, page=3)
+        reads: list[str] = []
+        event.listen(session.get_bind(), "before_cursor_execute", lambda *a: reads.append(str(a[2])))
+        exported = build(job_export(job, {}, str, pages), "coco")
+        chunks = [len(chunk) for chunk in exported.chunks]
+        document = json.loads(b"".join(build(job_export(job, {}, str, pages), "coco").chunks))
+    assert len([sql for sql in reads if "FROM uploads" in sql]) == 2 * 3 * 2, "7 rows in pages of 3, twice per export"
+    assert len(chunks) > 1 and max(chunks) < 2 * CHUNK_BYTES
+    assert len(document["images"]) == 7 and len(document["annotations"]) == 7 * 300

@@ -208,7 +208,7 @@ def test_begin_attempt_runs_the_job_under_a_lease_and_returns_its_pending_upload
     uploads = job_state(store, job_id).uploads
     run = attempt(store, job_id)
     assert (run.job_id, run.params, run.total, run.done, run.attempts) == (job_id, params, 3, 0, 1)
-    assert run.pending == [WorkItem(u.id, u.file.path) for u in uploads]
+    assert run.pending == [WorkItem(u.id, u.file.path, u.file.sha256) for u in uploads]
     job = job_state(store, job_id)
     assert (job.status, job.attempts, job.lease_token) == ("running", 1, run.lease_token)
     assert job.started_at is not None and job.finished_at is None
@@ -241,8 +241,8 @@ def test_a_later_attempt_counts_skips_what_has_results_and_fences_the_old_one(st
     assert (second.total, second.done, second.attempts) == (3, 1, 2)
     assert second.lease_token != first.lease_token
     assert second.pending == [
-        WorkItem(uploads[0].id, uploads[0].file.path),
-        WorkItem(uploads[2].id, uploads[2].file.path),
+        WorkItem(uploads[0].id, uploads[0].file.path, uploads[0].file.sha256),
+        WorkItem(uploads[2].id, uploads[2].file.path, uploads[2].file.sha256),
     ]
     job = job_state(store, job_id)
     assert job.attempts == 2 and job.started_at == first_start, "the first start is kept"
@@ -272,7 +272,7 @@ def test_begin_attempts_begins_several_jobs_in_two_statements_each_under_a_lease
     first, second = runs[0], runs[2]
     assert first is not None and second is not None and first.lease_token != second.lease_token
     assert [len(first.pending), len(second.pending)] == [1, 2]
-    assert second.pending == [WorkItem(u.id, u.file.path) for u in job_state(store, two).uploads]
+    assert second.pending == [WorkItem(u.id, u.file.path, u.file.sha256) for u in job_state(store, two).uploads]
     for run in (first, second):
         job = job_state(store, run.job_id)
         assert (job.status, job.attempts, job.lease_token) == ("running", 1, run.lease_token)

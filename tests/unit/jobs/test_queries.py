@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy.exc import InvalidRequestError
 
 from accounts.keys import ensure_tenant
+from files.ownership import add_tenant_file
 from harness.images import image_bytes
 from jobs.lifecycle import FileResult, JobParams, begin_attempt, create_job, record_results
-from jobs.queries import find_file, find_job, page_of_jobs
+from jobs.queries import find_file, find_job, first_filenames, page_of_jobs
 from storage import Storage
 from tests.helpers import LEASE, create_queued_job, job_state, new_upload
 
@@ -42,7 +43,13 @@ def test_page_of_jobs_is_newest_first_with_the_total(store: Storage) -> None:
         rest, _ = page_of_jobs(session, limit=2, offset=2, tenant_id=None)
     assert total == 3
     assert [j.id for j in first + rest] == ids[::-1]
-    assert [u.filename for u in first[0].uploads] == ["img-0.png"]
+
+
+def test_first_filenames_reads_a_few_names_of_each_job(store: Storage) -> None:
+    ids = [create_queued_job(store, image_bytes(seed=60), image_bytes(seed=61 + i)) for i in range(2)]
+    with store.database.transaction() as session:
+        assert first_filenames(session, ids, 1) == {job_id: ["img-0.png"] for job_id in ids}
+        assert first_filenames(session, ids[:1], 5) == {ids[0]: ["img-0.png", "img-1.png"]}
 
 
 def test_what_a_query_did_not_load_raises_instead_of_loading(store: Storage) -> None:
@@ -50,7 +57,7 @@ def test_what_a_query_did_not_load_raises_instead_of_loading(store: Storage) -> 
     with store.database.transaction() as session:
         (job,), _ = page_of_jobs(session, limit=1, offset=0, tenant_id=None)
         with pytest.raises(InvalidRequestError, match="lazy='raise'"):
-            _ = job.uploads[0].file
+            _ = job.uploads
 
 
 def tenant(store: Storage, name: str) -> uuid.UUID:
@@ -84,10 +91,16 @@ def test_find_file_is_the_tenants_own_upload_of_it(store: Storage) -> None:
         create_job(session, store.blobs, JobParams(model="default"), uploads, bob)
     with store.database.transaction() as session:
         found = find_file(session, file_id, alice)
-        assert found is not None and found[1] == "img-1.png" and found[0].content_type == "image/png"
+        assert found is not None and found.filename == "img-1.png" and found.file.content_type == "image/png"
+        alices_since = found.held_since
         found = find_file(session, file_id, bob)
-        assert found is not None and found[1] == "bobs-name.png", "each tenant sees its own filename"
+        assert found is not None and found.filename == "bobs-name.png", "each tenant sees its own filename"
+        assert found.held_since > alices_since, "and since when it holds it: not when another tenant stored it"
         assert find_file(session, file_id, carol) is None, "a tenant that never uploaded it cannot see it"
         found = find_file(session, file_id, None)
-        assert found is not None and found[1] == "img-1.png", "an admin sees the first upload's name"
+        assert found is not None and found.filename == "img-1.png", "an admin sees the first upload's name"
         assert find_file(session, uuid.uuid4(), None) is None
+        add_tenant_file(session, carol, file_id, "carols-upload.png")  # a finished resumable upload of the bytes
+    with store.database.transaction() as session:
+        found = find_file(session, file_id, carol)
+        assert found is not None and found.filename == "carols-upload.png", "a tenant's own file is visible to it"

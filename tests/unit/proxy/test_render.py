@@ -35,3 +35,20 @@ def test_nginx_answers_json_on_exactly_the_paths_the_app_does() -> None:
     paths = [*API_PATH_PREFIXES, "/api/v1/jobs?limit=5", "/metrics/", "/", "/jobs", "/sign-in", "/apix", "/docs/"]
     assert [bool(nginx_api_path.match(p)) for p in paths] == [is_api_path(p) for p in paths]
     assert [is_api_path(p) for p in paths[-5:]] == [False] * 5
+
+
+def test_resumable_upload_pieces_stream_through_after_the_key_check() -> None:
+    """/api/v1/uploads: no body limit or temp file in nginx (the app holds MAX_FILE_BYTES), the same key check,
+    and time for the last piece's answer while the file is stored."""
+    rendered = proxy.render(proxy.from_settings(Settings.from_env({}).api, Path("/tmp/x")))
+    block = re.search(r"location \^~ /api/v1/uploads \{(.*?)\n        \}", rendered, re.DOTALL)
+    assert block is not None
+    directives = {line.strip() for line in block.group(1).splitlines()}
+    assert {
+        "auth_request /_proxy/key-check;",
+        "client_max_body_size 0;",
+        "proxy_request_buffering off;",
+        f"proxy_read_timeout {proxy.UPLOAD_READ_TIMEOUT}s;",
+        "proxy_pass http://gunicorn;",
+    } <= directives
+    assert "proxy_request_buffering on;" in rendered, "every other body is still read whole first"

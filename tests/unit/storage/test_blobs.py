@@ -58,8 +58,8 @@ def test_installing_makes_the_digest_directories_and_fsyncs_each_parent(
     blobs = BlobStore(tmp_path)
     blobs.ensure_layout()
     synced: list[Path] = []
-    fsync_dir = blobs_module._fsync_dir
-    monkeypatch.setattr(blobs_module, "_fsync_dir", lambda directory: synced.append(directory) or fsync_dir(directory))
+    fsync_dir = blobs_module.fsync_dir
+    monkeypatch.setattr(blobs_module, "fsync_dir", lambda directory: synced.append(directory) or fsync_dir(directory))
     incoming = blobs.new_incoming()
     incoming.write(b"durable")
     target = blobs.path_of(blobs.install(incoming))

@@ -15,18 +15,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from config import Settings
 from harness.images import image_bytes
 from jobs.lifecycle import JobParams, begin_attempt, cancel_job
 from storage import Storage
-from storage.tables import Result
+from storage.tables import Result, Upload
 from tasks.heartbeat import Heartbeat
 from tasks.model_pool import ModelUnavailable
 from tasks.outages import DatabaseOutage
 from tasks.pipeline import FAILED, STOPPED, SUCCEEDED, Member, Pipeline, Stages
-from tests.helpers import LEASE, create_queued_job, job_state
+from tests.helpers import LEASE, add_key, create_queued_job, job_state
 
 # An image this wide makes the stand-in model raise: the poison.
 POISON_WIDTH = 13
@@ -35,7 +36,8 @@ POISON_WIDTH = 13
 class StandInModel:
     """A detector standing in for the GPU's: one box per image, ``seconds`` per call, raising on a poison image."""
 
-    backend, task, names, stride, imgsz = "stand-in", "detect", {0: "square"}, 32, 320
+    backend, precision, task, names, stride, imgsz = "stand-in", "fp32", "detect", {0: "square"}, 32, 320
+    weights_sha256: str | None = None
 
     def __init__(self, seconds: float = 0.0, on_call: Callable[[int], None] | None = None) -> None:
         self.seconds = seconds
@@ -101,8 +103,10 @@ def member(store: Storage, job_id: uuid.UUID) -> Member:
     return Member(f"task-{job_id}", run)
 
 
-def settings(batch: int = 2, round_jobs: int = 8) -> Settings:
-    return Settings.from_env({"INFERENCE_BATCH_SIZE": str(batch), "WORKER_ROUND_JOBS": str(round_jobs)})
+def settings(batch: int = 2, round_jobs: int = 8, reuse: str = "tenant") -> Settings:
+    return Settings.from_env(
+        {"INFERENCE_BATCH_SIZE": str(batch), "WORKER_ROUND_JOBS": str(round_jobs), "RESULT_REUSE": reuse}
+    )
 
 
 def transaction_on(store: Storage) -> Callable[[Callable[[Any], Any]], Any]:
@@ -121,9 +125,10 @@ def pipeline(
     batch: int = 2,
     round_jobs: int = 8,
     transaction: Callable[[Callable[[Any], Any]], Any] | None = None,
+    reuse: str = "tenant",
 ) -> Pipeline:
     return Pipeline(
-        settings(batch, round_jobs),
+        settings(batch, round_jobs, reuse),
         Models(model),
         store.blobs.root,
         transaction or transaction_on(store),
@@ -285,3 +290,51 @@ def test_the_heartbeat_reports_a_lost_lease_and_not_a_released_one(store: Storag
     heartbeat.release(ended)
     heartbeat.renew()
     assert heartbeat.lost == {cancelled}
+
+
+def reuse_counts() -> tuple[float, float]:
+    def value(outcome: str) -> float:
+        return REGISTRY.get_sample_value("yolo_worker_result_reuse_total", {"outcome": outcome}) or 0.0
+
+    return value("hit"), value("miss")
+
+
+def stored_results(store: Storage, job_id: uuid.UUID) -> list[Result]:
+    with store.database.transaction() as session:
+        query = select(Result).join(Upload, Upload.id == Result.upload_id).where(Result.job_id == job_id)
+        return list(session.scalars(query.order_by(Upload.position)))
+
+
+def test_an_image_with_a_result_of_the_same_key_takes_it_without_decode_or_predict(store: Storage) -> None:
+    tenant_id = add_key(store, f"reuse-{uuid.uuid4().hex[:8]}").tenant_id
+    stranger = add_key(store, f"reuse-{uuid.uuid4().hex[:8]}").tenant_id
+    seen, new = image_bytes(24, 16, seed=9001), image_bytes(28, 16, seed=9002)
+    model = StandInModel()
+    model.weights_sha256 = "a" * 64
+
+    def run(*images: bytes, reuse: str = "tenant", tenant: uuid.UUID = tenant_id) -> list[Result]:
+        job_id = create_queued_job(store, *images, tenant_id=tenant)
+        model.calls.clear()
+        (done,) = pipeline(store, model, Reporter(), reuse=reuse).run(member(store, job_id))
+        assert done.outcome == SUCCEEDED
+        return stored_results(store, job_id)
+
+    first = run(seen)
+    assert [r.cached for r in first] == [False] and first[0].reuse_key is not None
+    assert (first[0].weights_sha256, first[0].backend, first[0].precision) == ("a" * 64, "stand-in", "fp32")
+    hits, misses = reuse_counts()
+    second = run(seen, new, seen)
+    assert [image_widths for _, image_widths in model.calls] == [[28]], "only the new image is decoded and predicted"
+    assert [r.cached for r in second] == [True, False, True]
+    assert second[0].detections == first[0].detections and (second[0].width, second[0].height) == (24, 16)
+    assert second[0].reuse_key == first[0].reuse_key
+    assert reuse_counts() == (hits + 2, misses + 1)
+
+    assert [r.cached for r in run(seen, reuse="off")] == [False] and len(model.calls) == 1
+    assert reuse_counts() == (hits + 2, misses + 1), "off: no lookup, nothing counted"
+    assert [r.cached for r in run(seen, tenant=stranger)] == [False], "another tenant's result is not taken"
+    model.weights_sha256 = "b" * 64  # new weights under the same name
+    renewed = run(seen)
+    assert [r.cached for r in renewed] == [False] and renewed[0].reuse_key != first[0].reuse_key
+    model.weights_sha256 = None  # weights built from a YAML name: random, never reused
+    assert [r.reuse_key for r in run(seen)] == [None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.errors import RETRY_AFTER_SECONDS, ApiError, to_api_error
-from app.job_refusals import ACTIVE_JOBS_RETRY_AFTER, CLAIM_RETRY_AFTER, JOB_REFUSALS
+from app.refusals import ACTIVE_JOBS_RETRY_AFTER, CLAIM_RETRY_AFTER, REFUSALS, REFUSED
 from jobs.errors import (
     AlreadyFinished,
     BrokerUnavailable,
@@ -18,12 +18,13 @@ from jobs.errors import (
 )
 
 
-def all_refusals(kind: type[JobRefused] = JobRefused) -> set[type[JobRefused]]:
+def all_refusals(kind: type[Exception]) -> set[type[Exception]]:
     return {cls for sub in kind.__subclasses__() for cls in (sub, *all_refusals(sub))}
 
 
-def test_every_refusal_the_service_can_raise_has_an_answer() -> None:
-    assert set(JOB_REFUSALS) == all_refusals(), "a new refusal in jobs.errors needs its row in app.job_refusals"
+def test_every_refusal_the_domain_can_raise_has_an_answer() -> None:
+    raised = set().union(*(all_refusals(base) for base in REFUSED))
+    assert set(REFUSALS) == raised, "a new refusal in jobs, files or resumable errors needs its row in app.refusals"
 
 
 @pytest.mark.parametrize(
