@@ -23,13 +23,14 @@ an optional checksum.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import FileSettings
@@ -54,6 +55,8 @@ from storage.locks import lock_digests
 from storage.parts import PartStore, PartWriter
 from storage.tables import ResumableUpload, StoredFile
 
+log = logging.getLogger(__name__)
+
 # Bytes read from a body at once (and so at most held in memory per request).
 READ_BYTES = 1024 * 1024
 # A long piece without a checksum is fsynced and its offset recorded this often.
@@ -75,11 +78,13 @@ class Checksum:
 
 def find_upload(session: Session, upload_id: uuid.UUID, tenant_id: uuid.UUID | None) -> ResumableUpload:
     """The upload, if it is the tenant's (every tenant's for None, an admin) and not expired; else UploadNotFound."""
-    query = select(ResumableUpload).where(ResumableUpload.id == upload_id)
+    # Expired by the database's clock, as the pending bytes and the sweep judge it.
+    live = or_(ResumableUpload.finished_at.is_not(None), ResumableUpload.expires_at > func.now())
+    query = select(ResumableUpload).where(ResumableUpload.id == upload_id, live)
     if tenant_id is not None:
         query = query.where(ResumableUpload.tenant_id == tenant_id)
     upload = session.scalar(query)
-    if upload is None or (not upload.is_finished and upload.expires_at <= datetime.now(UTC)):
+    if upload is None:
         raise UploadNotFound()
     return upload
 
@@ -245,7 +250,14 @@ class UploadService:
     def _finish(self, upload: ResumableUpload) -> ResumableUpload:
         """Make the whole part the tenant's stored file and record it; the part goes after the commit."""
         running = self.hashes.take(upload.id, upload.length)
-        sha256 = (running or self.parts.sha256(upload.part_path, upload.length)).hexdigest()
+        if running is None:
+            log.info(
+                "upload hashed from its part id=%s bytes=%s: its pieces came to other processes",
+                upload.id,
+                upload.length,
+            )
+            running = self.parts.sha256(upload.part_path, upload.length)
+        sha256 = running.hexdigest()
         part = self.parts.path_of(upload.part_path)
         info = _image_info(part)
         with self.storage.database.transaction() as session:
