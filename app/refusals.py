@@ -28,6 +28,7 @@ from resumable.errors import (
     ExceedsLength,
     OffsetMismatch,
     PendingUploadsQuotaExceeded,
+    TooManyPendingUploads,
     UploadBusy,
     UploadNotFound,
     UploadRefused,
@@ -76,4 +77,5 @@ REFUSALS: dict[type[Refused], Refusal] = {
     UploadTooLarge: Refusal(413, "too_large"),
     ChecksumMismatch: Refusal(CHECKSUM_MISMATCH_STATUS, "checksum_mismatch"),
     PendingUploadsQuotaExceeded: Refusal(507, "pending_uploads_quota_exceeded"),
+    TooManyPendingUploads: Refusal(429, "too_many_pending_uploads"),
 }

@@ -332,6 +332,12 @@ class FileSettings(Group):
         description="per tenant: bytes announced by its unfinished resumable uploads at once (507 past it)",
         json_schema_extra=shown(default="`42949672960` (40 GiB)"),
     )
+    pending_uploads: int = Field(
+        1000,
+        alias="QUOTA_PENDING_UPLOADS",
+        ge=1,
+        description="per tenant: unfinished resumable uploads at once (429 past it)",
+    )
     storage_bytes: int = Field(
         1024**4,
         alias="QUOTA_STORAGE_BYTES",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ScalarSelect, func, select, text
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, select, text
 from sqlalchemy.orm import Session
 
 from files.errors import LargerThanQuota, StorageQuotaExceeded
@@ -34,16 +34,23 @@ def _stored(tenant_id: uuid.UUID) -> ScalarSelect[int]:
     )
 
 
-def _pending(tenant_id: uuid.UUID) -> ScalarSelect[int]:
-    return (
-        select(func.coalesce(func.sum(ResumableUpload.length), 0))
-        .where(
-            ResumableUpload.tenant_id == tenant_id,
-            ResumableUpload.finished_at.is_(None),
-            ResumableUpload.expires_at > func.now(),
-        )
-        .scalar_subquery()
+def _unfinished(tenant_id: uuid.UUID) -> ColumnElement[bool]:
+    """The tenant's resumable uploads that are unfinished and not expired (an expired one's part waits only for
+    the sweep)."""
+    return and_(
+        ResumableUpload.tenant_id == tenant_id,
+        ResumableUpload.finished_at.is_(None),
+        ResumableUpload.expires_at > func.now(),
     )
+
+
+def _pending(tenant_id: uuid.UUID) -> ScalarSelect[int]:
+    return select(func.coalesce(func.sum(ResumableUpload.length), 0)).where(_unfinished(tenant_id)).scalar_subquery()
+
+
+def pending_uploads(session: Session, tenant_id: uuid.UUID) -> int:
+    """How many of the tenant's resumable uploads are unfinished and not expired."""
+    return int(session.scalar(select(func.count()).where(_unfinished(tenant_id))) or 0)
 
 
 def stored_bytes(session: Session, tenant_id: uuid.UUID) -> int:
@@ -52,8 +59,7 @@ def stored_bytes(session: Session, tenant_id: uuid.UUID) -> int:
 
 
 def pending_upload_bytes(session: Session, tenant_id: uuid.UUID) -> int:
-    """The bytes announced (``Upload-Length``) by the tenant's unfinished resumable uploads that have not expired
-    (an expired one's part waits only for the sweep)."""
+    """The bytes announced (``Upload-Length``) by the tenant's unfinished resumable uploads that have not expired."""
     return int(session.scalar(select(_pending(tenant_id))) or 0)
 
 

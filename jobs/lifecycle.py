@@ -451,19 +451,26 @@ def finish_jobs(session: Session, finishing: Sequence[Finishing]) -> set[uuid.UU
 
     The UPDATE is fenced by each attempt's lease token and locks the jobs' rows, so an
     attempt that no longer holds its job (cancelled in the meantime, or replaced) writes
-    nothing. Every upload has a result once its attempt finishes (the attempt began with
-    the uploads that had none, and no other attempt could write since), so ``done_files``
-    is ``total_files``. Returns the ids of the jobs finished.
+    nothing. Every upload with a file has a result once its attempt finishes (the attempt
+    began with the uploads that had none, and no other attempt could write since), so
+    ``done_files`` is ``total_files`` but for the uploads whose file its owner deleted (a job
+    retried after such a deletion). Returns the ids of the jobs finished.
     """
     if not finishing:
         return set()
     attempts = [(f.job_id, f.token) for f in finishing]
+    deleted = (
+        select(func.count())
+        .select_from(Upload)
+        .where(Upload.job_id == Job.id, Upload.file_id.is_(None))
+        .scalar_subquery()
+    )
     statement = (
         update(Job)
         .where(tuple_(Job.id, Job.lease_token).in_(attempts), Job.status == "running")
         .values(
             status="succeeded",
-            done_files=Job.total_files,
+            done_files=Job.total_files - deleted,
             finished_at=func.now(),
             error_code=None,
             error_message=None,

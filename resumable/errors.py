@@ -73,3 +73,11 @@ class PendingUploadsQuotaExceeded(UploadRefused):
             "not fit. Finish or terminate some."
         )
         self.pending, self.adding, self.limit = pending, adding, limit
+
+
+class TooManyPendingUploads(UploadRefused):
+    """The tenant has ``limit`` unfinished uploads already (``QUOTA_PENDING_UPLOADS``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"This tenant has {limit} unfinished uploads; finish or terminate some first.")
+        self.limit = limit

@@ -35,13 +35,14 @@ from sqlalchemy.orm import Session
 
 from config.settings import FileSettings
 from files.ownership import add_tenant_file
-from files.quota import ensure_room, pending_upload_bytes
+from files.quota import ensure_room, pending_upload_bytes, pending_uploads
 from resumable.errors import (
     AlreadyComplete,
     ChecksumMismatch,
     ExceedsLength,
     OffsetMismatch,
     PendingUploadsQuotaExceeded,
+    TooManyPendingUploads,
     UploadBusy,
     UploadNotFound,
     UploadTooLarge,
@@ -116,6 +117,8 @@ class UploadService:
             raise UploadTooLarge(length, self.settings.max_file_bytes)
         # The tenant's quota lock first (held until commit): its pending bytes are counted under it.
         ensure_room(session, tenant_id, 0, self.settings.storage_bytes, largest=length)
+        if pending_uploads(session, tenant_id) >= self.settings.pending_uploads:
+            raise TooManyPendingUploads(self.settings.pending_uploads)
         pending = pending_upload_bytes(session, tenant_id)
         if pending + length > self.settings.pending_upload_bytes:
             raise PendingUploadsQuotaExceeded(pending, length, self.settings.pending_upload_bytes)

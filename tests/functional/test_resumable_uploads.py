@@ -34,6 +34,7 @@ from celery import Celery
 from sqlalchemy import update
 from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
+from werkzeug.test import TestResponse
 
 import celery_config
 from config import Settings
@@ -43,7 +44,7 @@ from resumable.locks import upload_lock
 from storage import Storage
 from storage.parts import part_relpath
 from storage.tables import ResumableUpload
-from tests.conftest import open_storage
+from tests.conftest import MakeApp, open_storage
 from tests.functional.hardening_support import assert_json_error
 from tests.functional.test_hardening_proxy import ROOMY_PROXY_LIMITS, csrf_token_of
 from tests.helpers import TestKey, add_key
@@ -491,3 +492,17 @@ def test_the_sweep_task_removes_expired_uploads_and_stray_parts(stack: Stack, wo
     assert head(live, key).headers["Upload-Offset"] == "0", "an upload that has not expired stays"
     line = f"upload expired id={expired_id} tenant={key.tenant_id} received=300"
     wait_until(lambda: line in worker.log_text(), 10, what="the expiry logged")
+
+
+def test_unfinished_uploads_past_the_tenants_count_are_429(make_app: MakeApp, services_env: dict[str, str]) -> None:
+    client = make_app({**services_env, "QUOTA_PENDING_UPLOADS": "2"}).test_client()
+
+    def create_one() -> TestResponse:
+        return client.post("/api/v1/uploads", headers={**TUS, "Upload-Length": "10"})
+
+    first, second = create_one(), create_one()
+    assert first.status_code == second.status_code == 201
+    refused = create_one()
+    assert_json_error(refused.status_code, refused.get_json(), 429, "too_many_pending_uploads")
+    assert client.delete(first.headers["Location"], headers=TUS).status_code == 204
+    assert create_one().status_code == 201, "a terminated upload makes room"

@@ -645,3 +645,20 @@ def test_release_attempt_queues_the_job_again_as_if_never_begun(store: Storage) 
     job = job_state(store, job_id)
     assert (job.status, job.attempts, job.lease_token) == ("queued", 0, None)
     assert attempt(store, job_id).attempts == 1
+
+
+def test_a_job_retried_after_its_owner_deleted_a_file_counts_only_the_files_it_has(store: Storage) -> None:
+    job_id = create_queued_job(store, image_bytes(seed=120), image_bytes(seed=121))
+    attempt(store, job_id)
+    with store.database.transaction() as session:  # what DELETE /api/v1/files/<id> leaves of the second upload
+        assert cancel_job(session, job_id)
+        session.execute(
+            text("UPDATE uploads SET file_id = NULL, file_deleted_at = now() WHERE job_id = :id AND position = 1"),
+            {"id": job_id},
+        )
+        assert retry_job(session, job_id)
+    run = attempt(store, job_id)
+    (kept,) = run.pending
+    assert finish(store, run, [FileResult(kept.upload_id, 64, 48, [])])
+    job = job_state(store, job_id)
+    assert (job.status, job.done_files, job.total_files) == ("succeeded", 1, 2)
