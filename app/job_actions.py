@@ -1,4 +1,4 @@
-"""What the views (API and web alike) ask of the job service, counted: submit, cancel, retry and rerun a job.
+"""What the views (API and web alike) ask of the job service, counted: submit, cancel, retry, rerun and delete.
 
 A submission's form is read here (``app.forms``), then handed to ``jobs.service``,
 which knows nothing of HTTP; every outcome but a replay is counted (``app.metrics``),
@@ -9,17 +9,19 @@ where it is answered).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from flask import g
 from werkzeug.datastructures import FileStorage
 
 from app.auth import current_principal, tenant_scope
 from app.errors import api_error_of
-from app.extensions import db_session, get_job_service, get_settings
+from app.extensions import db_session, get_dispatcher, get_job_service, get_settings, get_storage
 from app.forms import identify_uploads, parse_callback_url, parse_file_ids, parse_param_changes, parse_params
 from app.metrics import JOB_ACTIONS, count_submission
 from app.serializers import submission_json
+from jobs import deletion
 from jobs.idempotency import StoredResponse
 from jobs.service import NewJob, Submission
 from storage.tables import Job
@@ -39,16 +41,13 @@ def submit(
     """Create and enqueue a job of the request's tenant from its ``image`` parts, the stored files named by
     ``file_ids`` and its form fields, or replay the answer stored under ``idempotency_key``."""
     session, tenant_id = db_session(), current_principal().tenant_id
-    try:
+    with _refusals_counted():
         settings = get_settings()
         params = parse_params(form, settings)  # what identifies the request under an Idempotency-Key
         callback_url = parse_callback_url(form)
         ids = parse_file_ids(file_ids, settings.files.max_job_files)
         new_job = NewJob(params, identify_uploads(files, len(ids)), callback_url, ids)
         submission = get_job_service().submit(session, tenant_id, new_job, accepted, idempotency_key)
-    except Exception as exc:
-        count_submission(api_error_of(exc).status)
-        raise
     return _counted(submission)
 
 
@@ -57,17 +56,24 @@ def rerun(job_id: uuid.UUID, form: Mapping[str, str], idempotency_key: str | Non
     ``iou`` and ``imgsz`` the form sets and the original's others, and the form's ``callback_url``
     (``jobs.service.JobService.rerun``); what the web page's "Run again with…" calls too."""
     session, tenant_id = db_session(), current_principal().tenant_id
-    try:
+    with _refusals_counted():
         changes = parse_param_changes(form, get_settings())
         callback_url = parse_callback_url(form)
         service = get_job_service()
         submission = service.rerun(session, tenant_id, job_id, changes, accepted, callback_url, idempotency_key)
-    except Exception as exc:
-        count_submission(api_error_of(exc).status)
-        raise
     if not submission.replayed:
         JOB_ACTIONS.labels("rerun").inc()
     return _counted(submission)
+
+
+@contextmanager
+def _refusals_counted() -> Iterator[None]:
+    """A submission refused (by its form or by the service) is counted by the status it will be answered with."""
+    try:
+        yield
+    except Exception as exc:
+        count_submission(api_error_of(exc).status)
+        raise
 
 
 def _counted(submission: Submission) -> Submission:
@@ -89,3 +95,15 @@ def retry(job_id: uuid.UUID) -> Job:
     job = get_job_service().retry(db_session(), job_id, tenant_scope())
     JOB_ACTIONS.labels("retry").inc()
     return job
+
+
+def delete_job(job_id: uuid.UUID) -> deletion.Deleted:
+    """Delete a job the request's principal can see, for real (``jobs.deletion.delete_job``), as the principal's key."""
+    actor = current_principal().key_id
+    return deletion.delete_job(db_session(), get_storage(), get_dispatcher(), job_id, tenant_scope(), actor)
+
+
+def delete_file(file_id: uuid.UUID) -> deletion.Deleted:
+    """Delete a file the request's principal holds, and every reference to it (``jobs.deletion.delete_file``)."""
+    actor = current_principal().key_id
+    return deletion.delete_file(db_session(), get_storage(), get_dispatcher(), file_id, tenant_scope(), actor)

@@ -2,20 +2,18 @@
 
 The owner's key, or an admin's (any tenant's job or file; for a file, every tenant's hold
 of it: privacy requests), deletes; anyone else gets 404, as for a job or file that never
-was. The work is :mod:`jobs.deletion`'s; afterwards a GET of the job or the file answers
-404, since the record itself is gone (retention's 410 is for a record that stays while its
-bytes expired).
+was. The work is :mod:`jobs.deletion`'s (through :mod:`app.job_actions`, as the web page's
+Delete); afterwards a GET of the job or the file answers 404, since the record itself is
+gone (retention's 410 is for a record that stays while its bytes expired).
 """
 
 from __future__ import annotations
 
 from flask import Response
 
+from app import job_actions
 from app.api import bp
 from app.api.schemas import ErrorBody, FilePath, JobPath
-from app.auth import current_principal, tenant_scope
-from app.extensions import db_session, get_dispatcher, get_storage
-from jobs import deletion
 
 
 @bp.delete("/jobs/<uuid:job_id>", responses={204: None, 404: ErrorBody})
@@ -26,8 +24,7 @@ def delete_job(path: JobPath) -> Response:
     tenant refers to go too. A tombstone row keeps who deleted it, when, and the SHA-256 and
     size of each file. A GET of the job answers 404 afterwards.
     """
-    actor = current_principal().key_id
-    deletion.delete_job(db_session(), get_storage(), get_dispatcher(), path.job_id, tenant_scope(), actor)
+    job_actions.delete_job(path.job_id)
     return Response(status=204)
 
 
@@ -39,6 +36,5 @@ def delete_file(path: FilePath) -> Response:
     cancelled first). Its bytes go once no tenant refers to them. A tombstone row keeps who
     deleted it and when. A GET of the file answers 404 afterwards.
     """
-    actor = current_principal().key_id
-    deletion.delete_file(db_session(), get_storage(), get_dispatcher(), path.file_id, tenant_scope(), actor)
+    job_actions.delete_file(path.file_id)
     return Response(status=204)

@@ -16,13 +16,12 @@ from flask import Response, redirect, render_template, request, url_for
 from app import job_actions
 from app.annotate import Box, boxes
 from app.api.annotated import THUMBNAIL_SIDE
-from app.auth import current_principal, tenant_scope
+from app.auth import tenant_scope
 from app.errors import ApiError, to_api_error
-from app.extensions import db_session, get_dispatcher, get_job_service, get_settings, get_storage
+from app.extensions import db_session, get_job_service, get_settings
 from app.forms import status_filter
 from app.quotas import limit_submissions
 from app.web import bp
-from jobs import deletion
 from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
 from storage.tables import JOB_STATUSES, Upload
 
@@ -183,9 +182,7 @@ def rerun_job(job_id: uuid.UUID) -> JobAction:
 def delete_job(job_id: uuid.UUID) -> Response:
     """Delete the job (cancelled first if unfinished) and the bytes no one else refers to, as the API's DELETE
     does (``jobs.deletion``); the jobs list next."""
-    deletion.delete_job(
-        db_session(), get_storage(), get_dispatcher(), job_id, tenant_scope(), current_principal().key_id
-    )
+    job_actions.delete_job(job_id)
     return redirect(url_for("web.jobs_page"), 303)
 
 
