@@ -35,11 +35,15 @@ BUNDLED_EXPORT := models/shapes-yolov8n_openvino_model/metadata.yaml
 
 install: $(STAMP)
 
+TRACKERS_VERSION = 2.6.1
+
 $(STAMP): setup.cfg pyproject.toml yolo_jobs_client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(BIN)/pip install --quiet -e ".[worker,ops,test,training]"
+	@# Video tracks (video/tracks.py); --no-deps: setup.cfg says why.
+	$(BIN)/pip install --quiet --no-deps "trackers==$(TRACKERS_VERSION)"
 	@# The client is a distribution of its own (yolo_jobs_client/pyproject.toml): it brings the yolo-jobs command.
 	$(BIN)/pip install --quiet -e ./yolo_jobs_client
 	mkdir -p var/ultralytics

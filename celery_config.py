@@ -36,6 +36,7 @@ QUEUES = (
 )
 ROUTES = {
     "tasks.detection.*": {"queue": "inference", "routing_key": "inference"},
+    "tasks.parts.*": {"queue": "inference", "routing_key": "inference"},
     "tasks.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"},
     "tasks.webhooks.*": {"queue": "webhooks", "routing_key": "webhooks"},
 }

@@ -271,3 +271,68 @@ CREATE TABLE IF NOT EXISTS tombstones (
 );
 CREATE INDEX IF NOT EXISTS tombstones_tenant_deleted_at ON tombstones (tenant_id, deleted_at DESC);
 CREATE INDEX IF NOT EXISTS tombstones_subject_id ON tombstones (subject_id);
+
+-- What a video file holds, probed once when it is stored (storage/media.py): {"kind": "video", "container",
+-- "codec", "width", "height", "rotation", "fps", "duration", "frames"}. NULL for images and other files.
+ALTER TABLE stored_files ADD COLUMN IF NOT EXISTS media jsonb;
+
+-- A job's media parameters: for videos the sample rate (NULL: every frame), the time range in seconds and
+-- whether tracks are assigned; for images whether they run as tiles (auto, off or tiles on the longest side).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS sample_fps real CHECK (sample_fps > 0);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS start_seconds double precision CHECK (start_seconds >= 0);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS end_seconds double precision CHECK (end_seconds > 0);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS track boolean NOT NULL DEFAULT false;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tiles text NOT NULL DEFAULT 'off' CHECK (tiles ~ '^(auto|off|[1-9][0-9]?)$');
+-- A job with parts counts its frames: to do (exact once each segment has listed its own), analysed, not decodable.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS total_frames integer CHECK (total_frames >= 0);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS done_frames integer NOT NULL DEFAULT 0 CHECK (done_frames >= 0);
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS failed_frames integer NOT NULL DEFAULT 0 CHECK (failed_frames >= 0);
+
+-- Large media split across workers (jobs/parts.py): a video's segments (frames by timestamp in
+-- [start_seconds, end_seconds)), an image's tiles (a list of [x1, y1, x2, y2] in its pixels), and the one
+-- 'finish' part of an upload that needs a last step over all of them (tracks, or merging tiles). Each part runs
+-- as a task of its own under a lease fenced like a job's; the job ends when its last part does. units are frames
+-- (segments) or tiles; units_expected is NULL until the part has listed them.
+CREATE TABLE IF NOT EXISTS job_parts (
+    id               uuid PRIMARY KEY,
+    job_id           uuid        NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    upload_id        uuid        NOT NULL REFERENCES uploads (id) ON DELETE CASCADE,
+    kind             text        NOT NULL CHECK (kind IN ('segment', 'tiles', 'finish')),
+    number           integer     NOT NULL CHECK (number >= 0),
+    start_seconds    double precision,
+    end_seconds      double precision,
+    tiles            jsonb,
+    status           text        NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts         integer     NOT NULL DEFAULT 0,
+    lease_token      uuid,
+    lease_expires_at timestamptz,
+    task_id          text,
+    enqueued_at      timestamptz,
+    units_expected   integer     CHECK (units_expected >= 0),
+    units_done       integer     NOT NULL DEFAULT 0 CHECK (units_done >= 0),
+    units_failed     integer     NOT NULL DEFAULT 0 CHECK (units_failed >= 0),
+    detections       jsonb,
+    error            text,
+    finished_at      timestamptz,
+    UNIQUE (upload_id, kind, number),
+    CONSTRAINT job_parts_finished_check CHECK ((status IN ('done', 'failed')) = (finished_at IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS job_parts_job_id ON job_parts (job_id);
+CREATE INDEX IF NOT EXISTS job_parts_unfinished ON job_parts (status) WHERE finished_at IS NULL;
+
+-- What inference found in one sampled frame of a video upload, compactly: one row per frame, its boxes as
+-- flat arrays (x1, y1, x2, y2 per box in boxes; one class, score and track id per box). pts is the frame's
+-- timestamp in its stream's time base (unique per frame, so a segment written twice never duplicates one);
+-- frame is round(time x the stream's average rate); time is in seconds from the stream's start.
+CREATE TABLE IF NOT EXISTS frame_results (
+    upload_id uuid             NOT NULL REFERENCES uploads (id) ON DELETE CASCADE,
+    pts       bigint           NOT NULL,
+    frame     integer          NOT NULL CHECK (frame >= 0),
+    time      double precision NOT NULL,
+    boxes     real[]           NOT NULL,
+    classes   smallint[]       NOT NULL,
+    scores    real[]           NOT NULL,
+    tracks    integer[],
+    PRIMARY KEY (upload_id, pts)
+);
+CREATE INDEX IF NOT EXISTS frame_results_time ON frame_results (upload_id, time);

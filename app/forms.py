@@ -13,16 +13,18 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage
 
-from app.errors import ApiError
+from app.errors import ApiError, api_error_of
 from config import Settings
-from jobs.lifecycle import JobParams, NewUpload
+from jobs.lifecycle import NO_MEDIA, JobParams, MediaParams, NewUpload
 from storage.blobs import IncomingFile
-from storage.images import ImageTooLarge, NotAnImage, identify_image
+from storage.images import MAX_PIXELS, MediaRefused
+from storage.media import identify_file
 from storage.tables import JOB_STATUSES
 
 MAX_FILES_PER_JOB = 100
@@ -34,8 +36,22 @@ IMGSZ_RANGE = (32, 4096)
 FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 # The longest callback URL a job may carry (schema.sql's jobs_callback_url_check).
 MAX_CALLBACK_URL_LENGTH = 2048
+# A video's sample rate, and the longest time range a job may name (seconds); tiles along an image's longest side.
+FPS_RANGE = (0.01, 240.0)
+SECONDS_RANGE = (0.0, 7 * 24 * 3600.0)
+TILES_RANGE = (1, 99)
+# The media parameters a form names, and the MediaParams field each sets.
+MEDIA_PARAMETERS = {
+    "fps": "sample_fps",
+    "start": "start_seconds",
+    "end": "end_seconds",
+    "track": "track",
+    "tiles": "tiles",
+}
 # The parameters a submission (or a rerun) may set, besides its files.
-PARAMETERS = ("model", "conf", "iou", "imgsz", "callback_url")
+PARAMETERS = ("model", "conf", "iou", "imgsz", "callback_url", *MEDIA_PARAMETERS)
+# How a form says yes or no (an HTML checkbox sends "on"; JSON's true and false arrive as "true" and "false").
+YES, NO = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
 # A JSON submission's body: its parameters and up to MAX_JOB_FILES ids, each at most this long as JSON.
 JSON_BODY_BASE_BYTES = 16 * 1024
 JSON_BYTES_PER_FILE_ID = 64
@@ -66,7 +82,8 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
 def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:
     """Validate the optional ``model`` (a registry name or an alias; the job records the registry name),
     ``conf``, ``iou`` and ``imgsz`` fields."""
-    return JobParams(**{"model": settings.default_model, **parse_param_changes(form, settings)})
+    changes = {k: v for k, v in parse_param_changes(form, settings).items() if k not in MEDIA_PARAMETERS.values()}
+    return JobParams(**{"model": settings.default_model, **changes})
 
 
 def parse_param_changes(form: Mapping[str, str], settings: Settings) -> dict[str, Any]:
@@ -86,6 +103,42 @@ def parse_param_changes(form: Mapping[str, str], settings: Settings) -> dict[str
     raw_imgsz = form.get("imgsz", "").strip()
     if raw_imgsz:
         changes["imgsz"] = whole_number(raw_imgsz, "imgsz", *IMGSZ_RANGE)
+    return changes | parse_media_changes(form)
+
+
+def parse_media(form: Mapping[str, str]) -> MediaParams:
+    """Validate the optional media parameters: a video's ``fps`` (sample rate; every frame when absent), ``start``
+    and ``end`` (seconds), ``track`` (assign track ids), and an image's ``tiles`` (``auto``, ``off`` or how many
+    tiles along its longest side)."""
+    return replace(NO_MEDIA, **parse_media_changes(form))
+
+
+def parse_media_changes(form: Mapping[str, str]) -> dict[str, Any]:
+    """The media parameters ``form`` sets (not blank), by their ``MediaParams`` names, each validated."""
+    changes: dict[str, Any] = {}
+    if form.get("fps", "").strip():
+        changes["sample_fps"] = _number(form, "fps", 0.0, *FPS_RANGE)
+    for name in ("start", "end"):
+        if form.get(name, "").strip():
+            changes[MEDIA_PARAMETERS[name]] = _number(form, name, 0.0, *SECONDS_RANGE)
+    start, end = changes.get("start_seconds"), changes.get("end_seconds")
+    if end is not None and (end <= 0 or (start is not None and end <= start)):
+        raise ApiError(400, "invalid_parameter", "end must be after start (and after 0 s).")
+    raw_track = form.get("track", "").strip().lower()
+    if raw_track:
+        if raw_track not in YES + NO:
+            raise ApiError(400, "invalid_parameter", "track must be true or false.")
+        changes["track"] = raw_track in YES
+    raw_tiles = form.get("tiles", "").strip().lower()
+    if raw_tiles:
+        if raw_tiles in ("auto", "off"):
+            changes["tiles"] = raw_tiles
+        else:
+            low, high = TILES_RANGE
+            if not (raw_tiles.isascii() and raw_tiles.isdigit() and low <= int(raw_tiles) <= high):
+                message = f"tiles must be auto, off, or a whole number of tiles between {low} and {high}."
+                raise ApiError(400, "invalid_parameter", message)
+            changes["tiles"] = str(int(raw_tiles))
     return changes
 
 
@@ -168,18 +221,24 @@ def read_json_fields(
         value = body.get(name)
         if value is None:
             continue
-        textual = name in ("model", "callback_url")
+        textual = name in ("model", "callback_url", "tiles")
         numeric = isinstance(value, int | float) and not isinstance(value, bool) and not textual
-        if not (isinstance(value, str) or numeric):
+        if name == "track" and not isinstance(value, bool):
+            raise ApiError(400, "invalid_parameter", "track must be true or false.")
+        if not (isinstance(value, str) or numeric or name == "track" or (name == "tiles" and type(value) is int)):
             kind = "a string" if textual else "a number"
             raise ApiError(400, "invalid_parameter", f"{name} must be {kind}.")
         fields[name] = value if isinstance(value, str) else json.dumps(value)
     return fields, file_ids
 
 
-def identify_uploads(files: Sequence[FileStorage], references: int = 0) -> list[NewUpload]:
-    """Check that each part is a non-empty accepted image; raise 400/413/415 otherwise. A submission with no
-    image must name ``references`` stored files."""
+def identify_uploads(
+    files: Sequence[FileStorage], references: int = 0, max_pixels: int = MAX_PIXELS
+) -> list[NewUpload]:
+    """Check that each part is a non-empty accepted image or video (``storage.media.identify_file``, a video's
+    frames capped at ``max_pixels``: ``WORKER_MAX_IMAGE_PIXELS``, whose default this is); raise 400 otherwise,
+    or the refusal's own status (``app/refusals.py``: 413 ``image_too_large``, 415 ``unsupported_media``).
+    A submission with no image must name ``references`` stored files."""
     if not files and not references:
         raise ApiError(
             400, "no_image", "Attach at least one file in an 'image' field, or name stored files by 'file_id'."
@@ -195,11 +254,9 @@ def identify_uploads(files: Sequence[FileStorage], references: int = 0) -> list[
         if incoming.size == 0:
             raise ApiError(400, "empty_file", f"{name} is empty.")
         try:
-            info = identify_image(incoming)
-        except NotAnImage as exc:
-            raise ApiError(415, "unsupported_media_type", f"{name}: {exc}.") from None
-        except ImageTooLarge as exc:
-            raise ApiError(413, "image_too_large", f"{name}: {exc}.") from None
+            info = identify_file(incoming, max_pixels)
+        except MediaRefused as refused:
+            raise api_error_of(refused.naming(name)) from None
         uploads.append(NewUpload(incoming, name, info))
     return uploads
 

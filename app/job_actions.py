@@ -18,7 +18,14 @@ from werkzeug.datastructures import FileStorage
 from app.auth import current_principal, tenant_scope
 from app.errors import api_error_of
 from app.extensions import db_session, get_dispatcher, get_job_service, get_settings, get_storage
-from app.forms import identify_uploads, parse_callback_url, parse_file_ids, parse_param_changes, parse_params
+from app.forms import (
+    identify_uploads,
+    parse_callback_url,
+    parse_file_ids,
+    parse_media,
+    parse_param_changes,
+    parse_params,
+)
 from app.metrics import JOB_ACTIONS, count_submission
 from app.serializers import submission_json
 from jobs import deletion
@@ -46,7 +53,8 @@ def submit(
         params = parse_params(form, settings)  # what identifies the request under an Idempotency-Key
         callback_url = parse_callback_url(form)
         ids = parse_file_ids(file_ids, settings.files.max_job_files)
-        new_job = NewJob(params, identify_uploads(files, len(ids)), callback_url, ids)
+        uploads = identify_uploads(files, len(ids), settings.worker.max_image_pixels)
+        new_job = NewJob(params, uploads, callback_url, ids, parse_media(form))
         submission = get_job_service().submit(session, tenant_id, new_job, accepted, idempotency_key)
     return _counted(submission)
 

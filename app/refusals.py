@@ -1,5 +1,5 @@
-"""The HTTP answer to each refusal of the domain (``jobs.errors``, ``files.errors``, ``resumable.errors``): status,
-code and ``Retry-After``.
+"""The HTTP answer to each refusal of the domain (``jobs.errors``, ``files.errors``, ``resumable.errors``, and the
+media refusals of ``storage.images``): status, code and ``Retry-After``.
 
 One table for the API and the web pages alike (``app.errors.to_api_error`` reads it);
 the sentence is the exception's own.
@@ -34,6 +34,7 @@ from resumable.errors import (
     UploadRefused,
     UploadTooLarge,
 )
+from storage.images import MediaRefused, MediaTooLarge, UnsupportedMedia
 
 # Seconds a client waits before asking again: for a job slot of its tenant, or for a key's first request to end.
 ACTIVE_JOBS_RETRY_AFTER = 10
@@ -50,8 +51,8 @@ class Refusal:
 
 
 # The domain's refusals: every exception it raises to refuse a request derives from one of these.
-Refused = JobRefused | FileRefused | UploadRefused
-REFUSED = (JobRefused, FileRefused, UploadRefused)
+Refused = JobRefused | FileRefused | UploadRefused | MediaRefused
+REFUSED = (JobRefused, FileRefused, UploadRefused, MediaRefused)
 # tus 1.0's Checksum extension: "460 Checksum Mismatch" (not in http.HTTPStatus).
 CHECKSUM_MISMATCH_STATUS = 460
 
@@ -78,4 +79,6 @@ REFUSALS: dict[type[Refused], Refusal] = {
     ChecksumMismatch: Refusal(CHECKSUM_MISMATCH_STATUS, "checksum_mismatch"),
     PendingUploadsQuotaExceeded: Refusal(507, "pending_uploads_quota_exceeded"),
     TooManyPendingUploads: Refusal(429, "too_many_pending_uploads"),
+    UnsupportedMedia: Refusal(415, "unsupported_media"),
+    MediaTooLarge: Refusal(413, "image_too_large"),  # an image's frame or a video's
 }

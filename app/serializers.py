@@ -6,6 +6,7 @@ from ``files_offset``, ``files_total`` in all), so an answer's size is bounded.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from flask import url_for
 
 from files.ownership import HeldFile
-from storage.tables import Job, Upload, WebhookDelivery
+from storage.tables import Job, JobPart, Upload, WebhookDelivery
 from webhooks.event import message_id
 
 
@@ -32,6 +33,7 @@ def file_json(held: HeldFile) -> dict[str, Any]:
         "content_type": file.content_type,
         "width": file.width,
         "height": file.height,
+        **({"media": file.media} if file.media else {}),
         "created_at": _time(held.held_since),
         "deleted_at": _time(file.deleted_at),
         "content_url": url_for("api.file_content", file_id=file.id),
@@ -54,6 +56,7 @@ def upload_json(upload: Upload) -> dict[str, Any]:
         "size": upload.file.size,
         "content_type": upload.file.content_type,
         "deduplicated": upload.deduplicated,
+        **({"media": upload.file.media} if upload.file.media else {}),
     }
 
 
@@ -68,7 +71,13 @@ def result_json(upload: Upload) -> dict[str, Any]:
         "detections": result.detections,
         "error": result.error,
         "cached": result.cached,
+        **({"frames_url": frames_url(upload)} if upload.file is not None and upload.file.media else {}),
     }
+
+
+def frames_url(upload: Upload) -> str:
+    """Where a video upload's per-frame detections are paged by time (``?start=&end=``)."""
+    return url_for("api.video_frames", job_id=upload.job_id, file_id=upload.file_id)
 
 
 def job_summary_json(job: Job) -> dict[str, Any]:
@@ -76,10 +85,51 @@ def job_summary_json(job: Job) -> dict[str, Any]:
         "job_id": str(job.id),
         "status": job.status,
         "model": job.model,
-        "progress": {"done": job.done_files, "total": job.total_files},
+        "progress": progress_json(job),
         "created_at": _time(job.created_at),
         "finished_at": _time(job.finished_at),
         "url": url_for("api.show_job", job_id=job.id),
+    }
+
+
+def progress_json(job: Job) -> dict[str, Any]:
+    """Files done of files to do; for a job with videos also its sampled frames: analysed (``done``), to do
+    (``total``: exact once each segment has listed its own) and those that could not be decoded (``failed``)."""
+    progress: dict[str, Any] = {"done": job.done_files, "total": job.total_files}
+    if job.total_frames is not None:
+        progress["frames"] = {"done": job.done_frames, "total": job.total_frames, "failed": job.failed_frames}
+    return progress
+
+
+def parameters_json(job: Job) -> dict[str, Any]:
+    """What the job asks of inference, and of videos and large images."""
+    return {
+        "model": job.model,
+        "conf": round(job.conf, 4),
+        "iou": round(job.iou, 4),
+        "imgsz": job.imgsz,
+        "fps": job.sample_fps,
+        "start": job.start_seconds,
+        "end": job.end_seconds,
+        "track": job.track,
+        "tiles": job.tiles,
+    }
+
+
+def part_json(part: JobPart, file_id: uuid.UUID | None) -> dict[str, Any]:
+    """One segment of a video (or tile group of an image) of the stored file ``file_id``: the web page's timeline
+    draws these."""
+    return {
+        "file_id": str(file_id) if file_id else None,
+        "kind": part.kind,
+        "number": part.number,
+        "start": part.start_seconds,
+        "end": part.end_seconds,
+        "status": part.status,
+        "done": part.units_done,
+        "total": part.units_expected,
+        "failed": part.units_failed,
+        "error": part.error,
     }
 
 
@@ -115,12 +165,15 @@ def webhook_json(job: Job) -> dict[str, Any] | None:
     }
 
 
-def job_json(job: Job, uploads: Sequence[Upload], files_offset: int, files_limit: int) -> dict[str, Any]:
+def job_json(
+    job: Job, uploads: Sequence[Upload], files_offset: int, files_limit: int, parts: Sequence[JobPart] = ()
+) -> dict[str, Any]:
     """Everything about one job: status, progress, parameters, and a page of its files and their results so far
-    (``uploads``, at most ``files_limit`` from ``files_offset``)."""
+    (``uploads``, at most ``files_limit`` from ``files_offset``) with their parts (a video's segments)."""
+    by_upload = {u.id: u for u in uploads}
     return {
         **job_summary_json(job),
-        "parameters": {"model": job.model, "conf": round(job.conf, 4), "iou": round(job.iou, 4), "imgsz": job.imgsz},
+        "parameters": parameters_json(job),
         "started_at": _time(job.started_at),
         "enqueued_at": _time(job.enqueued_at),
         "attempts": job.attempts,
@@ -133,4 +186,5 @@ def job_json(job: Job, uploads: Sequence[Upload], files_offset: int, files_limit
         "files_offset": files_offset,
         "files_limit": files_limit,
         "webhook": webhook_json(job),
+        "parts": [part_json(p, by_upload[p.upload_id].file_id) for p in parts if p.upload_id in by_upload],
     }

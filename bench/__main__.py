@@ -20,6 +20,7 @@ SUITES = (
     "bench.cli",
     "bench.resumable",
     "bench.rerun",
+    "bench.video",
 )
 
 

@@ -3,7 +3,8 @@
 - **Throughput**: MB/s of the upload, from its POST to the PATCH that finishes it (the stored file
   made), against ``sha256sum``, ``cp`` and ``sync`` of the same file (``bench.upload``'s baseline),
   alternating for five rounds: each round's ratio, their median, and the best of each. The file
-  is made once, on the storage root's filesystem; each round changes its first bytes, so every
+  is made once, on the storage root's filesystem: a small PNG followed by pseudo-random bytes (the
+  API stores only images and videos, known by their header); each round changes its last bytes, so every
   upload is new content (a known SHA-256 would skip the blob's write) while both sides read it
   from the page cache. Each round's stored file leaves the page cache once checked, as the
   baseline's copy does when it is removed, so every round of either side starts from the same
@@ -41,6 +42,7 @@ from bench.environment import BenchStack, ProxiedApi, bench_stack, proxied_api
 from bench.tus_client import CHUNK_BYTES, TUS_HEADERS, Sent, send, uploader
 from bench.upload import baseline_seconds, gunicorn_workers, peak_rss_kib
 from config.paths import PROJECT_ROOT
+from harness.images import image_bytes
 from harness.processes import wait_until
 from storage.blobs import blob_relpath, file_sha256
 from storage.parts import part_relpath
@@ -58,20 +60,25 @@ KILL_POLL_SECONDS = 0.005
 SETTLED_SECONDS = 1.0
 
 
-def write_random_file(path: Path, size: int, block: int = 64 * MIB) -> None:
-    """``size`` pseudo-random bytes (incompressible, unlike any other file), written a block at a time, and
-    fsynced: its writeback would otherwise slow whatever writes to the disk next, the first round's baseline."""
+def write_padded_image(path: Path, size: int, block: int = 64 * MIB) -> None:
+    """A small PNG (an image by its header, all the API identifies a stored file by) padded to ``size`` bytes
+    with pseudo-random ones (incompressible, unlike any other file), written a block at a time, and fsynced:
+    its writeback would otherwise slow whatever writes to the disk next, the first round's baseline."""
     generator = np.random.default_rng()
+    header = image_bytes(40, 30)
     with path.open("wb") as out:
-        for start in range(0, size, block):
+        out.write(header)
+        for start in range(len(header), size, block):
             out.write(generator.bytes(min(block, size - start)))
         out.flush()
         os.fsync(out.fileno())
 
 
 def mark(path: Path, number: int) -> str:
-    """Make the file new content of the same size (its first 8 bytes become ``number``); its SHA-256."""
+    """Make the file new content of the same size (its last 8 bytes become ``number``: its header stays an
+    image's); its SHA-256."""
     with path.open("r+b") as handle:
+        handle.seek(-8, os.SEEK_END)
         handle.write(number.to_bytes(8, "big"))
     return file_sha256(path)
 
@@ -139,7 +146,7 @@ def drop_from_page_cache(path: Path) -> None:
 def throughput(stack: BenchStack, api: ProxiedApi, source: Path) -> dict[str, float]:
     workers = gunicorn_workers(api.gunicorn.pid)
     warm_up = stack.workdir / "warm-up.bin"
-    write_random_file(warm_up, WARM_UP_BYTES)
+    write_padded_image(warm_up, WARM_UP_BYTES)
     for number in range(2 * len(workers)):  # the workers' imports and pools belong to idle
         mark(warm_up, number)
         tus_upload(stack, api, warm_up)
@@ -248,7 +255,7 @@ def resume(stack: BenchStack, api: ProxiedApi, source: Path) -> dict[str, float]
 def source_file(stack: BenchStack) -> Iterator[Path]:
     """The file to send, in the run's folder: the same filesystem as the storage root."""
     path = stack.workdir / "source.bin"
-    write_random_file(path, FILE_BYTES)
+    write_padded_image(path, FILE_BYTES)
     try:
         yield path
     finally:

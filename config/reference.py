@@ -17,6 +17,7 @@ TITLES = {
     "retention": "Retention",
     "jobs": "Jobs",
     "files": "Files",
+    "media": "Videos and large images",
     "webhooks": "Webhooks",
 }
 

@@ -257,10 +257,13 @@ class WorkerSettings(Group):
         ),
     )
     max_image_pixels: int = Field(
-        89_478_485,
+        178_956_970,
         alias="WORKER_MAX_IMAGE_PIXELS",
         ge=1,
-        description="a file whose header declares more pixels gets an error result, never a decode",
+        description=(
+            "an image or video frame whose header declares more pixels is refused (413 when it is stored, an error "
+            "result in a job), never decoded; at most Pillow's own bomb limit"
+        ),
     )
     metrics_port: int = Field(
         9808, alias="WORKER_METRICS_PORT", ge=0, le=65535, description="the workers' Prometheus port (`0` turns it off)"
@@ -366,6 +369,30 @@ class FileSettings(Group):
     @property
     def upload_expiry(self) -> timedelta:
         return timedelta(hours=self.upload_expiry_hours)
+
+
+class MediaSettings(Group):
+    """Large media split across workers: a video's segments and a huge image's tiles (jobs/parts.py)."""
+
+    segment_seconds: float = Field(
+        10.0,
+        alias="VIDEO_SEGMENT_SECONDS",
+        gt=0,
+        description="a video job runs as segments of this many seconds of video, each a task any worker may take",
+    )
+    tiles_per_part: int = Field(
+        64,
+        alias="TILES_PER_PART",
+        ge=1,
+        description="an image run as tiles is split into parts of at most this many tiles, each a task of its own",
+    )
+    tile_overlap: float = Field(
+        0.2,
+        alias="TILE_OVERLAP",
+        ge=0,
+        lt=0.5,
+        description="how much neighbouring tiles overlap, as a share of a tile's side (SAHI's overlap ratio)",
+    )
 
 
 class WebhookSettings(Group):
@@ -503,6 +530,7 @@ class Settings(Group):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     files: FileSettings = Field(default_factory=FileSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("models")
@@ -589,6 +617,15 @@ def allowed_values(field: FieldInfo) -> str:
         if low is not None and high is not None:
             return f"an integer from {low} to {high}"
         return "an integer" + (f" >= {low}" if low is not None else "")
+    if kind is float:
+        signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+        bounds = [
+            f"{sign} {getattr(rule, name)}"
+            for rule in field.metadata
+            for name, sign in signs.items()
+            if hasattr(rule, name)
+        ]
+        return "a number" + (" " + " and ".join(bounds) if bounds else "")
     if kind is Path:
         return "a path"
     return "text"

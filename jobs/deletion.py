@@ -48,7 +48,7 @@ from storage import Storage
 from storage.locks import lock_digests
 from storage.maintenance.reclaim import reclaim_blobs
 from storage.maintenance.release import FileRow, release_unreferenced
-from storage.tables import Job, Result, ResumableUpload, StoredFile, TenantFile, Tombstone, Upload
+from storage.tables import FrameResult, Job, JobPart, Result, ResumableUpload, StoredFile, TenantFile, Tombstone, Upload
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ def delete_file(
     cancelled = [_Cancelled(j.id, j.task_id) for j in uses if j.finished_at is None and cancel_job(session, j.id)]
     its_uploads = select(Upload.id).where(Upload.file_id == file_id, scope)
     session.execute(delete(Result).where(Result.upload_id.in_(its_uploads)))
+    session.execute(delete(FrameResult).where(FrameResult.upload_id.in_(its_uploads)))
+    session.execute(delete(JobPart).where(JobPart.upload_id.in_(its_uploads)))
     session.execute(
         update(Upload)
         .where(Upload.id.in_(its_uploads))

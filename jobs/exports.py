@@ -160,11 +160,11 @@ def _add_classes(classes: dict[int, str], image: ExportImage) -> None:
         classes.setdefault(detection.cls, detection.name)
 
 
-def _json(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _in_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def in_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
     """``pieces`` joined into chunks of about :data:`CHUNK_BYTES` (the last may be shorter)."""
     buffer: list[bytes] = []
     size = 0
@@ -178,17 +178,17 @@ def _in_chunks(pieces: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(buffer)
 
 
-def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
+def json_array(items: Iterable[Any]) -> Iterator[bytes]:
     """A JSON array of ``items``, piece by piece."""
     yield b"["
     for number, item in enumerate(items):
-        yield (b"," if number else b"") + _json(item)
+        yield (b"," if number else b"") + json_bytes(item)
     yield b"]"
 
 
 def coco(export: JobExport) -> ExportFile:
     """COCO detection JSON: category ids are the model's class indexes plus one (COCO counts from 1)."""
-    return ExportFile(_in_chunks(_coco_pieces(export)), *JSON_FILE)
+    return ExportFile(in_chunks(_coco_pieces(export)), *JSON_FILE)
 
 
 def _coco_pieces(export: JobExport) -> Iterator[bytes]:
@@ -227,12 +227,12 @@ def _coco_pieces(export: JobExport) -> Iterator[bytes]:
         "model": export.model,
         "status": export.status,
     }
-    yield b'{"info":' + _json(info) + b',"licenses":[],"images":'
-    yield from _json_array(images())
+    yield b'{"info":' + json_bytes(info) + b',"licenses":[],"images":'
+    yield from json_array(images())
     yield b',"annotations":'
-    yield from _json_array(annotations())
+    yield from json_array(annotations())
     categories = [{"id": cls + 1, "name": name, "supercategory": ""} for cls, name in sorted(classes.items())]
-    yield b',"categories":' + _json(categories) + b"}"
+    yield b',"categories":' + json_bytes(categories) + b"}"
 
 
 class LabelNames:
@@ -307,7 +307,7 @@ def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
     archives reads them from ``files.csv``. Without the confidence column the labels load as an
     Ultralytics training set.
     """
-    return ExportFile(_in_chunks(_yolo_pieces(export, with_confidence)), *ZIP_FILE)
+    return ExportFile(in_chunks(_yolo_pieces(export, with_confidence)), *ZIP_FILE)
 
 
 def _yolo_pieces(export: JobExport, with_confidence: bool) -> Iterator[bytes]:
@@ -322,17 +322,17 @@ def _yolo_pieces(export: JobExport, with_confidence: bool) -> Iterator[bytes]:
             archive.writestr(labels[-1], yolo_lines(image, with_confidence))
             yield sink.take()
         with archive.open("files.csv", "w") as manifest:
-            manifest.write(_csv_line(YOLO_MANIFEST_COLUMNS))
+            manifest.write(csv_line(YOLO_MANIFEST_COLUMNS))
             for label, image in zip(labels, export.images, strict=True):
                 manifest.write(
-                    _csv_line((label, image.filename, image.file_id, image.width, image.height, export.job_id))
+                    csv_line((label, image.filename, image.file_id, image.width, image.height, export.job_id))
                 )
                 yield sink.take()
         archive.writestr("data.yaml", data_yaml(export, classes))
     yield sink.take()
 
 
-def _csv_line(row: Iterable[Any]) -> bytes:
+def csv_line(row: Iterable[Any]) -> bytes:
     text = io.StringIO()
     csv.writer(text).writerow(row)
     return text.getvalue().encode()
@@ -342,19 +342,19 @@ def csv_rows(export: JobExport) -> ExportFile:
     """One row per detection; ``width`` and ``height`` are the image's, the box is in its pixels."""
 
     def pieces() -> Iterator[bytes]:
-        yield _csv_line(CSV_COLUMNS)
+        yield csv_line(CSV_COLUMNS)
         for image in export.images:
             for d in image.detections:
                 box = (round(d.x1, 3), round(d.y1, 3), round(d.x2, 3), round(d.y2, 3))
                 row = (export.job_id, image.file_id, image.filename, d.cls, d.name, d.confidence, *box)
-                yield _csv_line((*row, image.width, image.height))
+                yield csv_line((*row, image.width, image.height))
 
-    return ExportFile(_in_chunks(pieces()), *CSV_FILE)
+    return ExportFile(in_chunks(pieces()), *CSV_FILE)
 
 
 def label_studio(export: JobExport) -> ExportFile:
     """Label Studio tasks, each with one prediction of ``rectanglelabels`` in percent of the image."""
-    return ExportFile(_in_chunks(_json_array(_label_studio_tasks(export))), *JSON_FILE)
+    return ExportFile(in_chunks(json_array(_label_studio_tasks(export))), *JSON_FILE)
 
 
 def _label_studio_tasks(export: JobExport) -> Iterator[dict[str, Any]]:

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from jobs.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
-from jobs.lifecycle import JobParams
+from jobs.lifecycle import NO_MEDIA, JobParams, MediaParams
 from storage.tables import IdempotencyKey
 
 KEY_LIFETIME = timedelta(hours=24)
@@ -73,12 +73,17 @@ class TakenOver:
 Claim = Claimed | Replay | TakenOver
 
 
-def fingerprint(params: JobParams, digests: Sequence[str], callback_url: str | None = None) -> str:
+def fingerprint(
+    params: JobParams, digests: Sequence[str], callback_url: str | None = None, media: MediaParams = NO_MEDIA
+) -> str:
     """A digest of what makes two submissions the same request: parameters, files in order, and the callback URL
-    (left out when there is none, so a request without one keeps the digest it had before webhooks existed)."""
+    and media parameters (each left out when it is the default, so such a request keeps the digest it had
+    before they existed)."""
     request: dict[str, Any] = {"params": asdict(params), "files": list(digests)}
     if callback_url is not None:
         request["callback_url"] = callback_url
+    if media != NO_MEDIA:
+        request["media"] = asdict(media)
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 

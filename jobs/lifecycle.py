@@ -55,9 +55,9 @@ from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from jobs.errors import UnknownFiles
 from storage.blobs import BlobStore, IncomingFile
 from storage.files import store_incoming
-from storage.images import ImageInfo
 from storage.locks import lock_digests
-from storage.tables import Job, Result, StoredFile, TenantFile, Upload
+from storage.media import FileInfo
+from storage.tables import Job, JobPart, Result, StoredFile, TenantFile, Upload
 from webhooks.outbox import record_job_finished
 
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
@@ -65,7 +65,23 @@ TENANT_LOCK_NAMESPACE = 0x5954
 JOBS = Job.__table__
 UPLOADS = Upload.__table__
 # The statements of a submission, built once (each execution binds its own values).
-_JOB_COLUMNS = ("id", "status", "model", "conf", "iou", "imgsz", "total_files", "task_id", "tenant_id", "callback_url")
+_JOB_COLUMNS = (
+    "id",
+    "status",
+    "model",
+    "conf",
+    "iou",
+    "imgsz",
+    "total_files",
+    "task_id",
+    "tenant_id",
+    "callback_url",
+    "sample_fps",
+    "start_seconds",
+    "end_seconds",
+    "track",
+    "tiles",
+)
 _UPLOAD_COLUMNS = ("id", "job_id", "file_id", "position", "filename", "deduplicated")
 _INSERT_JOB = JOBS.insert().returning(JOBS.c.created_at)
 _INSERT_UPLOADS = UPLOADS.insert()
@@ -107,13 +123,28 @@ class JobParams:
     imgsz: int | None = None
 
 
+@dataclass(frozen=True)
+class MediaParams:
+    """What a job asks of its videos and large images (the ``jobs`` columns of the same names)."""
+
+    sample_fps: float | None = None
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    track: bool = False
+    tiles: str = "off"
+
+
+# A job that asks nothing of videos or large images (every media parameter at its default).
+NO_MEDIA = MediaParams()
+
+
 @dataclass
 class NewUpload:
     """A file received by the API: its temp file, client filename and identified type."""
 
     incoming: IncomingFile
     filename: str
-    info: ImageInfo
+    info: FileInfo
 
 
 @dataclass(frozen=True)
@@ -145,6 +176,8 @@ class JobRun:
     attempts: int
     pending: list[WorkItem] = field(default_factory=list)
     tenant_id: uuid.UUID | None = None
+    # Its uploads run as parts (jobs.parts): the attempt only sends their tasks.
+    has_parts: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +213,7 @@ def create_job(
     callback_url: str | None = None,
     references: Sequence[FileReference] = (),
     storage_quota: int | None = None,
+    media: MediaParams = NO_MEDIA,
 ) -> Job:
     """Insert a queued job of ``tenant_id`` and its uploads, storing each file's bytes once (deduplicated);
     ``callback_url`` receives its ``job.finished`` webhook.
@@ -246,13 +280,18 @@ def create_job(
         task_id=str(job_id),
         tenant_id=tenant_id,
         callback_url=callback_url,
+        sample_fps=media.sample_fps,
+        start_seconds=media.start_seconds,
+        end_seconds=media.end_seconds,
+        track=media.track,
+        tiles=media.tiles,
         uploads=rows,
     )
     job.created_at = session.execute(_INSERT_JOB, _columns_of(job, _JOB_COLUMNS)).scalar_one()
     if rows:
         session.execute(_INSERT_UPLOADS, [_columns_of(row, _UPLOAD_COLUMNS) for row in rows])
     # What the database's defaults wrote: every ``now()`` of one transaction is its start time.
-    job.done_files = job.attempts = 0
+    job.done_files = job.attempts = job.done_frames = job.failed_frames = 0
     for row in rows:
         row.created_at = job.created_at
     return job
@@ -328,7 +367,8 @@ def resendable_jobs(session: Session, lease: timedelta, limit: int) -> list[tupl
     lease period: its message was lost, purged, or is still waiting behind a backlog
     (then a second message costs one skipped delivery). Others skip locked rows.
     """
-    expired = _running_with_expired_lease()
+    # A running job with parts holds no lease of its own: its parts hold theirs (jobs.parts.resendable_parts).
+    expired = and_(_running_with_expired_lease(), ~select(JobPart.id).where(JobPart.job_id == Job.id).exists())
     unsent = and_(Job.status == "queued", func.coalesce(Job.enqueued_at, Job.created_at) < func.now() - lease)
     query = (
         select(Job.id, Job.status, Job.task_id)
@@ -375,6 +415,7 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
             Job.imgsz,
             Job.total_files,
             Job.tenant_id,
+            select(JobPart.id).where(JobPart.job_id == Job.id).exists(),
         )
     )
     began = {row[0]: row[1:] for row in session.execute(statement)}
@@ -394,10 +435,10 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
         if job_id not in began:
             runs.append(None)
             continue
-        token, attempts, model, conf, iou, imgsz, total, tenant_id = began.pop(job_id)
+        token, attempts, model, conf, iou, imgsz, total, tenant_id, parted = began.pop(job_id)
         params = JobParams(model=model, conf=conf, iou=iou, imgsz=imgsz)
-        left = pending[job_id]
-        runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left, tenant_id))
+        left = [] if parted else pending[job_id]
+        runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left, tenant_id, parted))
     return runs
 
 

@@ -88,6 +88,21 @@ def upload_in_job(session: Session, job_id: uuid.UUID, file_id: uuid.UUID) -> Up
     return session.scalars(query).first()
 
 
+def video_in_job(session: Session, job_id: uuid.UUID, file_id: uuid.UUID | None) -> Upload | None:
+    """The job's upload of the video ``file_id`` (its first video when None), with its file loaded."""
+    query = (
+        select(Upload)
+        .join(StoredFile, StoredFile.id == Upload.file_id)
+        .where(Upload.job_id == job_id, StoredFile.media.is_not(None))
+        .options(contains_eager(Upload.file))
+        .order_by(Upload.position)
+        .limit(1)
+    )
+    if file_id is not None:
+        query = query.where(Upload.file_id == file_id)
+    return session.scalars(query).first()
+
+
 def neighbours_of(session: Session, upload: Upload) -> tuple[Upload | None, Upload | None]:
     """The uploads of its job just before and after ``upload`` whose file was not deleted (None at either end)."""
     kept = select(Upload).where(Upload.job_id == upload.job_id, Upload.file_id.is_not(None))

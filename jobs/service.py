@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from config.logs import job_context
 from files.ownership import held_files
+from inference.defaults import DEFAULT_INFERENCE_SIZE
 from jobs.catalog import ModelInfo, configured_models, job_size
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.errors import (
@@ -54,8 +55,10 @@ from jobs.idempotency import (
     store_response,
 )
 from jobs.lifecycle import (
+    NO_MEDIA,
     FileReference,
     JobParams,
+    MediaParams,
     NewUpload,
     active_jobs,
     cancel_job,
@@ -63,6 +66,7 @@ from jobs.lifecycle import (
     retry_job,
     withdraw_job,
 )
+from jobs.parts import PartPlan, parts_of, plan_parts, reset_parts
 from jobs.queries import (
     UploadsInPages,
     find_job,
@@ -72,11 +76,15 @@ from jobs.queries import (
     page_of_jobs,
     page_of_uploads,
     upload_in_job,
+    video_in_job,
 )
 from storage import Storage
-from storage.tables import Job, Upload
+from storage.tables import Job, JobPart, Upload
 
 log = logging.getLogger(__name__)
+
+# The media parameters a rerun may change (and otherwise keeps from the job it reruns).
+MEDIA_FIELDS = tuple(f.name for f in fields(MediaParams))
 
 # The caller's answer to a new job, built from the rows just written; stored for the replays of its key.
 Answer = Callable[[Job], StoredResponse]
@@ -102,6 +110,7 @@ class NewJob:
     uploads: Sequence[NewUpload]
     callback_url: str | None = None
     file_ids: Sequence[uuid.UUID] = ()
+    media: MediaParams = NO_MEDIA
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class JobFiles:
     job: Job
     uploads: list[Upload]
     total: int
+    parts: list[JobPart] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class JobService:
         """
         # An image is known by its bytes, a reference by its id.
         files = [u.incoming.sha256 for u in new_job.uploads] + [f"file:{i}" for i in new_job.file_ids]
-        request = fingerprint(new_job.params, files, new_job.callback_url)
+        request = fingerprint(new_job.params, files, new_job.callback_url, new_job.media)
 
         def references() -> list[FileReference]:
             return held_references(session, tenant_id, new_job.file_ids)
@@ -168,7 +178,8 @@ class JobService:
         idempotency_key: str | None = None,
     ) -> Submission:
         """A new job of ``tenant_id`` on the files of its job ``job_id``, with the parameters in ``changes``
-        (``model``, ``conf``, ``iou``, ``imgsz``) changed and the others kept: no byte is copied.
+        (``model``, ``conf``, ``iou``, ``imgsz``, and the media parameters ``sample_fps``, ``start_seconds``,
+        ``end_seconds``, ``track``, ``tiles``) changed and the others kept: no byte is copied.
 
         Files their tenant deleted are left out; :class:`NoFilesLeft` when none is left, :class:`JobNotFound`
         for a job that is not the tenant's own, :class:`files.errors.FileGone` when retention removed a file's
@@ -179,8 +190,12 @@ class JobService:
             JobParams(original.model, original.conf, original.iou, original.imgsz),
             **{name: value for name, value in changes.items() if name in ("model", "conf", "iou", "imgsz")},
         )
-        new_job = NewJob(params, (), callback_url)
-        request = fingerprint(params, [f"rerun:{job_id}"], callback_url)
+        kept = MediaParams(
+            original.sample_fps, original.start_seconds, original.end_seconds, original.track, original.tiles
+        )
+        media = replace(kept, **{name: value for name, value in changes.items() if name in MEDIA_FIELDS})
+        new_job = NewJob(params, (), callback_url, media=media)
+        request = fingerprint(params, [f"rerun:{job_id}"], callback_url, media)
 
         def references() -> list[FileReference]:
             files = live_files_of(session, job_id)
@@ -227,7 +242,9 @@ class JobService:
                 new_job.callback_url,
                 references(),
                 self.settings.files.storage_bytes,
+                new_job.media,
             )
+            plan_parts(session, job, new_job.media, self._part_plan(params))
             new_bytes = sum(u.file.size for u in job.uploads if not u.deduplicated)
             submission = Submission(job.id, answer(job), new_bytes=new_bytes)  # nothing is read back
             if key is not None:
@@ -242,6 +259,13 @@ class JobService:
             self._enqueue(session, job.id, str(job.id), withdraw=True)
             log.info("job created files=%d model=%s", job.total_files, job.model)
         return self._answer(session, tenant_id, key, submission)
+
+    def _part_plan(self, params: JobParams) -> PartPlan:
+        """How a job's large media is cut: tiles of the side the job's model runs at (640, Ultralytics' default,
+        while no worker has reported the model)."""
+        media = self.settings.media
+        side = params.imgsz or DEFAULT_INFERENCE_SIZE
+        return PartPlan(media.segment_seconds, media.tiles_per_part, media.tile_overlap, side)
 
     def models_of(self, session: Session) -> list[ModelInfo]:
         """The configured models with what the workers reported of them."""
@@ -329,7 +353,8 @@ class JobService:
     ) -> JobFiles:
         """The job (as :meth:`find`) with only a page of its uploads: bounded for a job of any size."""
         job = self._job(session, job_id, tenant_id)
-        return JobFiles(job, page_of_uploads(session, job_id, limit, offset), job.total_files)
+        uploads = page_of_uploads(session, job_id, limit, offset)
+        return JobFiles(job, uploads, job.total_files, parts_of(session, [u.id for u in uploads]))
 
     def find_upload(
         self, session: Session, job_id: uuid.UUID, file_id: uuid.UUID, tenant_id: uuid.UUID | None
@@ -348,6 +373,13 @@ class JobService:
         """The job (without its uploads) and its uploads with a result, read a page at a time whenever they are
         gone through (``jobs.exports.job_export``): an export of any size in bounded memory."""
         return self._job(session, job_id, tenant_id), UploadsInPages(session, job_id)
+
+    def video_source(
+        self, session: Session, job_id: uuid.UUID, tenant_id: uuid.UUID | None, file_id: uuid.UUID | None
+    ) -> tuple[Job, Upload | None]:
+        """The job (without its uploads) and its upload of the video ``file_id`` (its first video when None; None
+        when it has no such video), with the file loaded: what a video export is made from."""
+        return self._job(session, job_id, tenant_id), video_in_job(session, job_id, file_id)
 
     def page(
         self, session: Session, limit: int, offset: int, tenant_id: uuid.UUID | None, statuses: Sequence[str] = ()
@@ -393,6 +425,7 @@ class JobService:
         job = self._job(session, job_id, tenant_id)
         if not retry_job(session, job_id):
             raise NotRetryable(job.status)
+        reset_parts(session, job_id)
         session.commit()
         with job_context(str(job_id)):
             self._enqueue(session, job_id, new_task_id(job_id), withdraw=False)

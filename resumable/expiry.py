@@ -24,6 +24,7 @@ from resumable.errors import UploadRefused
 from resumable.locks import upload_lock
 from resumable.service import UploadService
 from storage import Storage
+from storage.images import MediaRefused
 from storage.parts import PartStore, part_relpath
 from storage.tables import ResumableUpload
 
@@ -77,6 +78,9 @@ def _finish_whole(service: UploadService, now: datetime, swept: Swept) -> None:
         try:
             service.append(upload_id, None, length, 0, lambda _size: b"")
         except UploadRefused:  # being written to, or gone meanwhile: the next run looks again
+            continue
+        except MediaRefused as exc:  # neither an image nor a video: the service removed it
+            log.info("upload removed by the sweep id=%s: %s", upload_id, exc)
             continue
         except Exception:  # one upload that cannot be stored must not stop the sweep of the others
             log.exception("upload could not be finished by the sweep id=%s", upload_id)

@@ -13,11 +13,15 @@ an optional checksum.
   mismatch (or any failure: a full volume) cuts the part back to what was recorded.
 - One writer per upload across replicas (:mod:`resumable.locks`); no transaction is
   open while a body is read. A busy upload is refused with nothing written.
-- The piece that brings the upload to its length finishes it: under the digest's
-  lock the part becomes the stored file (deduplicated by SHA-256, :func:`storage.files.store_part`),
-  the tenant holds it (``tenant_files``) and the row records it; the part goes after
-  the commit. A crash between the last byte and the commit leaves an upload whose
-  offset equals its length: an empty PATCH at that offset finishes it.
+- The piece that brings the upload to its length finishes it: the part is identified
+  (:func:`storage.media.identify_file`, before any transaction: a video's frames are
+  counted), then under the digest's lock it becomes the stored file (deduplicated by
+  SHA-256, :func:`storage.files.store_part`), the tenant holds it (``tenant_files``) and
+  the row records it; the part goes after the commit. Bytes that are neither an accepted
+  image nor a video (or a frame over the pixel cap) are refused, and the upload goes
+  with them, row and part, as a termination removes it. A crash between the last byte
+  and the commit leaves an upload whose offset equals its length: an empty PATCH at that
+  offset finishes it.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ from resumable.hashes import RunningHashes
 from resumable.locks import upload_lock
 from storage import Storage
 from storage.files import store_part
-from storage.images import ImageInfo, ImageTooLarge, NotAnImage, identify_image
+from storage.images import MAX_PIXELS, MediaRefused
 from storage.locks import lock_digests
+from storage.media import FileInfo, identify_file
 from storage.parts import PartStore, PartWriter
 from storage.tables import ResumableUpload, StoredFile
 
@@ -96,13 +101,21 @@ def stored_file_of(session: Session, upload: ResumableUpload) -> StoredFile | No
 
 
 class UploadService:
-    """Resumable uploads on one deployment's storage, within the limits of ``FileSettings``."""
+    """Resumable uploads on one deployment's storage, within the limits of ``FileSettings``; a video's frames
+    are capped at ``max_pixels`` (``WORKER_MAX_IMAGE_PIXELS``, whose default this is)."""
 
-    def __init__(self, storage: Storage, settings: FileSettings, hashes: RunningHashes | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: FileSettings,
+        hashes: RunningHashes | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
         self.storage = storage
         self.settings = settings
         self.parts = PartStore(storage.blobs.root)
         self.hashes = hashes or RunningHashes()
+        self.max_pixels = max_pixels
 
     def create(
         self, session: Session, tenant_id: uuid.UUID, length: int, metadata: dict[str, str], filename: str
@@ -111,7 +124,8 @@ class UploadService:
         empty part, committed; an empty one is finished at once.
 
         UploadTooLarge past MAX_FILE_BYTES; PendingUploadsQuotaExceeded past the tenant's
-        unfinished bytes; LargerThanQuota / StorageQuotaExceeded when it could not be kept.
+        unfinished bytes; LargerThanQuota / StorageQuotaExceeded when it could not be kept; UnsupportedMedia
+        for an empty one (removed).
         """
         if length > self.settings.max_file_bytes:
             raise UploadTooLarge(length, self.settings.max_file_bytes)
@@ -154,7 +168,8 @@ class UploadService:
         read: Reader,
         checksum: Checksum | None = None,
     ) -> ResumableUpload:
-        """Write one piece at ``offset``; the upload as it stands after (finished if that was its last byte)."""
+        """Write one piece at ``offset``; the upload as it stands after (finished if that was its last byte).
+        A last byte that leaves neither an image nor a video raises the media's refusal, the upload removed."""
         database = self.storage.database
         with database.transaction() as session:
             upload = find_upload(session, upload_id, tenant_id)
@@ -184,9 +199,7 @@ class UploadService:
                 raise UploadBusy()
             with database.transaction() as session:
                 upload = find_upload(session, upload_id, tenant_id)
-                session.delete(upload)
-            self.parts.remove(upload.part_path)
-            self.hashes.drop(upload_id)
+            self._remove(upload)
 
     def _write(self, upload: ResumableUpload, read: Reader, checksum: Checksum | None) -> int:
         """Append the body to the part; return the bytes now durable and recorded (the new ``received``)."""
@@ -262,7 +275,7 @@ class UploadService:
             running = self.parts.sha256(upload.part_path, upload.length)
         sha256 = running.hexdigest()
         part = self.parts.path_of(upload.part_path)
-        info = _image_info(part)
+        info = self._identify(upload, part)
         with self.storage.database.transaction() as session:
             finished = session.get(ResumableUpload, upload.id, with_for_update=True)
             if finished is None:  # removed meanwhile (only an upload nobody holds the lock of can be)
@@ -275,6 +288,23 @@ class UploadService:
         self.hashes.drop(upload.id)
         return finished
 
+    def _identify(self, upload: ResumableUpload, part: Path) -> FileInfo:
+        """What the whole part is; for bytes refused as media, the upload is removed and the refusal raised,
+        naming the upload's file."""
+        try:
+            with open(part, "rb") as stream:
+                return identify_file(stream, self.max_pixels)
+        except MediaRefused as refused:
+            self._remove(upload)
+            raise refused.naming(upload.filename) from None
+
+    def _remove(self, upload: ResumableUpload) -> None:
+        """Delete the upload's row, then its part and running hash (a finished upload's stored file stays)."""
+        with self.storage.database.transaction() as session:
+            session.execute(delete(ResumableUpload).where(ResumableUpload.id == upload.id))
+        self.parts.remove(upload.part_path)
+        self.hashes.drop(upload.id)
+
 
 def _already_finished(upload: ResumableUpload, offset: int, content_length: int | None) -> ResumableUpload:
     """A piece for a finished upload: an empty one at its end is answered as it stands, anything else refused."""
@@ -283,13 +313,3 @@ def _already_finished(upload: ResumableUpload, offset: int, content_length: int 
     if content_length:
         raise AlreadyComplete()
     return upload
-
-
-def _image_info(path: Path) -> ImageInfo | None:
-    """What the bytes are, from their header: an accepted image's type and size, else None (any file is kept,
-    a huge image too: it is typed as bytes, since no worker would decode it)."""
-    with open(path, "rb") as stream:
-        try:
-            return identify_image(stream)
-        except (NotAnImage, ImageTooLarge):
-            return None

@@ -1,4 +1,5 @@
-"""Stored-file metadata: deduplicated by SHA-256 under a per-digest lock.
+"""Stored-file metadata: deduplicated by SHA-256 under a per-digest lock, with what the file is (an image's
+size; a video's display size and probe, ``media``) as :func:`storage.media.identify_file` found it.
 
 A submission reads and writes these rows with Core statements built once, not
 through the ORM's unit of work: the :class:`StoredFile` it gets back is built from
@@ -14,11 +15,9 @@ from sqlalchemy import ColumnElement, Exists, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from storage.blobs import BlobStore, IncomingFile
-from storage.images import ImageInfo
+from storage.media import FileInfo, VideoInfo
 from storage.tables import Job, StoredFile, Upload
 
-# The type of a stored file that is not an accepted image (a resumable upload may hold any bytes).
-OCTET_STREAM = "application/octet-stream"
 FILES = StoredFile.__table__
 _LIVE_FILE = (
     select(FILES).where(FILES.c.sha256 == bindparam("sha256"), FILES.c.deleted_at.is_(None)).with_for_update(read=True)
@@ -34,7 +33,7 @@ def find_live_file(session: Session, sha256: str) -> StoredFile | None:
 
 
 def store_incoming(
-    session: Session, blobs: BlobStore, incoming: IncomingFile, info: ImageInfo
+    session: Session, blobs: BlobStore, incoming: IncomingFile, info: FileInfo
 ) -> tuple[StoredFile, bool]:
     """Point at the live blob with the same content, or install the bytes and add a row.
 
@@ -52,16 +51,14 @@ def store_incoming(
 
 
 def store_part(
-    session: Session, blobs: BlobStore, part: Path, sha256: str, size: int, info: ImageInfo | None
+    session: Session, blobs: BlobStore, part: Path, sha256: str, size: int, info: FileInfo
 ) -> tuple[StoredFile, bool]:
     """The live stored file for a finished resumable upload's part: the one with the same content, or a new one.
 
     ``part`` (fsynced, ``sha256`` its digest) is hard-linked to its content address
     when no live blob holds those bytes; it is left in place either way, for the
-    caller to remove once it committed. ``info`` is None for bytes that are not an
-    accepted image (typed ``application/octet-stream``, without width and height). The
-    caller must hold the digest's lock in this transaction. Returns the row and whether
-    it was deduplicated.
+    caller to remove once it committed. The caller must hold the digest's lock in this
+    transaction. Returns the row and whether it was deduplicated.
     """
     existing = find_live_file(session, sha256)
     if existing is not None and blobs.exists(existing.path):
@@ -72,16 +69,17 @@ def store_part(
     return _insert_file(session, sha256, size, info, relpath), False
 
 
-def _insert_file(session: Session, sha256: str, size: int, info: ImageInfo | None, relpath: str) -> StoredFile:
+def _insert_file(session: Session, sha256: str, size: int, info: FileInfo, relpath: str) -> StoredFile:
     row = StoredFile(
         id=uuid.uuid4(),
         sha256=sha256,
         size=size,
-        content_type=info.content_type if info is not None else OCTET_STREAM,
-        width=info.width if info is not None else None,
-        height=info.height if info is not None else None,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
         path=relpath,
         deleted_at=None,
+        media=info.as_json() if isinstance(info, VideoInfo) else None,
     )
     values = {key: getattr(row, key) for key in _WRITTEN_COLUMNS}
     row.created_at = session.execute(_INSERT_FILE, values).scalar_one()

@@ -11,6 +11,9 @@ decoders take from here the two decisions that place pixels:
   upright (:data:`UPRIGHT`, :func:`turn_left`) and the size it shows them at (:func:`upright_size`),
   in which the stored boxes are;
 - the power of two a large image is reduced by while it is decoded (:func:`reduction`).
+
+What the service refuses of a file's bytes, an image's or a video's (:class:`MediaRefused`), is declared
+here too, in the module ``storage/media.py`` builds on.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ ACCEPTED_FORMATS: dict[str, tuple[str, tuple[bytes, ...]]] = {
 }
 # Pillow's own decompression-bomb limit. (The API draws annotated images from a reduced decode,
 # ``app/reduced_decode.py``; the workers have a pixel cap of their own, WORKER_MAX_IMAGE_PIXELS.)
-MAX_PIXELS = 89_478_485
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # 178,956,970: past it Pillow refuses to open the file at all
 HEADER_BYTES = 16
 
 
@@ -100,12 +103,21 @@ def reduction(longest_side: int, max_side: int, most: int | None = None) -> int:
     return factor
 
 
-class NotAnImage(ValueError):
-    """The bytes are not one of the accepted image formats."""
+class MediaRefused(Exception):
+    """The bytes are refused as a stored file (an image or a video, ``storage/media.py``); ``str(exc)`` says why,
+    in a clause for the client. ``app/refusals.py`` gives each its HTTP status and code."""
+
+    def naming(self, filename: str) -> MediaRefused:
+        """The same refusal, said of the file the client named ``filename``, as a sentence."""
+        return type(self)(f"{filename}: {self}.")
 
 
-class ImageTooLarge(ValueError):
-    """The header declares more pixels than a worker should be asked to decode."""
+class UnsupportedMedia(MediaRefused):
+    """The bytes are neither an accepted image nor a video FFmpeg decodes."""
+
+
+class MediaTooLarge(MediaRefused):
+    """The header declares a frame (an image, or a video's) of more pixels than a worker should be asked to decode."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,8 @@ class ImageInfo:
     height: int
 
 
-def _format_by_magic(head: bytes) -> str | None:
+def format_by_magic(head: bytes) -> str | None:
+    """The accepted format the first :data:`HEADER_BYTES` announce, or None."""
     for name, (_, prefixes) in ACCEPTED_FORMATS.items():
         if any(head.startswith(prefix) for prefix in prefixes):
             if name == "WEBP" and head[8:12] != b"WEBP":
@@ -136,23 +149,24 @@ def opened_header(stream: BinaryIO, formats: list[str] | None = None) -> Iterato
 
 
 def identify_image(stream: BinaryIO) -> ImageInfo:
-    """Identify an image from a seekable stream; raise :class:`NotAnImage` otherwise."""
+    """Identify an image from a seekable stream; raise :class:`UnsupportedMedia` otherwise (:class:`MediaTooLarge`
+    past :data:`MAX_PIXELS`)."""
     stream.seek(0)
-    magic = _format_by_magic(stream.read(HEADER_BYTES))
+    magic = format_by_magic(stream.read(HEADER_BYTES))
     if magic is None:
-        raise NotAnImage("the file is not a JPEG, PNG, WebP, BMP or TIFF image")
+        raise UnsupportedMedia("the file is not a JPEG, PNG, WebP, BMP or TIFF image")
     stream.seek(0)
     try:
         with opened_header(stream, formats=[magic]) as image:  # checked below against MAX_PIXELS
             width, height = image.size
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image has too many pixels (the limit is {MAX_PIXELS:,})") from exc
+        raise MediaTooLarge(f"the image has too many pixels (the limit is {MAX_PIXELS:,})") from exc
     except Exception as exc:  # Pillow raises many types for a broken header
-        raise NotAnImage(f"the file starts like {magic} but its header cannot be read") from exc
+        raise UnsupportedMedia(f"the file starts like {magic} but its header cannot be read") from exc
     finally:
         stream.seek(0)
     if width <= 0 or height <= 0:
-        raise NotAnImage("the image has no pixels")
+        raise UnsupportedMedia("the image has no pixels")
     if width * height > MAX_PIXELS:
-        raise ImageTooLarge(f"the image has too many pixels ({width}x{height}; the limit is {MAX_PIXELS:,})")
+        raise MediaTooLarge(f"the image has too many pixels ({width}x{height}; the limit is {MAX_PIXELS:,})")
     return ImageInfo(ACCEPTED_FORMATS[magic][0], width, height)

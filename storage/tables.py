@@ -17,9 +17,11 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     FetchedValue,
     ForeignKey,
     Integer,
+    SmallInteger,
     Text,
     func,
 )
@@ -82,6 +84,8 @@ class StoredFile(Base):
     path: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _now_column()
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A video's probe (storage/media.py: VideoInfo.as_json()); None (SQL NULL) for images.
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
 
 
 class Job(Base):
@@ -109,6 +113,16 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Media parameters (schema.sql): a video's sample rate, time range and tracks; whether images run as tiles.
+    sample_fps: Mapped[float | None] = mapped_column(REAL, nullable=True)
+    start_seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
+    end_seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
+    track: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    tiles: Mapped[str] = mapped_column(Text, nullable=False, server_default="off")
+    # A job with parts counts frames: to do, analysed, and those that could not be decoded.
+    total_frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    done_frames: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failed_frames: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     uploads: Mapped[list[Upload]] = relationship(
         back_populates="job",
@@ -295,3 +309,45 @@ class Tombstone(Base):
     job_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}")
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
     bytes_freed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class JobPart(Base):
+    """A piece of a large upload that runs as a task of its own, under a lease (jobs/parts.py)."""
+
+    __tablename__ = "job_parts"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    upload_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)  # segment | tiles | finish
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    start_seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
+    end_seconds: Mapped[float | None] = mapped_column(Double, nullable=True)
+    tiles: Mapped[list[list[int]] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    units_expected: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    units_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    units_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    detections: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class FrameResult(Base):
+    """What inference found in one sampled frame of a video upload, as flat arrays (schema.sql)."""
+
+    __tablename__ = "frame_results"
+
+    upload_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True)
+    pts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    frame: Mapped[int] = mapped_column(Integer, nullable=False)
+    time: Mapped[float] = mapped_column(Double, nullable=False)
+    boxes: Mapped[list[float]] = mapped_column(ARRAY(REAL), nullable=False)
+    classes: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
+    scores: Mapped[list[float]] = mapped_column(ARRAY(REAL), nullable=False)
+    tracks: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)

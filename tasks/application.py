@@ -19,7 +19,7 @@ from tasks import detection, logs, metrics, runtime
 from tasks.missed_revokes import ApplyMissedRevokes
 from tasks.runtime import WorkerRuntime, build_runtime
 
-TASK_MODULES = ("tasks.detection", "tasks.maintenance", "tasks.webhooks")
+TASK_MODULES = ("tasks.detection", "tasks.parts", "tasks.maintenance", "tasks.webhooks")
 
 
 class WorkerApp(Celery):

@@ -2,8 +2,9 @@
 
 The message carries only the job id. An attempt begins by taking the job's lease
 (``jobs.lifecycle.begin_attempt``); a job that is finished, cancelled, or held by another live
-attempt is left alone. The job then runs through this process's pipeline (:mod:`tasks.pipeline`):
-alone, or leading a round of more ready jobs when it is small and fresh (:mod:`tasks.intake`).
+attempt is left alone. A job with parts (a video, a tiled image: :mod:`jobs.parts`) only sends its
+parts' tasks (:mod:`tasks.parts`), which run it. Any other job runs through this process's pipeline
+(:mod:`tasks.pipeline`): alone, or leading a round of more ready jobs when it is small and fresh (:mod:`tasks.intake`).
 Either way its results are written on the pace's time budget, each write fenced by the lease, and
 the last write ends the job. When a write or the heartbeat finds the lease gone, the job stops at
 the next batch boundary: it was cancelled (Celery then shows REVOKED), or another attempt took over
@@ -30,9 +31,11 @@ from celery.signals import task_revoked
 from config.logs import job_context
 from jobs.lifecycle import JobRun, begin_attempt, cancel_job, exception_message, fail_job, job_status
 from jobs.messages import DETECT_TASK
+from jobs.parts import parts_to_send, release_job_lease
 from tasks import metrics
 from tasks.intake import Mailbox, Mates, can_join_round
 from tasks.outages import DatabaseOutage
+from tasks.parts import send_parts
 from tasks.pipeline import FAILED, SUCCEEDED, Member, Pipeline
 from tasks.reporting import TaskReporter
 from tasks.revocations import was_revoked
@@ -97,6 +100,8 @@ class Attempt:
             return self._not_started()
         if run.attempts > MAX_ATTEMPTS:
             return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
+        if run.has_parts:
+            return self._dispatch(run)
         log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
         leader = Member(self.task.request.id, run)
         reporter = TaskReporter(self.task, leader)
@@ -121,6 +126,15 @@ class Attempt:
             log.warning("job failed code=%s message=%s", code, message)
             return {"job_id": str(self.job_id), "status": FAILED, "error": code, "message": message}
         return self.lease_lost()
+
+    def _dispatch(self, run: JobRun) -> dict[str, Any]:
+        """A job with parts: send the task of each part no message carries yet, then leave the job to its parts."""
+        transaction = self.runtime.transaction
+        parts = transaction(lambda s: parts_to_send(s, run.job_id))
+        send_parts(self.task.app, run.job_id, parts, transaction)
+        transaction(lambda s: release_job_lease(s, run.job_id, run.lease_token))
+        log.info("job dispatched parts=%d", len(parts))
+        return {"job_id": str(self.job_id), "status": "dispatched", "parts": len(parts)}
 
     def _leads_round(self, run: JobRun) -> bool:
         """Whether this job leads a round: rounds are on, and it is a small job on its first attempt and

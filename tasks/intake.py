@@ -47,9 +47,9 @@ INFERENCE_QUEUE = celery_config.QUEUES[0]
 def can_join_round(run: JobRun, batch_size: int) -> bool:
     """Whether a job may run in a round: a first attempt with at most one batch of images left, at no more
     than the default inference size. A slower job (a larger size) runs alone, paced, so its progress and
-    its round-mates' ends are never held up by it (``tasks/pacing.py``)."""
+    its round-mates' ends are never held up by it (``tasks/pacing.py``); a job with parts only sends their tasks."""
     fast = run.params.imgsz is None or run.params.imgsz <= DEFAULT_INFERENCE_SIZE
-    return fast and run.attempts == 1 and 0 < len(run.pending) <= batch_size
+    return fast and not run.has_parts and run.attempts == 1 and 0 < len(run.pending) <= batch_size
 
 
 class Mailbox:

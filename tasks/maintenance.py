@@ -10,7 +10,8 @@
   API that died between commit and send). First it applies the revokes that no worker
   received (:mod:`tasks.missed_revokes`); a queued job whose task a worker saw revoked
   without holding its message (REVOKED in the result backend) ends cancelled instead of
-  being re-sent. It also deletes expired idempotency keys.
+  being re-sent. It re-sends the task of each part of a running job (``jobs.parts``) whose
+  lease expired, or that was not sent within a lease period. It also deletes expired idempotency keys.
 - ``tasks.maintenance.sweep_uploads``: every ``UPLOAD_SWEEP_INTERVAL_SECONDS``, removes
   the resumable uploads unfinished ``UPLOAD_EXPIRY_HOURS`` after their creation, row
   and part, logging each ("upload expired id=… tenant=… received=…"), finishes whole
@@ -32,11 +33,13 @@ from jobs.dispatch import new_task_id, send_then_mark
 from jobs.idempotency import delete_expired_keys
 from jobs.lifecycle import cancel_job, resendable_jobs
 from jobs.messages import CLEANUP_TASK, DETECT_TASK, REAP_TASK, SWEEP_UPLOADS_TASK
+from jobs.parts import resendable_parts
 from jobs.retention import RetentionPolicy
 from resumable.expiry import sweep_uploads as sweep_expired_uploads
 from resumable.service import UploadService
 from storage.maintenance.retention import run_cleanup
 from tasks.missed_revokes import apply_missed_revokes
+from tasks.parts import send_parts
 from tasks.revocations import was_revoked
 from tasks.runtime import runtime_of
 
@@ -90,15 +93,28 @@ def reap_jobs(self: Task) -> dict[str, Any]:
                 send_then_mark(session, job_id, send_detect, new_task_id(job_id))
                 resent.append(str(job_id))
                 log.warning("re-sent the task of a %s job nothing was working on", status)
+        parts = resendable_parts(session, runtime.settings.jobs.lease, REAP_BATCH)
         expired_keys = delete_expired_keys(session)
-    return {"resent": resent, "cancelled": cancelled, "expired_idempotency_keys": expired_keys}
+    for job_id, part_id in parts:  # after their rows' locks are released: a part is marked sent in its own transaction
+        with job_context(str(job_id)):
+            send_parts(app, job_id, [part_id], runtime.transaction)
+            log.warning("re-sent the task of a part nothing was working on part_id=%s", part_id)
+    return {
+        "resent": resent,
+        "resent_parts": [str(part_id) for _, part_id in parts],
+        "cancelled": cancelled,
+        "expired_idempotency_keys": expired_keys,
+    }
 
 
 @shared_task(name=SWEEP_UPLOADS_TASK, bind=True)
 def sweep_uploads(self: Task) -> dict[str, int]:
     """Remove expired unfinished uploads (row and part) and stray parts; return the counts."""
     runtime = runtime_of(self.app)
-    swept = sweep_expired_uploads(UploadService(runtime.storage, runtime.settings.files))
+    settings = runtime.settings
+    swept = sweep_expired_uploads(
+        UploadService(runtime.storage, settings.files, max_pixels=settings.worker.max_image_pixels)
+    )
     counts = swept.as_dict()
     log.info("upload sweep %s", " ".join(f"{key}={value}" for key, value in counts.items()), extra={"sweep": counts})
     return counts

@@ -75,20 +75,8 @@ class TaskReporter:
             self.reported = True
 
     def report_progress(self, done: int, state: str = "PROGRESS") -> None:
-        """Publish the task's job's progress as the ``PROGRESS`` result state and as a ``task-progress`` event
-        (Flower shows both); with ``state=SUCCESS``, only the end state, over the last PROGRESS.
-
-        Best effort: the database holds the real progress, so a result backend or
-        broker that is down must not fail the job.
-        """
-        total = self.leader.run.total
-        meta = {"job_id": str(self.leader.job_id), "done": done, "total": total}
-        try:
-            self.task.backend.store_result(self.request.id, meta, state, request=self.request)
-            if state == "PROGRESS":
-                self.send_events("task-progress", {self.request.id: {"done": done, "total": total}})
-        except Exception:
-            log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)
+        """Publish the task's job's progress (:func:`publish_progress`)."""
+        publish_progress(self.task, self.request, self.leader.job_id, done, self.leader.run.total, state)
 
     def send_events(self, kind: str, fields_by_task: dict[str, dict[str, Any]]) -> None:
         """Task events: the mates' (the worker never saw their messages) and the task's progress (best effort)."""
@@ -100,3 +88,20 @@ class TaskReporter:
                     dispatcher.send(kind, uuid=task_id, **fields)
         except Exception:
             log.warning("could not publish round-mates' %s events", kind, exc_info=True)
+
+
+def publish_progress(task: Task, request: Any, job_id: Any, done: int, total: int, state: str = "PROGRESS") -> None:
+    """Publish a job's progress as the task's ``PROGRESS`` result state and as a ``task-progress`` event (Flower
+    shows both); with ``state=SUCCESS``, only the end state, over the last PROGRESS.
+
+    Best effort: the database holds the real progress, so a result backend or broker that is down must not fail
+    the job. A part's task publishes its job's frames (a video) or files.
+    """
+    meta = {"job_id": str(job_id), "done": done, "total": total}
+    try:
+        task.backend.store_result(request.id, meta, state, request=request)
+        if state == "PROGRESS":
+            with task.app.events.default_dispatcher(hostname=request.hostname) as dispatcher:
+                dispatcher.send("task-progress", uuid=request.id, done=done, total=total)
+    except Exception:
+        log.warning("could not publish progress done=%d total=%d", done, total, exc_info=True)

@@ -5,7 +5,7 @@ uploads), tuspy (resumable uploads by tus) and tqdm (progress bars), never Flask
 torch or the server's packages.
 """
 
-from yolo_jobs_client.client import FINISHED_STATUSES, Client, SubmittedJob
+from yolo_jobs_client.client import FINISHED_STATUSES, Client, ExportedFile, SubmittedJob
 from yolo_jobs_client.errors import (
     AuthError,
     ClientError,
@@ -22,6 +22,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Conflict",
+    "ExportedFile",
     "NotFound",
     "SubmittedJob",
     "Unavailable",

@@ -9,20 +9,28 @@
     client.submit(file_ids=[video.file_id])              # a job on stored files
     client.rerun(jobs[0].job_id, model="other")          # the same files again, no byte sent
 
+    (clip,) = client.submit(["clip.mp4"], fps=5, track=True)  # a video goes by tus, then joins its job
+    (done,) = client.wait([clip.job_id])
+    for frame in client.frames(clip.job_id, done["files"][0]["file_id"], start=10, end=20):
+        print(frame["time"], frame["detections"])
+
 Each job's upload (or rerun) carries an ``Idempotency-Key`` of its own, so a retried
 request (a lost answer, a 503) never makes a second job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
+from email.message import Message
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 
@@ -35,6 +43,9 @@ from yolo_jobs_client.uploads import CHUNK_BYTES, UploadedFile, default_state_fi
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 JOBS_PATH = "/api/v1/jobs"
 FILES_PATH = "/api/v1/files"
+# The export formats and the suffix of each one's file: images' (mergeable across jobs), then videos' only.
+EXPORT_FORMATS = {"coco": "json", "yolo": "zip", "csv": "csv", "labelstudio": "json", "mot": "txt", "cvat-video": "xml"}
+FRAMES_PAGE = 500  # the server's default page of a video's frames
 
 # Called with the bytes of image data sent so far and the submission's total.
 UploadProgress = Callable[[int, int], None]
@@ -48,12 +59,68 @@ def json_body(payload: Mapping[str, Any]) -> Callable[[], tuple[bytes, str]]:
     return lambda: (data, "application/json")
 
 
-def job_options(
-    model: str | None, conf: float | None, iou: float | None, imgsz: int | None, callback_url: str | None
-) -> dict[str, Any]:
-    """A job's parameters, the ones given only (the server picks the others)."""
-    options = {"model": model, "conf": conf, "iou": iou, "imgsz": imgsz, "callback_url": callback_url}
-    return {name: value for name, value in options.items() if value is not None}
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job asks of inference (``model`` … ``callback_url``) and of videos and large images: ``fps`` (frames
+    sampled per second; every frame when None), ``start`` and ``end`` (seconds), ``track`` (track ids) and
+    ``tiles`` (``auto``, ``off`` or tiles along an image's longest side). None leaves a parameter to the server
+    (or, on a rerun, to the original job)."""
+
+    model: str | None = None
+    conf: float | None = None
+    iou: float | None = None
+    imgsz: int | None = None
+    callback_url: str | None = None
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+    track: bool | None = None
+    tiles: str | int | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The parameters set, as a JSON body names them."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+    def form(self) -> dict[str, str]:
+        """The parameters set, as multipart form fields (``track`` as ``true`` or ``false``)."""
+        return {
+            name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in self.given().items()
+        }
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """An export's bytes and the file name the server gave it (or one made up: ``job-<id>-<format>.<ext>``)."""
+
+    data: bytes
+    filename: str
+
+
+def default_export_name(job_id: str, export_format: str) -> str:
+    return f"job-{job_id}-{export_format}.{EXPORT_FORMATS.get(export_format, 'bin')}"
+
+
+def attachment_name(disposition: str | None) -> str | None:
+    """The plain file name a ``Content-Disposition`` header gives (``filename*`` too), never a path nor a hidden
+    file; None without one. Header values arrive as Latin-1: a UTF-8 name is decoded back."""
+    if not disposition:
+        return None
+    header = Message()
+    header["Content-Disposition"] = disposition
+    raw = header.get_filename()
+    if not raw:
+        return None
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):  # else not UTF-8 sent as Latin-1: as it came
+        raw = raw.encode("latin-1").decode("utf-8")
+    name = PurePosixPath(raw.replace("\\", "/")).name.strip()
+    if not name or name.startswith(".") or not name.isprintable():
+        return None
+    return name
+
+
+def videos_in(jobs: Iterable[Mapping[str, Any]]) -> int:
+    """How many of the listed files of ``jobs`` (their JSON) are videos."""
+    return sum(1 for job in jobs for file in job.get("files") or () if (file.get("media") or {}).get("kind") == "video")
 
 
 @dataclass(frozen=True)
@@ -112,13 +179,18 @@ class Client:
         iou: float | None = None,
         imgsz: int | None = None,
         callback_url: str | None = None,
+        fps: float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        track: bool | None = None,
+        tiles: str | int | None = None,
     ) -> dict[str, Any]:
-        """A new job on ``job_id``'s files (its deleted ones skipped) with the parameters given changed; the
-        answer is a submission's (``job_id``, ``status``, ``files``)."""
-        payload = job_options(model, conf, iou, imgsz, callback_url)
+        """A new job on ``job_id``'s files (its deleted ones skipped) with the parameters given changed (see
+        :class:`JobOptions`); the answer is a submission's (``job_id``, ``status``, ``files``)."""
+        options = JobOptions(model, conf, iou, imgsz, callback_url, fps, start, end, track, tiles)
         headers = {"Idempotency-Key": f"yolo-jobs-rerun-{uuid.uuid4().hex}"}
         path = f"{JOBS_PATH}/{job_id}/rerun"
-        return dict(self.transport.request("POST", path, headers=headers, body=json_body(payload)).json())
+        return dict(self.transport.request("POST", path, headers=headers, body=json_body(options.given())).json())
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job (cancelled first if running): its results and its references to files."""
@@ -162,11 +234,51 @@ class Client:
                     on_file(uploaded)
         return stored
 
-    def export(self, job_id: str, export_format: str, partial: bool = False, confidence: bool = False) -> bytes:
-        """One job's export (``coco``, ``yolo``, ``csv``, ``labelstudio``); ``partial`` for a failed or
-        cancelled job, ``confidence`` for YOLO labels with a conf column."""
+    def export_file(
+        self,
+        job_id: str,
+        export_format: str,
+        *,
+        file_id: str | None = None,
+        partial: bool = False,
+        confidence: bool = False,
+    ) -> ExportedFile:
+        """One job's export (``EXPORT_FORMATS``) and the name the server gives its file; a job with videos exports
+        one of them (``file_id``, else its first). ``partial`` for a failed or cancelled job, ``confidence`` for
+        YOLO labels with a conf column."""
         params = {"format": export_format, "partial": str(partial).lower(), "confidence": str(confidence).lower()}
-        return self.transport.request("GET", f"{JOBS_PATH}/{job_id}/export", params=params).content
+        if file_id is not None:
+            params["file_id"] = file_id
+        response = self.transport.request("GET", f"{JOBS_PATH}/{job_id}/export", params=params)
+        named = attachment_name(response.headers.get("Content-Disposition"))
+        return ExportedFile(response.content, named or default_export_name(job_id, export_format))
+
+    def export(
+        self,
+        job_id: str,
+        export_format: str,
+        partial: bool = False,
+        confidence: bool = False,
+        file_id: str | None = None,
+    ) -> bytes:
+        """The bytes of :meth:`export_file`."""
+        return self.export_file(job_id, export_format, file_id=file_id, partial=partial, confidence=confidence).data
+
+    def frames(
+        self, job_id: str, file_id: str, start: float = 0.0, end: float | None = None, limit: int = FRAMES_PAGE
+    ) -> Iterator[dict[str, Any]]:
+        """The analysed frames of the job's video ``file_id`` with ``start <= time < end`` (seconds; to the
+        video's end when None), in time order: ``frame``, ``time`` and ``detections`` (each with ``track`` in a
+        tracked job). Fetched ``limit`` frames a request (at most 5000), each page as the iteration reaches it."""
+        path = f"{JOBS_PATH}/{job_id}/files/{file_id}/frames"
+        params: dict[str, Any] = {"start": start, "limit": limit} | ({} if end is None else {"end": end})
+        while True:
+            page = self._get(path, **params)
+            yield from page["frames"]
+            if not page.get("next"):
+                return
+            # The server's own query for the rest; its path is ours (a proxy's prefix would differ).
+            params = dict(parse_qsl(urlsplit(page["next"]).query))
 
     def submit_images(
         self,
@@ -216,30 +328,59 @@ class Client:
         iou: float | None = None,
         imgsz: int | None = None,
         callback_url: str | None = None,
+        fps: float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        track: bool | None = None,
+        tiles: str | int | None = None,
+        state_file: Path | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        checksum: bool = False,
         on_upload: UploadProgress | None = None,
+        on_file_upload: FileUploadProgress | None = None,
         on_job: Callable[[SubmittedJob], None] | None = None,
     ) -> list[SubmittedJob]:
-        """Submit the images among ``paths`` (folders recursively) as as many jobs as the server's limits need,
-        and the stored files ``file_ids`` (from :meth:`upload`, or files of earlier jobs) with the first of them,
-        or as a job of their own without images.
+        """Submit the images and videos among ``paths`` (folders recursively) as as many jobs as the server's
+        limits need, with the parameters given (see :class:`JobOptions`).
 
-        ``on_job`` hears of each job as soon as it exists, so a failure later in a
-        large submission still leaves the caller knowing what was made.
+        Videos, and images too large for one request, are sent first by tus (as :meth:`upload`, with
+        ``state_file``, ``chunk_bytes``, ``checksum``; ``on_file_upload`` hears of each file's bytes): they join
+        the first job, then the stored files ``file_ids`` (from :meth:`upload`, or files of earlier jobs), or make
+        a job of their own without images. ``on_upload`` hears of the images' bytes sent. ``on_job`` hears of
+        each job as soon as it exists, so a failure later in a large submission still leaves the caller knowing
+        what was made.
         """
-        options = job_options(model, conf, iou, imgsz, callback_url)
+        options = JobOptions(model, conf, iou, imgsz, callback_url, fps, start, end, track, tiles)
+        images: list[ImageFile] = []
+        references = {file_id: file_id for file_id in file_ids}  # a stored file's id -> how the job lists it
+        limits: dict[str, Any] = {}
+        if paths:
+            limits = self.limits()
+            streamed: list[ImageFile] = []
+            for found in find_images(paths, limits["content_types"]):
+                (streamed if found.video or not found.fits(limits["max_upload_bytes"]) else images).append(found)
+            if streamed:  # else no state file is opened, nor tuspy imported
+                stored = self.upload(
+                    [file.path for file in streamed],
+                    state_file=state_file,
+                    chunk_bytes=chunk_bytes,
+                    checksum=checksum,
+                    on_progress=on_file_upload,
+                )
+                references = {uploaded.file_id: str(uploaded.path) for uploaded in stored} | references
         submission = uuid.uuid4().hex
-        if not paths:
-            if not file_ids:
-                raise UsageError("Nothing to submit: give image paths or file ids.")
+        if not images:
+            if not references:
+                raise UsageError("Nothing to submit: give image or video paths, or file ids.")
             key = f"yolo-jobs-{submission}-0"
-            job = SubmittedJob(self.submit_files(file_ids, options, key)["job_id"], list(file_ids), key)
+            job = SubmittedJob(
+                self.submit_files(list(references), options.given(), key)["job_id"], [*references.values()], key
+            )
             if on_job is not None:
                 on_job(job)
             return [job]
-        limits = self.limits()
-        images = find_images(paths, limits["content_types"])
         groups = split(images, limits["max_files_per_job"], limits["max_upload_bytes"])
-        form = {name: str(value) for name, value in options.items()}
+        form = options.form()
         total = sum(image.size for image in images)
         jobs: list[SubmittedJob] = []
         sent_before = 0
@@ -250,11 +391,11 @@ class Client:
                 if on_upload is not None:
                     on_upload(before + count, total)
 
-            references = file_ids if index == 0 else ()
-            answer = self.submit_images(group, form, key, sent, references)
+            joining = references if index == 0 else {}
+            answer = self.submit_images(group, form, key, sent, list(joining))
             sent_before += sum(image.size for image in group)
             sent(0, sent_before)  # the whole group, whatever the last progress report said
-            job = SubmittedJob(answer["job_id"], [str(image.path) for image in group] + list(references), key)
+            job = SubmittedJob(answer["job_id"], [str(image.path) for image in group] + [*joining.values()], key)
             jobs.append(job)
             if on_job is not None:
                 on_job(job)
@@ -282,12 +423,35 @@ class Client:
                 raise Unavailable(f"The jobs did not finish within {timeout} s.")
             time.sleep(interval)
 
-    def export_merged(self, jobs: Iterable[Mapping[str, Any]], export_format: str, confidence: bool = False) -> bytes:
+    def export_merged_file(
+        self, jobs: Iterable[Mapping[str, Any]], export_format: str, confidence: bool = False
+    ) -> ExportedFile:
         """One file for finished ``jobs`` (their JSON), each job once: a job that did not succeed adds the
-        images it analysed."""
-        statuses = {job["job_id"]: job["status"] for job in jobs}
+        images it analysed. A single job's file keeps the server's name; a merged one is named after the first job.
+
+        A video exports alone: jobs holding a video and any other file are refused (export each video with
+        :meth:`export_file` and its ``file_id``).
+        """
+        listed = list(jobs)
+        files = sum(int(job.get("files_total") or len(job.get("files") or ())) for job in listed)
+        if videos_in(listed) and files > 1:
+            raise UsageError(
+                f"The jobs hold a video among {files} files: a video exports alone; "
+                "export each one by its job and file id (yolo-jobs export JOB --file-id ID)."
+            )
+        statuses = {job["job_id"]: job["status"] for job in listed}
+        fetched: dict[str, ExportedFile] = {}
 
         def export(job_id: str) -> bytes:
-            return self.export(job_id, export_format, partial=statuses[job_id] != "succeeded", confidence=confidence)
+            partial = statuses[job_id] != "succeeded"
+            fetched[job_id] = self.export_file(job_id, export_format, partial=partial, confidence=confidence)
+            return fetched[job_id].data
 
-        return merge(export_format, statuses, export)
+        data = merge(export_format, statuses, export)
+        if len(fetched) == 1:
+            return next(iter(fetched.values()))
+        return ExportedFile(data, default_export_name(next(iter(fetched)), export_format))
+
+    def export_merged(self, jobs: Iterable[Mapping[str, Any]], export_format: str, confidence: bool = False) -> bytes:
+        """The bytes of :meth:`export_merged_file`."""
+        return self.export_merged_file(jobs, export_format, confidence).data

@@ -105,14 +105,16 @@ MERGERS: dict[str, Callable[[Mapping[str, bytes]], bytes]] = {
 
 
 def merge(export_format: str, job_ids: Iterable[str], export: Callable[[str], bytes]) -> bytes:
-    """The ``export_format`` exports of ``job_ids`` as one file (a single job's export as it is).
+    """The ``export_format`` exports of ``job_ids`` as one file (a single job's export as it is, in any format the
+    server makes: a video's MOT or CVAT file too).
 
     ``export`` fetches one job's export; a job named twice is fetched and merged once,
     where it first appears.
     """
-    if export_format not in MERGERS:
-        raise UsageError(f"Cannot merge {export_format!r} exports; formats: {', '.join(MERGERS)}.")
-    exports = {job_id: export(job_id) for job_id in dict.fromkeys(job_ids)}
-    if not exports:
+    unique = list(dict.fromkeys(job_ids))
+    if not unique:
         raise UsageError("Nothing to merge.")
+    if len(unique) > 1 and export_format not in MERGERS:
+        raise UsageError(f"Cannot merge {export_format!r} exports; formats: {', '.join(MERGERS)}.")
+    exports = {job_id: export(job_id) for job_id in unique}
     return next(iter(exports.values())) if len(exports) == 1 else MERGERS[export_format](exports)

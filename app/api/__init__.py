@@ -32,4 +32,4 @@ def openapi_document() -> Response:
     return jsonify(current_app.api_doc)
 
 
-from app.api import account, annotated, deletions, exports, files, jobs, limits, models, tus  # noqa: E402,F401  (routes register on bp)
+from app.api import account, annotated, deletions, exports, files, frames, jobs, limits, models, tus  # noqa: E402,F401  (routes register on bp)

@@ -1,7 +1,9 @@
-"""/api/v1/jobs/<job_id>/export: a finished job's detections as COCO, YOLO labels, CSV or Label Studio tasks.
+"""/api/v1/jobs/<job_id>/export: a finished job's detections as COCO, YOLO labels, CSV or Label Studio tasks;
+a video job's as MOT Challenge tracks, CVAT for video XML, COCO (an image per sampled frame) or CSV.
 
-The formats are built by :mod:`jobs.exports` and streamed as they are made, the job's rows read a page at a
-time, so a job of 10,000 files costs bounded memory. A queued or running job answers 409
+The formats are built by :mod:`jobs.exports` and :mod:`jobs.video_exports` and streamed as they are made, the
+job's rows read a page at a time, so a job of 10,000 files or a video of 216,000 frames costs bounded memory.
+A job with videos exports one video at a time (``file_id``, else its first). A queued or running job answers 409
 ``not_finished`` (with Retry-After); a failed or cancelled one answers 409
 ``not_succeeded`` unless ``partial=true`` asks for the images it did analyse.
 """
@@ -9,9 +11,11 @@ time, so a job of 10,000 files costs bounded memory. A queued or running job ans
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import PurePath
 
 from flask import Response, stream_with_context, url_for
 from sqlalchemy.orm import Session
+from werkzeug.utils import secure_filename
 
 from app.api import bp
 from app.api.schemas import ErrorBody, ExportQuery, JobPath, binary
@@ -19,7 +23,10 @@ from app.auth import tenant_scope
 from app.errors import RETRY_AFTER_SECONDS, ApiError
 from app.extensions import db_session, get_job_service
 from jobs.catalog import model_classes
-from jobs.exports import MEDIA_TYPES, build, job_export
+from jobs.exports import MEDIA_TYPES, ExportFile, build, job_export
+from jobs.frames import stream_frames
+from jobs.video_exports import VIDEO_FORMATS, VIDEO_MEDIA_TYPES, VideoExport
+from storage.tables import Job, Upload
 
 
 def _closing(chunks: Iterable[bytes], session: Session) -> Iterator[bytes]:
@@ -31,31 +38,65 @@ def _closing(chunks: Iterable[bytes], session: Session) -> Iterator[bytes]:
         session.close()
 
 
-EXPORTED = binary("The export, as an attachment.", *MEDIA_TYPES)
+EXPORTED = binary("The export, as an attachment.", *dict.fromkeys((*MEDIA_TYPES, *VIDEO_MEDIA_TYPES)))
+# Formats that only a video's frames have.
+VIDEO_ONLY = tuple(name for name in VIDEO_FORMATS if name not in ("coco", "csv"))
 
 
 @bp.get("/jobs/<uuid:job_id>/export", responses={200: EXPORTED, 404: ErrorBody, 409: ErrorBody})
 def export_job(path: JobPath, query: ExportQuery) -> Response:
-    """A finished job's detections as one file: COCO JSON, a YOLO labels zip, CSV or Label Studio tasks."""
+    """A finished job's detections as one file: COCO JSON, a YOLO labels zip, CSV or Label Studio tasks; for a job
+    with videos, one video's (`file_id`, else the first) as MOT (`track=true` jobs), CVAT for video XML, COCO with
+    an image per sampled frame, or CSV."""
     job_id, export_format = path.job_id, query.format
     partial, with_confidence = query.partial, query.confidence
     session = db_session()
-    job, uploads = get_job_service().export_source(session, job_id, tenant_scope())
+    service = get_job_service()
+    job, video = service.video_source(session, job_id, tenant_scope(), query.file_id)
     if not job.is_finished:
         message = f"The job is {job.status}; export it once it has finished."
         raise ApiError(409, "not_finished", message, RETRY_AFTER_SECONDS)
     if job.status != "succeeded" and not partial:
-        message = f"The job ended {job.status}; ask for partial=true to export the images it analysed."
+        message = f"The job ended {job.status}; ask for partial=true (the CLI's --partial) to export what it analysed."
         raise ApiError(409, "not_succeeded", message)
-    export = job_export(
-        job,
-        model_classes(session, job.model),
-        lambda file_id: url_for("api.file_content", file_id=file_id, _external=True),
-        uploads,
-    )
-    exported = build(export, export_format, with_confidence)
+    if video is not None:
+        exported, name = _video_export(session, job, video, export_format)
+    elif query.file_id is not None or export_format in VIDEO_ONLY:
+        raise ApiError(400, "not_a_video", f"The job has no such video to export as {export_format}.")
+    else:
+        _, uploads = service.export_source(session, job_id, tenant_scope())
+        export = job_export(
+            job,
+            model_classes(session, job.model),
+            lambda file_id: url_for("api.file_content", file_id=file_id, _external=True),
+            uploads,
+        )
+        exported, name = build(export, export_format, with_confidence), f"job-{job_id}-{export_format}"
     response = Response(stream_with_context(_closing(exported.chunks, session)), mimetype=exported.media_type)
-    response.headers.set(
-        "Content-Disposition", "attachment", filename=f"job-{job_id}-{export_format}.{exported.extension}"
-    )
+    response.headers.set("Content-Disposition", "attachment", filename=f"{name}.{exported.extension}")
     return response
+
+
+def _video_export(session: Session, job: Job, upload: Upload, export_format: str) -> tuple[ExportFile, str]:
+    """One of the job's videos in ``export_format``, its frames read a page at a time; and its file's name."""
+    if export_format not in VIDEO_FORMATS:
+        formats = ", ".join(VIDEO_FORMATS)
+        raise ApiError(400, "not_a_video_format", f"A video exports as one of {formats}, not {export_format}.")
+    if export_format == "mot" and not job.track:
+        raise ApiError(400, "not_tracked", "MOT needs track ids: run the job with track=true.")
+    file = upload.file
+    assert file is not None and file.media is not None
+    export = VideoExport(
+        job_id=str(job.id),
+        upload_id=str(upload.id),
+        filename=upload.filename,
+        width=file.width or file.media["width"],
+        height=file.height or file.media["height"],
+        fps=file.media["fps"],
+        sampled_fps=job.sample_fps,
+        frames_total=job.total_frames or 0,
+        names=model_classes(session, job.model),
+        rows=lambda: stream_frames(session, upload.id),
+    )
+    stem = secure_filename(PurePath(upload.filename).stem) or "video"  # a header value: ASCII
+    return VIDEO_FORMATS[export_format](export), f"job-{job.id}-{stem}-{export_format}"

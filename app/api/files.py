@@ -16,6 +16,7 @@ from app.extensions import db_session, get_storage
 from app.serializers import file_json
 from files.ownership import HeldFile
 from jobs.queries import find_file
+from storage.media import CONTENT_TYPES as VIDEO_TYPES
 from storage.tables import StoredFile
 
 
@@ -36,14 +37,16 @@ def download_name(filename: str | None, file: StoredFile) -> str:
 
 @bp.get("/files/<uuid:file_id>", responses={200: FileInfo, 404: ErrorBody})
 def show_file(path: FilePath) -> Response:
-    """A stored file's metadata: SHA-256, size, sniffed type, width and height."""
+    """A stored file's metadata: SHA-256, size, sniffed type, width and height (a video's as it is shown)."""
     held = _stored_file(path.file_id)
     return jsonify({**file_json(held), "filename": held.filename})
 
 
 CONTENT = binary(
-    "The bytes, as an attachment, typed by their sniffed type (`application/octet-stream`: not an image).",
+    "The bytes, as an attachment, typed by their sniffed type: an image's, or a video's container's "
+    "(`video/x-<name>` for a container not listed; `application/octet-stream`: neither, stored by an older release).",
     *IMAGE_TYPES,
+    *VIDEO_TYPES.values(),
     "application/octet-stream",
     headers=header("Content-Disposition", "`attachment` with a sanitised file name."),
 )

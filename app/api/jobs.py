@@ -136,7 +136,7 @@ def show_job(path: JobPath, query: JobQuery) -> Response:
 def _shown(job_id: uuid.UUID, limit: int = FILES_PAGE, offset: int = 0) -> Response:
     """The job's JSON with a page of its files (``limit`` from ``offset``)."""
     found = get_job_service().find_page(db_session(), job_id, tenant_scope(), limit, offset)
-    return jsonify(job_json(found.job, found.uploads, offset, limit))
+    return jsonify(job_json(found.job, found.uploads, offset, limit, found.parts))
 
 
 @bp.get("/jobs", responses={200: JobPage})

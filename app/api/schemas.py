@@ -21,11 +21,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.converters import CANONICAL_UUID
-from app.forms import CONF_RANGE, IMGSZ_RANGE, IOU_RANGE, MAX_CALLBACK_URL_LENGTH, MAX_FILES_PER_JOB
+from app.forms import (
+    CONF_RANGE,
+    FPS_RANGE,
+    IMGSZ_RANGE,
+    IOU_RANGE,
+    MAX_CALLBACK_URL_LENGTH,
+    MAX_FILES_PER_JOB,
+    SECONDS_RANGE,
+)
 from app.serializers import FILES_PAGE, MAX_FILES_PAGE
 from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
+from jobs.video_exports import VIDEO_FORMATS
 from storage.images import ACCEPTED_FORMATS
 from storage.tables import JOB_STATUSES
 
@@ -124,7 +133,10 @@ class PageQuery(RequestParameters):
 
 
 class ExportQuery(RequestParameters):
-    format: Literal[tuple(FORMATS)] = Field(description="The file format (see docs/clients.md, Export formats).")  # type: ignore[valid-type]
+    format: Literal[tuple(dict.fromkeys((*FORMATS, *VIDEO_FORMATS)))] = Field(  # type: ignore[misc]
+        description="The file format (see docs/clients.md, Export formats)."
+    )
+    file_id: uuid.UUID | None = Field(None, description="A video job: which video (default: its first).")
     partial: bool = Field(False, description="Export a failed or cancelled job's analysed images too.")
     confidence: bool = Field(False, description="Add the confidence as a sixth column of YOLO labels.")
 
@@ -154,6 +166,22 @@ class JobOptions(BaseModel):
         max_length=MAX_CALLBACK_URL_LENGTH,
         description="An http(s) URL that gets a signed `job.finished` webhook when the job ends (docs/clients.md).",
     )
+    fps: float | None = Field(
+        None, ge=FPS_RANGE[0], le=FPS_RANGE[1], description="A video's sample rate, frames per second (every frame)."
+    )
+    start: float | None = Field(
+        None, ge=SECONDS_RANGE[0], le=SECONDS_RANGE[1], description="A video's first second analysed (0)."
+    )
+    end: float | None = Field(
+        None, gt=SECONDS_RANGE[0], le=SECONDS_RANGE[1], description="A video's end, excluded (its duration)."
+    )
+    track: bool | None = Field(None, description="Assign track ids across each video (ByteTrack); false.")
+    tiles: str | None = Field(
+        None,
+        pattern=r"^(auto|off|[1-9][0-9]?)$",
+        description="Run large images as overlapping tiles: `auto` (over 4× the input size), `off`, or N along the "
+        "longest side (off).",
+    )
 
 
 FILE_IDS = (
@@ -170,7 +198,7 @@ class SubmitForm(JobOptions):
     image: list[bytes] = Field(
         default_factory=list,
         max_length=MAX_FILES_PER_JOB,
-        description="The images (JPEG, PNG, WebP, BMP or TIFF, decided from their bytes), one part each.",
+        description="Images (JPEG, PNG, WebP, BMP, TIFF) and videos (what FFmpeg decodes), told by their bytes.",
     )
     file_id: list[uuid.UUID] = Field(default_factory=list, description=FILE_IDS)
 
@@ -188,6 +216,12 @@ class RerunOptions(JobOptions):
     model_config = ConfigDict(extra="forbid")
 
 
+class FramesQuery(RequestParameters):
+    start: float = Field(0.0, ge=0, description="The first second of the range (stream time).")
+    end: float | None = Field(None, gt=0, description="The end of the range, excluded (default: the video's end).")
+    limit: int = Field(500, ge=1, le=5000, description="Frames in this answer at most.")
+
+
 class JobQuery(RequestParameters):
     files_limit: int = Field(FILES_PAGE, ge=1, le=MAX_FILES_PAGE, description="Files (and their results) listed.")
     files_offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip, in the job's order.")
@@ -196,9 +230,18 @@ class JobQuery(RequestParameters):
 # Responses
 
 
+class FrameProgress(BaseModel):
+    """A job's sampled video frames."""
+
+    done: int = Field(description="Frames analysed.")
+    total: int = Field(description="Frames to analyse: estimated from the probe until each segment has listed its own.")
+    failed: int = Field(description="Frames that could not be decoded (a corrupt stretch): never counted as done.")
+
+
 class Progress(BaseModel):
     done: int
     total: int
+    frames: FrameProgress | None = Field(None, description="Present for a job with videos.")
 
 
 class UploadedFile(BaseModel):
@@ -208,6 +251,7 @@ class UploadedFile(BaseModel):
     size: int
     content_type: str
     deduplicated: bool = Field(description="The bytes were already stored (same SHA-256).")
+    media: dict[str, Any] | None = Field(None, description="A video's probe (container, codec, size, fps, frames…).")
 
 
 class DeletedFile(BaseModel):
@@ -281,6 +325,27 @@ class FileResult(BaseModel):
     detections: list[Detection]
     error: str | None = Field(description="Why this file has no detections (it could not be decoded).")
     cached: bool = Field(description="Taken from an earlier result of the same bytes, weights and parameters.")
+    frames_url: str | None = Field(None, description="A video's per-frame detections, paged by time.")
+
+
+class TrackedDetection(Detection):
+    track: int | None = Field(None, description="The track id (a job with `track=true`), the same across the video.")
+
+
+class Frame(BaseModel):
+    frame: int = Field(description="The frame's number in the video (its time × the video's average rate).")
+    time: float = Field(description="Seconds from the video's start.")
+    detections: list[TrackedDetection]
+
+
+class FramePage(BaseModel):
+    """A time range of a video's analysed frames."""
+
+    file_id: uuid.UUID
+    start: float
+    end: float | None
+    frames: list[Frame]
+    next: str | None = Field(description="The rest of the range, when `limit` cut it.")
 
 
 class JobSummary(BaseModel):
@@ -298,6 +363,26 @@ class Parameters(BaseModel):
     conf: float
     iou: float
     imgsz: int | None
+    fps: float | None
+    start: float | None
+    end: float | None
+    track: bool
+    tiles: str
+
+
+class Part(BaseModel):
+    """A piece of a large file that runs as a task of its own: a video's segment, an image's tiles, a finish."""
+
+    file_id: uuid.UUID | None
+    kind: Literal["segment", "tiles", "finish"]
+    number: int
+    start: float | None = Field(description="A segment's first second.")
+    end: float | None = Field(description="A segment's end, excluded.")
+    status: Literal["queued", "running", "done", "failed"]
+    done: int = Field(description="Frames (or tiles) done.")
+    total: int | None = Field(description="Frames (or tiles) to do, once the part has listed them.")
+    failed: int = Field(description="Frames that could not be decoded.")
+    error: str | None
 
 
 WebhookStatus = Literal["pending", "delivered", "failed", "gone", "refused"]
@@ -337,6 +422,7 @@ class Job(JobSummary):
     files_offset: int
     files_limit: int
     webhook: Webhook | None = Field(description="Null when the job has no `callback_url`.")
+    parts: list[Part] = Field(description="The parts of this page's files (a video's segments, for its timeline).")
 
 
 class JobPage(BaseModel):
@@ -376,6 +462,7 @@ class FileInfo(BaseModel):
     content_type: str
     width: int | None = Field(description="An image's upright width; null for a file that is not an image.")
     height: int | None = Field(description="An image's upright height; null for a file that is not an image.")
+    media: dict[str, Any] | None = Field(None, description="A video's probe (container, codec, size, fps, frames…).")
     created_at: datetime
     deleted_at: datetime | None = Field(description="When retention deleted the bytes.")
     content_url: str

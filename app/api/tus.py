@@ -56,7 +56,8 @@ def upload_service() -> UploadService:
     """The app's one upload service (its running hashes are per process)."""
     service = current_app.extensions.get(SERVICE_EXTENSION)
     if service is None:
-        fresh = UploadService(get_storage(), get_settings().files)
+        settings = get_settings()
+        fresh = UploadService(get_storage(), settings.files, max_pixels=settings.worker.max_image_pixels)
         service = current_app.extensions.setdefault(SERVICE_EXTENSION, fresh)
     return service
 

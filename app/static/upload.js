@@ -1,4 +1,5 @@
-// Adds to the plain upload form: drag and drop, a list of the chosen files, and resumable uploads.
+// Adds to the plain upload form: drag and drop, a list of the chosen files, and resumable uploads (of images and
+// videos alike; the form's other fields, a video's settings among them, are posted with the files' ids).
 // Each chosen file is sent by tus (tus-js-client, vendor/tus.min.js) to the upload endpoint, with a
 // progress bar over all of them; then the form posts the job with the files' ids (`file_id` fields)
 // to its own URL, and the server redirects to the job's page. tus-js-client keeps each unfinished
@@ -191,12 +192,15 @@
     throw new Error(named);
   };
 
-  // What the form can tell before sending a byte; the server checks each file again.
-  const accepted = new Set(input.accept.split(","));
+  // What the form can tell before sending a byte; the server checks each file again. The input's accept list
+  // names image types, and video types as "video/*".
+  const accepted = input.accept.split(",");
+  const isAccepted = (type) =>
+    accepted.some((pattern) => (pattern.endsWith("/*") ? type.startsWith(pattern.slice(0, -1)) : type === pattern));
   const check = (files) => {
     if (files.length > limits.files) return `Choose at most ${limits.files} files.`;
-    const other = files.find((file) => file.type && !accepted.has(file.type));
-    if (other) return `${other.name}: the file is not a JPEG, PNG, WebP, BMP or TIFF image.`;
+    const other = files.find((file) => file.type && !isAccepted(file.type));
+    if (other) return `${other.name}: the file is neither an image (JPEG, PNG, WebP, BMP or TIFF) nor a video.`;
     const large = files.find((file) => file.size > limits.fileBytes);
     if (large) return `${large.name} is ${size(large.size)}, more than ${limits.fileSize}.`;
     return "";
@@ -213,7 +217,7 @@
     progress.hidden = false;
     try {
       const fileIds = await sendAll(files);
-      status.textContent = "Uploaded; checking the images…";
+      status.textContent = "Uploaded; checking the files…";
       await submitJob(files, fileIds);
     } catch (error) {
       for (const upload of active) upload.abort();

@@ -1,6 +1,7 @@
 """``/jobs``: the recent jobs (``?status=`` one or several, as in the API); ``/jobs/<job_id>``: a job's
-progress, then its images with boxes and detections, with Cancel and Retry buttons, "Run again with…"
-(a new job on the same files, with another model or settings) and "Delete…" (its confirmation unfolds
+progress, then its videos (each a player with its boxes drawn over it and its segments as a timeline,
+``app/static/video.js``) and its images with boxes and detections, with Cancel and Retry buttons, "Run again
+with…" (a new job on the same files, with another model or settings) and "Delete…" (its confirmation unfolds
 first). All are plain form posts with CSRF tokens, so they work without JavaScript."""
 
 from __future__ import annotations
@@ -10,26 +11,33 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Response, redirect, render_template, request, url_for
 
 from app import job_actions
-from app.annotate import Box, boxes
+from app.annotate import PALETTE, Box, boxes
 from app.api.annotated import THUMBNAIL_SIDE
 from app.auth import tenant_scope
 from app.errors import ApiError, to_api_error
 from app.extensions import db_session, get_job_service, get_settings
 from app.forms import status_filter
 from app.quotas import limit_submissions
+from app.serializers import frames_url, part_json
 from app.web import bp
 from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
-from storage.tables import JOB_STATUSES, Upload
+from jobs.service import JobFiles
+from storage.tables import JOB_STATUSES, Job, Upload
 
 JOBS_PER_PAGE = 25
 # A job's page shows this many of its files (``?page=``): a job of 10,000 is read and drawn a page at a time.
 FILES_PER_PAGE = 100
 MAX_PAGE_NUMBER = 100_000  # the last page the list serves: a larger number is read as this one
 NAMES_PER_JOB = 3
+# How often the page asks for the job's JSON while it runs (ms): a page of videos carries every segment's state, so
+# it asks less often; a segment takes seconds anyway.
+POLL_MS = 700
+VIDEO_POLL_MS = 2000
 
 JobAction = Response | tuple[str, int]
 
@@ -67,6 +75,71 @@ class FileView:
         """How many objects of each class were found, in class order."""
         return class_counts([self])
 
+    @property
+    def media(self) -> dict[str, Any] | None:
+        """A video's probe (``stored_files.media``); None for an image, or a file its owner deleted."""
+        file = self.upload.file
+        return file.media if file is not None else None
+
+
+@dataclass(frozen=True)
+class VideoView:
+    """One video as the job page plays it: where its bytes and its frames' boxes are, and its segments (the parts
+    the timeline under the player draws, as the job's JSON gives them)."""
+
+    file: FileView
+    media: dict[str, Any]
+    segments: list[dict[str, Any]]
+
+    @property
+    def upload(self) -> Upload:
+        return self.file.upload
+
+    @property
+    def frames_url(self) -> str:
+        return frames_url(self.upload)
+
+    @property
+    def failed_segments(self) -> list[dict[str, Any]]:
+        """The segments that say what went wrong (frames that could not be decoded, or the segment failing)."""
+        return [segment for segment in self.segments if segment["error"]]
+
+
+def page_parts(shown: JobFiles) -> list[dict[str, Any]]:
+    """The parts of the page's files as the job's JSON lists them (``app.serializers.part_json``): the player's
+    timeline starts from these, then follows the polled JSON."""
+    file_ids = {upload.id: upload.file_id for upload in shown.uploads}
+    return [part_json(part, file_ids[part.upload_id]) for part in shown.parts if part.upload_id in file_ids]
+
+
+def video_views(files: Sequence[FileView], parts: Sequence[dict[str, Any]]) -> list[VideoView]:
+    """The videos among ``files``, each with its segments."""
+    segments: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        if part["kind"] == "segment":
+            segments.setdefault(part["file_id"], []).append(part)
+    return [VideoView(f, f.media, segments.get(str(f.upload.file_id), [])) for f in files if f.media]
+
+
+def file_noun(images: Sequence[FileView], videos: Sequence[VideoView]) -> str:
+    """What the page's progress counts: images, videos, or files when it shows both."""
+    if not videos:
+        return "images"
+    return "files" if images else "videos"
+
+
+def sampling(job: Job) -> str:
+    """Which frames of its videos the job analyses, as the page's facts say it."""
+    return f"{job.sample_fps:g} per second" if job.sample_fps else "every frame"
+
+
+def time_range(job: Job) -> str | None:
+    """The part of its videos the job analyses (None: all of them)."""
+    if job.start_seconds is None and job.end_seconds is None:
+        return None
+    end = f"{job.end_seconds:g} s" if job.end_seconds is not None else "the end"
+    return f"{job.start_seconds or 0:g} s to {end}"
+
 
 def class_counts(files: Sequence[FileView]) -> list[tuple[str, int]]:
     """Objects found per class over ``files``, in class order."""
@@ -99,23 +172,41 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
     shown = service.find_page(db_session(), job_id, tenant_scope(), FILES_PER_PAGE, (page - 1) * FILES_PER_PAGE)
     job = shown.job
     files = [FileView.of(u) for u in shown.uploads]
-    done = [f for f in files if f.upload.result is not None and not f.upload.result.error]
+    videos = video_views(files, page_parts(shown))
+    images = [f for f in files if not f.media]
+    done = [f for f in images if f.upload.result is not None and not f.upload.result.error]
     own = {"model": job.model, "conf": f"{job.conf:g}", "iou": f"{job.iou:g}", "imgsz": job.imgsz or ""}
+    first = (page - 1) * FILES_PER_PAGE + 1
+    paged = shown.total > FILES_PER_PAGE
     return render_template(
         "job.html",
         job=job,
         models=service.models_of(db_session()),
         rerun={**own, **rerun} if rerun is not None else own,
         rerun_open=rerun is not None,
-        files=files,
+        files=images,
+        videos=videos,
+        noun=file_noun(images, videos),
+        # A job of plain or tiled images has no frames, though its total_frames may read 0 rather than NULL.
+        counts_frames=bool(videos or job.total_frames),
+        sampling=sampling(job),
+        time_range=time_range(job),
+        palette=PALETTE,
+        status_url=url_for(
+            "api.show_job",
+            job_id=job.id,
+            **({"files_offset": first - 1, "files_limit": FILES_PER_PAGE} if page > 1 else {}),
+        ),
+        poll_ms=VIDEO_POLL_MS if videos else POLL_MS,
         page=page,
-        first=(page - 1) * FILES_PER_PAGE + 1,
+        first=first,
         has_next=page * FILES_PER_PAGE < shown.total,
-        paged=shown.total > FILES_PER_PAGE,
-        summary=class_counts(files),
+        paged=paged,
+        page_counts=paged or bool(videos),
+        summary=class_counts(images),
         done=done,
         empty=sum(1 for f in done if not f.boxes),
-        failed=sum(1 for f in files if f.upload.result is not None and f.upload.result.error),
+        failed=sum(1 for f in images if f.upload.result is not None and f.upload.result.error),
         reused=sum(1 for f in done if f.upload.result is not None and f.upload.result.cached),
         bundled=get_settings().runs_bundled_weights(job.model),
         error=error,

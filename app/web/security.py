@@ -23,7 +23,7 @@ from config.paths import VAR_DIR
 SECRET_KEY_PATH = VAR_DIR / "secret_key"
 # Scripts and styles only from static files: no inline script, no inline style attributes, nothing from outside.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 

@@ -1,6 +1,8 @@
 """``/``: the upload form. A form post creates the job and redirects to its page.
 
-Without JavaScript the form posts the images themselves (multipart, ``MAX_UPLOAD_BYTES`` in all).
+The form takes images and videos, and a video's settings (its sample rate, time range and tracks) and a large
+image's tiles, named and bounded as the API's (``app.forms``).
+Without JavaScript the form posts the files themselves (multipart, ``MAX_UPLOAD_BYTES`` in all).
 With it (``app/static/upload.js``), each file goes first to the tus endpoint, ``/api/v1/uploads``,
 resumably and with a progress bar, and the form then posts the stored files' ids as ``file_id``
 fields instead of the images. The form says what the chosen model finds (its classes, as the
@@ -19,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app import job_actions
 from app.errors import ApiError, to_api_error
 from app.extensions import db_session, get_job_service, get_settings
+from app.forms import FPS_RANGE, SECONDS_RANGE, TILES_RANGE, YES
 from app.quotas import limit_submissions
 from app.web import bp
 from jobs.catalog import ModelInfo
@@ -81,6 +84,10 @@ def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None 
         size_rule=size_rule,
         fields=chosen,
         max_size=readable_size(current_app.config["MAX_CONTENT_LENGTH"]),
+        fps_range=FPS_RANGE,
+        seconds_range=SECONDS_RANGE,
+        tiles_range=TILES_RANGE,
+        yes=YES,
         error=FORM_MESSAGES.get(error.code, error.message) if error else None,
     )
     headers = {"Retry-After": str(error.retry_after)} if error and error.retry_after else {}

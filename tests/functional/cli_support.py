@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from config.paths import PROJECT_ROOT
 
@@ -23,8 +24,10 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "yolo_jobs_client", *args]
 
 
-def yolo_jobs(url: str, key: str | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the command to its end, the URL and key in its environment."""
+def yolo_jobs(
+    url: str, key: str | None, *args: str, timeout: float = 300, cwd: Path = PROJECT_ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run the command to its end in ``cwd``, the URL and key in its environment."""
     return subprocess.run(
-        cli_argv(*args), env=cli_env(url, key), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+        cli_argv(*args), env=cli_env(url, key), cwd=cwd, capture_output=True, text=True, timeout=timeout
     )

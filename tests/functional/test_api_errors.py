@@ -19,6 +19,7 @@ from storage import Storage
 from storage.tables import Job, StoredFile
 from tests.conftest import MakeApp
 from tests.helpers import post_images
+from tests.unit.storage.test_media import video_claiming
 
 
 def assert_error(response: TestResponse, status: int, code: str) -> None:
@@ -74,13 +75,26 @@ def test_unknown_model_is_400(client: FlaskClient) -> None:
     assert_error(post_images(client, ("a.png", image_bytes()), model="nope"), 400, "unknown_model")
 
 
-@pytest.mark.parametrize(("width", "height", "status"), [(9000, 9000, 202), (10000, 10000, 413), (30000, 30000, 413)])
+@pytest.mark.parametrize(
+    ("width", "height", "status"), [(9000, 9000, 202), (13000, 13000, 202), (14000, 14000, 413), (30000, 30000, 413)]
+)
 def test_pixel_limit_is_decided_from_the_header(client: FlaskClient, width: int, height: int, status: int) -> None:
     response = post_images(client, ("claims.png", png_claiming(width, height)))
     assert response.status_code == status, response.get_data(as_text=True)
     if status == 413:
         assert_error(response, 413, "image_too_large")
         assert "too many pixels (" in response.get_json()["error"]["message"]
+
+
+def test_a_video_whose_header_declares_frames_over_the_cap_is_413(
+    client: FlaskClient, storage: Storage, services_env: dict[str, str]
+) -> None:
+    before = counts(storage)
+    response = post_images(client, ("huge.mkv", video_claiming(16000, 16000)))
+    assert_error(response, 413, "image_too_large")
+    assert "huge.mkv: the video's frames have too many pixels (16000x16000" in response.get_json()["error"]["message"]
+    assert counts(storage) == before
+    assert leftovers(services_env["STORAGE_ROOT"]) == []
 
 
 def test_empty_file_is_400(client: FlaskClient) -> None:
@@ -96,14 +110,14 @@ def test_empty_file_is_400(client: FlaskClient) -> None:
         b"%PDF-1.7\n" + b"x" * 100,
     ],
 )
-def test_non_image_is_415_whatever_the_name(
+def test_neither_image_nor_video_is_415_whatever_the_name(
     client: FlaskClient, storage: Storage, services_env: dict[str, str], content: bytes
 ) -> None:
     before = counts(storage)
     data = {"image": [(io.BytesIO(content), "photo.jpg", "image/jpeg")]}
-    assert_error(
-        client.post("/api/v1/jobs", data=data, content_type="multipart/form-data"), 415, "unsupported_media_type"
-    )
+    response = client.post("/api/v1/jobs", data=data, content_type="multipart/form-data")
+    assert_error(response, 415, "unsupported_media")
+    assert response.get_json()["error"]["message"].startswith("photo.jpg: ")
     assert counts(storage) == before
     assert leftovers(services_env["STORAGE_ROOT"]) == []
 
@@ -112,9 +126,7 @@ def test_one_bad_file_rejects_the_whole_job(
     client: FlaskClient, storage: Storage, services_env: dict[str, str]
 ) -> None:
     before = counts(storage)
-    assert_error(
-        post_images(client, ("good.png", image_bytes(seed=9)), ("bad.jpg", b"nope")), 415, "unsupported_media_type"
-    )
+    assert_error(post_images(client, ("good.png", image_bytes(seed=9)), ("bad.jpg", b"nope")), 415, "unsupported_media")
     assert counts(storage) == before
     assert leftovers(services_env["STORAGE_ROOT"]) == []
 

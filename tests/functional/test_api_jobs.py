@@ -9,8 +9,11 @@ import requests
 
 from harness.images import image_bytes
 from harness.processes import ServiceProcess, wait_until
+from storage import Storage
+from storage.tables import StoredFile
 from tests.conftest import MakeApp
 from tests.helpers import post_job, submit, wait_for_job
+from tests.unit.storage.test_media import video_bytes
 
 
 def test_upload_runs_to_succeeded_with_results(api: requests.Session, api_url: str, worker: ServiceProcess) -> None:
@@ -67,6 +70,27 @@ def test_file_metadata_and_content(api: requests.Session, api_url: str) -> None:
     disposition = content.headers["Content-Disposition"]
     assert disposition.startswith("attachment;") and ".." not in disposition and "/" not in disposition
     assert api.get(f"{api_url}/api/v1/files/not-a-uuid/content", timeout=5).status_code == 404
+
+
+def test_a_video_part_is_stored_with_its_probe(api: requests.Session, api_url: str, storage: Storage) -> None:
+    data = video_bytes("mp4", frames=30, rotation=-90)  # a quarter turn clockwise to show it upright
+    response = post_job(api, api_url, [("clip.mp4", data)])
+    assert response.status_code == 202, response.text
+    file = response.json()["files"][0]
+    meta = api.get(f"{api_url}/api/v1/files/{file['file_id']}", timeout=5).json()
+    assert (meta["content_type"], meta["width"], meta["height"], meta["size"]) == ("video/mp4", 48, 64, len(data))
+    content = api.get(f"{api_url}/api/v1/files/{file['file_id']}/content", timeout=5)
+    assert content.content == data and content.headers["Content-Type"] == "video/mp4"
+    with storage.database.transaction() as session:
+        row = session.get(StoredFile, uuid.UUID(file["file_id"]))
+        assert row is not None and row.media is not None
+        assert {key: row.media[key] for key in ("kind", "container", "codec", "rotation", "frames")} == {
+            "kind": "video",
+            "container": "mp4",
+            "codec": "h264",
+            "rotation": 90,
+            "frames": 30,
+        }
 
 
 def test_listing_filters_by_status_and_refuses_an_unknown_one(make_app: MakeApp, isolated_env: dict[str, str]) -> None:

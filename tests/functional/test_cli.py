@@ -158,7 +158,7 @@ def test_exit_codes(api_url: str, worker: ServiceProcess, tenant_key: TestKey, t
     assert yolo_jobs(api_url, key, "submit", str(tmp_path / "missing")).returncode == EXIT_USAGE
     assert yolo_jobs(api_url, key, "submit", str(tmp_path), "--conf", "7").returncode == EXIT_USAGE
     rejected = yolo_jobs(api_url, key, "submit", str(tmp_path / "fake.jpg"))
-    assert rejected.returncode == EXIT_USAGE and "unsupported_media_type" in rejected.stderr
+    assert rejected.returncode == EXIT_USAGE and "unsupported_media" in rejected.stderr
     assert yolo_jobs(api_url, key, "export", "x", "--format", "voc", "--out", "x").returncode == EXIT_USAGE
     submitted = yolo_jobs(api_url, key, "submit", str(tmp_path / "a.png"), "--imgsz", "64", "--wait")
     assert submitted.returncode == EXIT_OK, submitted.stderr

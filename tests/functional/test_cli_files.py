@@ -26,6 +26,7 @@ from storage.tables import ResumableUpload
 from tests.functional.cli_support import cli_argv, cli_env, yolo_jobs
 from tests.functional.relay_support import Relay
 from tests.helpers import TestKey, add_key
+from tests.unit.storage.test_media import padded_image
 from yolo_jobs_client.errors import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from yolo_jobs_client.tus import VersionFingerprint, open_state
 
@@ -37,11 +38,12 @@ WIRE_SLACK = CHUNK + 256 * 1024
 
 
 def large_file(path: Path, size: int = SIZE) -> str:
-    """Write ``size`` random bytes to ``path`` a MiB at a time; their SHA-256."""
+    """Write ``size`` bytes to ``path`` a MiB at a time: a PNG (all a stored file is identified by), then random
+    bytes; their SHA-256."""
     digest = hashlib.sha256()
     with path.open("wb") as out:
-        for _ in range(size // MIB):
-            block = os.urandom(MIB)
+        for index in range(size // MIB):
+            block = padded_image(MIB, seed=index) if index == 0 else os.urandom(MIB)
             digest.update(block)
             out.write(block)
     return digest.hexdigest()
@@ -236,9 +238,9 @@ def test_an_upload_says_what_the_server_refused_and_keeps_nothing(
         yolo_jobs(api_url, "yj_00000000_" + "x" * 43, "upload", str(empty), "--state-file", str(state)).returncode
         == EXIT_AUTH
     )
-    stored = yolo_jobs(api_url, key.key, "upload", str(empty), "--state-file", str(state))
-    assert stored.returncode == EXIT_OK, stored.stderr
-    assert stored_line(stored.stdout)[1:] == [hashlib.sha256(b"").hexdigest(), str(empty)]
+    neither = yolo_jobs(api_url, key.key, "upload", str(empty), "--state-file", str(state))
+    assert neither.returncode == EXIT_USAGE and "(unsupported_media)" in neither.stderr, neither.stderr
+    assert stored_urls(state) == []
 
 
 def test_an_upload_whose_bytes_all_arrived_but_were_not_stored_is_stored_by_the_next_run(

@@ -177,7 +177,17 @@ def test_a_rerun_is_a_new_job_on_the_same_files_with_its_parameters_changed(
     assert rerun.status_code == 202, rerun.get_json()
     assert rerun.headers["Location"] == f"/api/v1/jobs/{rerun.get_json()['job_id']}"
     again = client.get(rerun.headers["Location"]).get_json()
-    assert again["parameters"] == {"model": "shapes", "conf": 0.6, "iou": 0.7, "imgsz": 320}
+    assert again["parameters"] == {
+        "model": "shapes",
+        "conf": 0.6,
+        "iou": 0.7,
+        "imgsz": 320,
+        "fps": None,
+        "start": None,
+        "end": None,
+        "track": False,
+        "tiles": "off",
+    }
     assert [(f["file_id"], f["filename"], f["deduplicated"]) for f in again["files"]] == [
         (i, name, True) for i, (name, _) in zip(ids, images, strict=True)
     ]

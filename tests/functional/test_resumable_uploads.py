@@ -5,7 +5,10 @@ bytes again are the same file; a client killed (SIGKILL, its process group) half
 resumes from its URL storage and sends only the rest. Every refusal is the protocol's
 answer, with nothing kept that should not be: a wrong offset, type, checksum or version,
 another tenant's upload, a second writer at once, a full volume (then resumed), too many
-unfinished bytes. Unfinished uploads expire: the worker's sweep removes row and part.
+unfinished bytes, bytes that are neither an image nor a video (the upload goes with them).
+Unfinished uploads expire: the worker's sweep removes row and part. The files sent are
+images by their header with any bytes behind it (``padded_image``): what is tested is how
+bytes travel.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import BinaryIO
 import pytest
 import requests
 from celery import Celery
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 from werkzeug.test import TestResponse
@@ -43,11 +46,12 @@ from jobs.messages import SWEEP_UPLOADS_TASK
 from resumable.locks import upload_lock
 from storage import Storage
 from storage.parts import part_relpath
-from storage.tables import ResumableUpload
+from storage.tables import ResumableUpload, StoredFile
 from tests.conftest import MakeApp, open_storage
 from tests.functional.hardening_support import assert_json_error
 from tests.functional.test_hardening_proxy import ROOMY_PROXY_LIMITS, csrf_token_of
 from tests.helpers import TestKey, add_key
+from tests.unit.storage.test_media import padded_image
 
 MiB = 1024 * 1024
 MAX_FILE_BYTES = 16 * MiB
@@ -110,8 +114,8 @@ def new_key(stack: Stack, tenant: str | None = None) -> TestKey:
 
 
 def source_file(directory: Path, size: int, seed: int) -> tuple[Path, str]:
-    """A file of ``size`` pseudo-random bytes, and its SHA-256."""
-    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+    """A file of ``size`` bytes (:func:`padded_image`), and its SHA-256."""
+    data = padded_image(size, seed)
     path = directory / f"source-{seed}.bin"
     path.write_bytes(data)
     return path, hashlib.sha256(data).hexdigest()
@@ -218,11 +222,14 @@ def test_tuspy_uploads_a_file_in_pieces_and_the_same_bytes_are_the_same_file(
         assert hashlib.file_digest(blob, "sha256").hexdigest() == digest
 
 
-def test_an_empty_file_is_whole_once_created(stack: Stack) -> None:
+def test_an_empty_file_is_refused_at_its_creation_and_nothing_is_kept(stack: Stack) -> None:
     key = new_key(stack)
-    url = created_url(stack, key, 0)
-    assert head(url, key).headers["File-Id"]
-    assert upload_json(url, key)["sha256"] == hashlib.sha256(b"").hexdigest()
+    response = create(stack, key, 0)
+    assert_json_error(response.status_code, response.json(), 415, "unsupported_media")
+    assert "Location" not in response.headers
+    with stack.storage.database.transaction() as session:
+        kept = select(func.count()).select_from(ResumableUpload).where(ResumableUpload.tenant_id == key.tenant_id)
+        assert session.scalar(kept) == 0
 
 
 CHILD = textwrap.dedent(
@@ -291,7 +298,8 @@ def test_a_signed_in_browser_uploads_with_the_pages_csrf_token(stack: Stack) -> 
         )
         assert signed_in.status_code == 303, signed_in.text
         token = csrf_token_of(browser.get(f"{stack.url}/", timeout=10).text)
-        creation = {**TUS, "Upload-Length": "5"}
+        data = padded_image(300, seed=5)
+        creation = {**TUS, "Upload-Length": str(len(data))}
         for refused in ({}, {"X-CSRFToken": "not-the-token"}):
             response = browser.post(stack.uploads, headers={**creation, **refused}, timeout=10)
             assert_json_error(response.status_code, response.json(), 401, "unauthorized")
@@ -299,10 +307,10 @@ def test_a_signed_in_browser_uploads_with_the_pages_csrf_token(stack: Stack) -> 
         assert created.status_code == 201, created.text
         url = f"{stack.url}{created.headers['Location']}"
         piece = {**PIECE, "Upload-Offset": "0"}
-        assert browser.patch(url, data=b"hello", headers=piece, timeout=10).status_code == 401
-        sent = browser.patch(url, data=b"hello", headers={**piece, "X-CSRFToken": token}, timeout=10)
+        assert browser.patch(url, data=data, headers=piece, timeout=10).status_code == 401
+        sent = browser.patch(url, data=data, headers={**piece, "X-CSRFToken": token}, timeout=10)
         assert sent.status_code == 204 and sent.headers["File-Id"], sent.text
-    assert upload_json(url, key)["sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert upload_json(url, key)["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_a_piece_streams_through_the_proxy_past_the_limit_on_other_bodies(stack: Stack, tmp_path: Path) -> None:
@@ -346,7 +354,7 @@ def test_a_creation_without_a_length_is_400(stack: Stack) -> None:
 
 def test_wrong_offset_type_and_checksum_keep_nothing(stack: Stack) -> None:
     key = new_key(stack)
-    data = os.urandom(100_000)
+    data = padded_image(100_000, seed=6)
     url = created_url(stack, key, len(data))
     assert patch(url, key, 0, data[:40_000]).status_code == 204
 
@@ -365,6 +373,21 @@ def test_wrong_offset_type_and_checksum_keep_nothing(stack: Stack) -> None:
     done = patch(url, key, 40_000, data[40_000:], **{"Upload-Checksum": f"md5 {good_sum}"})
     assert done.status_code == 204 and done.headers["Upload-Offset"] == str(len(data))
     assert upload_json(url, key)["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_bytes_neither_image_nor_video_are_refused_at_the_last_piece_and_the_upload_goes(stack: Stack) -> None:
+    key = new_key(stack)
+    data = b"just some text, sent in two pieces\n" * 3000
+    url = created_url(stack, key, len(data))
+    assert patch(url, key, 0, data[:50_000]).status_code == 204
+    last = patch(url, key, 50_000, data[50_000:])
+    assert_json_error(last.status_code, last.json(), 415, "unsupported_media")
+    assert "nor a video FFmpeg decodes" in last.json()["error"]["message"]
+    assert head(url, key).status_code == 404
+    assert not (stack.storage.blobs.root / part_relpath(upload_id_of(url))).exists()
+    with stack.storage.database.transaction() as session:
+        stored = select(StoredFile.id).where(StoredFile.sha256 == hashlib.sha256(data).hexdigest())
+        assert session.scalar(stored) is None
 
 
 def test_another_tenants_upload_is_404_to_every_method(stack: Stack) -> None:
@@ -394,7 +417,7 @@ def test_a_second_writer_at_once_is_423_and_no_byte_is_lost(stack: Stack) -> Non
     """A piece stays open (half its body sent) while another PATCH comes: that one is refused, having written
     nothing; the first completes with every byte."""
     key = new_key(stack)
-    data = os.urandom(200_000)
+    data = padded_image(200_000, seed=7)
     url = created_url(stack, key, len(data))
     host, port = stack.url.removeprefix("http://").split(":")
     path = url.removeprefix(stack.url)
@@ -435,7 +458,7 @@ def test_a_full_volume_is_507_and_the_upload_resumes_once_there_is_room(
     env = {**stack.env, "STORAGE_ROOT": str(tmpfs_volume)}
     server, proxy, url = start_stack(env, tmp_path / "nginx", logs_dir, "tus-full")
     key = new_key(stack)
-    data = os.urandom(600_000)
+    data = padded_image(600_000, seed=8)
     try:
         full_stack = Stack(url, env, server, stack.storage)
         upload = created_url(full_stack, key, len(data))

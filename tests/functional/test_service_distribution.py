@@ -32,6 +32,7 @@ from jobs.messages import (
     CLEANUP_TASK,
     DELIVER_WEBHOOK_TASK,
     DETECT_TASK,
+    PART_TASK,
     REAP_TASK,
     SWEEP_UPLOADS_TASK,
     SWEEP_WEBHOOKS_TASK,
@@ -52,6 +53,7 @@ SERVICE_PACKAGES = {
     "resumable",
     "storage",
     "tasks",
+    "video",
     "webhooks",
 }
 SERVICE_MODULES = {"celery_config.py", "gunicorn_config.py"}
@@ -171,7 +173,7 @@ def test_the_installed_service_finds_its_own_modules_and_data(service_install: S
     assert found["weights"] == found["configured_weights"] == str(site / WEIGHTS)
     assert found["schema"] == str(site / SCHEMA)
     assert found["tasks"] == sorted(
-        [CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_UPLOADS_TASK, SWEEP_WEBHOOKS_TASK]
+        [CLEANUP_TASK, DELIVER_WEBHOOK_TASK, DETECT_TASK, REAP_TASK, SWEEP_UPLOADS_TASK, PART_TASK, SWEEP_WEBHOOKS_TASK]
     )
 
 

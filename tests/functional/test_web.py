@@ -33,6 +33,7 @@ from harness.processes import ServiceProcess, wait_until
 from jobs.catalog import LoadedModel, record_loaded_model
 from jobs.lifecycle import FileResult, JobParams
 from storage import Storage
+from storage.media import NEITHER
 from storage.tables import Job, Upload
 from tests.conftest import ARTIFACTS, MakeApp
 from tests.functional.browser import sign_in, watched_page
@@ -141,6 +142,11 @@ def test_jobs_record_the_model_and_the_size_they_run_at(
         "conf": 0.25,
         "iou": 0.7,
         "imgsz": imgsz,
+        "fps": None,
+        "start": None,
+        "end": None,
+        "track": False,
+        "tiles": "off",
     }
 
 
@@ -166,7 +172,7 @@ def test_form_post_without_csrf_token_is_refused(client: FlaskClient, storage: S
 @pytest.mark.parametrize(
     ("files", "fields", "status", "sentence"),
     [
-        ([("notes.txt", b"just text")], {}, 415, "notes.txt: the file is not a JPEG, PNG, WebP, BMP or TIFF image."),
+        ([("notes.txt", b"just text")], {}, 415, f"notes.txt: {NEITHER}."),
         ([("empty.png", b"")], {}, 400, "empty.png is empty."),
         ([("huge.png", png_claiming(30000, 30000))], {}, 413, "huge.png: the image has too many pixels ("),
         ([("a.png", image_bytes(seed=904))], {"model": "nope"}, 400, "Unknown model &#39;nope&#39;"),
@@ -558,17 +564,18 @@ def test_errors_read_as_sentences_in_the_browser(browser: Browser, api_url: str,
         submit_text_file(page)
         alert = page.get_by_role("alert")
         expect(alert).to_have_text(
-            "The images were not accepted. notes.txt: the file is not a JPEG, PNG, WebP, BMP or TIFF image."
+            "The images were not accepted. notes.txt: the file is neither an image (JPEG, PNG, WebP, BMP or TIFF) "
+            "nor a video."
         )
         assert page.url == f"{api_url}/" and sent == [], "refused before a byte was sent"
 
         page.get_by_label("Images").set_input_files(
             files=[{"name": "huge.png", "mimeType": "image/png", "buffer": png_claiming(30000, 30000)}]
         )
-        with page.expect_response(lambda response: response.url == f"{api_url}/") as posted:
+        with page.expect_response(lambda response: response.request.method == "PATCH") as patched:
             page.get_by_role("button", name="Start detection").click()
-        assert posted.value.status == 422, "sent by tus, then refused as the job's file"
-        expect(alert).to_contain_text("The file huge.png is not an image")
+        assert patched.value.status == 413, "sent by tus, and refused by its last piece: too many pixels"
+        expect(alert).to_contain_text("huge.png")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "upload-error.png"), full_page=True)
         page.set_viewport_size({"width": 375, "height": 812})
@@ -594,7 +601,7 @@ def test_the_form_works_without_javascript(
         with page.expect_response(lambda response: response.request.method == "POST") as posted:
             submit_text_file(page)
         assert posted.value.status == 415
-        expect(page.get_by_role("alert")).to_contain_text("notes.txt: the file is not a JPEG")
+        expect(page.get_by_role("alert")).to_contain_text("notes.txt: the file is neither an image")
 
         page.get_by_label("Images").set_input_files(
             files=[{"name": "plain.png", "mimeType": "image/png", "buffer": shapes_png(13)}]

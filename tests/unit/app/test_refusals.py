@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from app.errors import RETRY_AFTER_SECONDS, ApiError, to_api_error
-from app.refusals import ACTIVE_JOBS_RETRY_AFTER, CLAIM_RETRY_AFTER, REFUSALS, REFUSED
+from app.refusals import ACTIVE_JOBS_RETRY_AFTER, CLAIM_RETRY_AFTER, REFUSALS, REFUSED, Refused
 from jobs.errors import (
     AlreadyFinished,
     BrokerUnavailable,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     JobNotFound,
-    JobRefused,
     NotRetryable,
     TooManyActiveJobs,
 )
+from storage.images import MediaTooLarge, UnsupportedMedia
 
 
 def all_refusals(kind: type[Exception]) -> set[type[Exception]]:
@@ -66,10 +66,12 @@ def test_every_refusal_the_domain_can_raise_has_an_answer() -> None:
             "This tenant has 3 jobs queued or running; wait for some to finish.",
             ACTIVE_JOBS_RETRY_AFTER,
         ),
+        (UnsupportedMedia("not a video").naming("a.txt"), 415, "unsupported_media", "a.txt: not a video.", None),
+        (MediaTooLarge("too many pixels").naming("big.mkv"), 413, "image_too_large", "big.mkv: too many pixels.", None),
     ],
 )
 def test_a_refusal_is_answered_with_its_status_code_and_sentence(
-    refusal: JobRefused, status: int, code: str, message: str, retry_after: int | None
+    refusal: Refused, status: int, code: str, message: str, retry_after: int | None
 ) -> None:
     error = to_api_error(refusal)
     assert (error.status, error.code, error.message, error.retry_after) == (status, code, message, retry_after)

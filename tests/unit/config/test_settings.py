@@ -158,7 +158,8 @@ def test_worker_processes_and_threads_default_to_the_cores_the_worker_may_use() 
 INTEGER_BOUNDS = {
     name: next(rule.ge for rule in field.metadata if hasattr(rule, "ge"))
     for name, field in declared_fields().items()
-    if any(hasattr(rule, "ge") for rule in field.metadata)
+    if int in getattr(field.annotation, "__args__", (field.annotation,))
+    and any(hasattr(rule, "ge") for rule in field.metadata)
 }
 
 
@@ -173,6 +174,8 @@ INTEGER_BOUNDS = {
         ("RETENTION_CLEANUP_TIME", "24:00", "RETENTION_CLEANUP_TIME must be a time of day, HH:MM, got '24:00'"),
         ("YOLO_MODELS", "coco", "YOLO_MODELS must be name=path,name=path, got 'coco': entry 'coco' is not name=path"),
         ("YOLO_DEFAULT_MODEL", "coco", "YOLO_DEFAULT_MODEL must be a name in YOLO_MODELS, got 'coco'"),
+        ("VIDEO_SEGMENT_SECONDS", "0", "VIDEO_SEGMENT_SECONDS must be a number > 0, got '0'"),
+        ("TILE_OVERLAP", "0.5", "TILE_OVERLAP must be a number >= 0 and < 0.5, got '0.5'"),
     ],
 )
 def test_a_bad_value_is_named_with_what_is_allowed(name: str, value: str, message: str) -> None:
@@ -242,9 +245,9 @@ def test_a_bad_value_stops_the_celery_app_at_start_up() -> None:
 
 def test_every_setting_is_declared_with_a_variable_and_a_meaning() -> None:
     fields = declared_fields()
-    assert len(fields) == 53
+    assert len(fields) == 56
     integers = {name for name, field in fields.items() if field.annotation in (int, int | None)}
-    assert len(integers) == 29 and integers == set(INTEGER_BOUNDS), "every integer setting declares its bound"
+    assert len(integers) == 30 and integers == set(INTEGER_BOUNDS), "every integer setting declares its bound"
     for name, field in fields.items():
         assert name.isupper() and name.replace("_", "").isalnum(), name
         assert field.description and "\n" not in field.description, name

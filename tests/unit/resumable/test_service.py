@@ -1,6 +1,7 @@
 """The upload service on a real database and volume, without HTTP: what a piece leaves behind when it ends
 well, early, too long, with a wrong checksum or after a failure; the hash kept or rebuilt; finishing into
-a deduplicated stored file; and the expiry sweep."""
+a deduplicated stored file (an image, a video with its probe) or refusing what is neither, the upload
+removed; and the expiry sweep."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from resumable.expiry import ORPHAN_PART_GRACE, sweep_uploads
 from resumable.locks import upload_lock
 from resumable.service import Checksum, UploadService, find_upload
 from storage import Storage
+from storage.images import UnsupportedMedia
 from storage.tables import ResumableUpload, StoredFile, TenantFile
 from tests.helpers import add_key
+from tests.unit.storage.test_media import padded_image, video_bytes
 
 SETTINGS = FileSettings()
 
@@ -86,7 +89,7 @@ def part_bytes(service: UploadService, upload: ResumableUpload) -> bytes:
 def test_pieces_on_another_replica_finish_with_the_hash_rebuilt_from_disk(
     store: Storage, service: UploadService, tenant: uuid.UUID
 ) -> None:
-    data = os.urandom(10_000)
+    data = padded_image(10_000, seed=1)
     upload = new_upload(service, tenant, len(data))
     assert service.append(upload.id, tenant, 0, 4000, body(data[:4000])).received == 4000
     assert service.hashes.take(upload.id, 4000) is not None, "the same process keeps the running hash"
@@ -96,7 +99,7 @@ def test_pieces_on_another_replica_finish_with_the_hash_rebuilt_from_disk(
     with store.database.transaction() as session:
         file = session.get(StoredFile, finished.file_id)
         assert file is not None and file.sha256 == hashlib.sha256(data).hexdigest()
-        assert (file.content_type, file.width, file.height) == ("application/octet-stream", None, None)
+        assert (file.content_type, file.width, file.height, file.media) == ("image/png", 40, 30, None)
     assert not service.parts.path_of(upload.part_path).exists()
     with pytest.raises(OffsetMismatch):
         replica.append(upload.id, tenant, 0, 1, body(b"x"))
@@ -115,7 +118,7 @@ def test_a_long_piece_is_recorded_as_it_goes_and_a_failure_keeps_what_was_record
 ) -> None:
     monkeypatch.setattr(service_module, "CHECKPOINT_BYTES", 3000)
     monkeypatch.setattr(service_module, "READ_BYTES", 1000)
-    data = os.urandom(10_000)
+    data = padded_image(10_000, seed=2)
     upload = new_upload(service, tenant, len(data))
     with pytest.raises(OSError, match="disk full"):
         service.append(upload.id, tenant, 0, None, failing_after(data, 7, OSError(28, "disk full")))
@@ -188,16 +191,18 @@ def test_the_same_bytes_from_two_tenants_are_one_stored_image_each_tenant_holds(
 def test_the_sweep_removes_expired_uploads_leftover_parts_and_logs_each(
     store: Storage, service: UploadService, tenant: uuid.UUID, caplog: pytest.LogCaptureFixture
 ) -> None:
-    expired, busy, live, whole = (new_upload(service, tenant, 100) for _ in range(4))
+    expired, busy, live = (new_upload(service, tenant, 100) for _ in range(3))
+    png = image_bytes(20, 10, seed=4)
+    whole = new_upload(service, tenant, len(png))
     service.append(expired.id, tenant, 0, None, body(b"e" * 40))
     # A process that died after recording the last byte, before storing the file.
-    service.parts.path_of(whole.part_path).write_bytes(b"w" * 100)
+    service.parts.path_of(whole.part_path).write_bytes(png)
     past = datetime.now(UTC) - timedelta(minutes=1)
     with store.database.transaction() as session:
         session.execute(
             update(ResumableUpload).where(ResumableUpload.id.in_([expired.id, busy.id])).values(expires_at=past)
         )
-        session.execute(update(ResumableUpload).where(ResumableUpload.id == whole.id).values(received=100))
+        session.execute(update(ResumableUpload).where(ResumableUpload.id == whole.id).values(received=len(png)))
     old = (datetime.now(UTC) - ORPHAN_PART_GRACE - timedelta(minutes=1)).timestamp()
     orphan, young = service.parts.create(uuid.uuid4()), service.parts.create(uuid.uuid4())
     os.utime(service.parts.path_of(orphan), (old, old))
@@ -212,7 +217,44 @@ def test_the_sweep_removes_expired_uploads_leftover_parts_and_logs_each(
     assert stored.file_id is not None and not service.parts.path_of(whole.part_path).exists()
     with store.database.transaction() as session:
         file = session.get(StoredFile, stored.file_id)
-        assert file is not None and file.sha256 == hashlib.sha256(b"w" * 100).hexdigest()
+        assert file is not None and file.sha256 == hashlib.sha256(png).hexdigest()
     with pytest.raises(UploadNotFound):  # expired, not yet swept: gone for the client all the same
         state(store, busy.id)
     assert sweep_uploads(service).expired == 1  # its writer let go
+
+
+def test_a_video_is_stored_with_its_probe(store: Storage, service: UploadService, tenant: uuid.UUID) -> None:
+    video = video_bytes("matroska", frames=30, rotation=90)
+    upload = new_upload(service, tenant, len(video), name="clip.mkv")
+    finished = service.append(upload.id, tenant, 0, len(video), body(video))
+    with store.database.transaction() as session:
+        file = session.get(StoredFile, finished.file_id)
+        assert file is not None and (file.content_type, file.width, file.height) == ("video/x-matroska", 48, 64)
+        assert file.media is not None and (file.media["kind"], file.media["frames"]) == ("video", 30)
+        assert (file.media["rotation"], file.media["width"], file.media["height"]) == (270, 48, 64)
+
+
+def test_bytes_neither_image_nor_video_are_refused_and_the_upload_goes(
+    store: Storage, service: UploadService, tenant: uuid.UUID
+) -> None:
+    data = b"just some text\n" * 200
+    upload = new_upload(service, tenant, len(data), name="notes.txt")
+    assert service.append(upload.id, tenant, 0, 1000, body(data[:1000])).received == 1000
+    with pytest.raises(UnsupportedMedia, match=r"^notes\.txt: the file is neither an image .* FFmpeg decodes\.$"):
+        service.append(upload.id, tenant, 1000, None, body(data[1000:]))
+    with pytest.raises(UploadNotFound):
+        state(store, upload.id)
+    assert not service.parts.path_of(upload.part_path).exists()
+    assert service.hashes.take(upload.id, len(data)) is None
+    with store.database.transaction() as session:
+        assert session.scalar(select(StoredFile.id)) is None
+
+
+def test_an_empty_upload_is_refused_at_its_creation_and_nothing_is_kept(
+    store: Storage, service: UploadService, tenant: uuid.UUID
+) -> None:
+    with pytest.raises(UnsupportedMedia):
+        new_upload(service, tenant, 0, name="empty.png")
+    with store.database.transaction() as session:
+        assert session.scalar(select(ResumableUpload.id)) is None and session.scalar(select(StoredFile.id)) is None
+    assert list(service.parts.directory.iterdir()) == []
