@@ -218,10 +218,9 @@ def begin_part(session: Session, part_id: uuid.UUID, lease: timedelta) -> PartRu
         JobPart.status == "queued",
         and_(JobPart.status == "running", func.coalesce(JobPart.lease_expires_at, NEVER) < func.now()),
     )
-    running_job = select(Job.id).where(Job.id == JobPart.job_id, Job.status == "running").exists()
     statement = (
         update(JobPart)
-        .where(JobPart.id == part_id, takeable, running_job)
+        .where(JobPart.id == part_id, takeable, _job_running())
         .values(
             status="running",
             attempts=JobPart.attempts + 1,
@@ -269,8 +268,14 @@ def begin_part(session: Session, part_id: uuid.UUID, lease: timedelta) -> PartRu
 
 
 def _holds(run: PartRun) -> Any:
-    running_job = select(Job.id).where(Job.id == JobPart.job_id, Job.status == "running").exists()
-    return and_(JobPart.id == run.part_id, JobPart.lease_token == run.token, JobPart.status == "running", running_job)
+    return and_(
+        JobPart.id == run.part_id, JobPart.lease_token == run.token, JobPart.status == "running", _job_running()
+    )
+
+
+def _job_running() -> Any:
+    """The part's job is running: no part of a cancelled or finished job begins or writes."""
+    return select(Job.id).where(Job.id == JobPart.job_id, Job.status == "running").exists()
 
 
 def renew_part(session: Session, run: PartRun, lease: timedelta, **values: Any) -> bool:

@@ -176,8 +176,7 @@ class PartAttempt:
 
     def _detect_frames(self, run: PartRun, frames: Iterator[Frame], already: int) -> int:
         """Predict the frames in batches and write their rows at least every :data:`WRITE_SECONDS`; how many."""
-        detector = self.runtime.models.get(self.settings.registry_name(run.model) or run.model)
-        params = JobParams(run.model, run.conf, run.iou, run.imgsz)
+        detector, params = self._model(run)
         batch_size = self.settings.worker.inference_batch_size
         rows: list[FrameRow] = []
         written = 0
@@ -198,10 +197,20 @@ class PartAttempt:
             written += self._write_frames(run, rows, already + written + len(rows))
         return written
 
-    def _predict_frames(self, detector: Any, frames: list[Frame], params: JobParams) -> list[FrameRow]:
+    def _model(self, run: PartRun) -> tuple[Any, JobParams]:
+        """The part's model, loaded once per process by the pool, and what its job asks of it."""
+        detector = self.runtime.models.get(self.settings.registry_name(run.model) or run.model)
+        return detector, JobParams(run.model, run.conf, run.iou, run.imgsz)
+
+    def _predict(self, detector: Any, images: list[np.ndarray], params: JobParams) -> list[list[dict[str, Any]]]:
+        """One predict call on ``images``, timed and counted as the pipeline counts its batches."""
         started = time.perf_counter()
-        predictions = detector.predict([f.pixels for f in frames], params)
-        metrics.batch_predicted(params.model, len(frames), time.perf_counter() - started)
+        predictions = detector.predict(images, params)
+        metrics.batch_predicted(params.model, len(images), time.perf_counter() - started)
+        return predictions
+
+    def _predict_frames(self, detector: Any, frames: list[Frame], params: JobParams) -> list[FrameRow]:
+        predictions = self._predict(detector, [f.pixels for f in frames], params)
         return [
             frame_row(f.ref.pts, f.ref.frame, f.ref.time, found) for f, found in zip(frames, predictions, strict=True)
         ]
@@ -234,8 +243,7 @@ class PartAttempt:
     # an image's tiles
 
     def _tiles(self, run: PartRun) -> PartEnd:
-        detector = self.runtime.models.get(self.settings.registry_name(run.model) or run.model)
-        params = JobParams(run.model, run.conf, run.iou, run.imgsz)
+        detector, params = self._model(run)
         if not run.tiles:
             return self._whole_image(run, detector, params)
         longest = max(run.width or 1, run.height or 1)
@@ -250,9 +258,7 @@ class PartAttempt:
         for start in range(0, len(run.tiles), batch_size):
             tiles = run.tiles[start : start + batch_size]
             crops = [np.ascontiguousarray(image.pixels[y1:y2, x1:x2]) for x1, y1, x2, y2 in tiles]
-            began = time.perf_counter()
-            predictions = detector.predict(crops, params)
-            metrics.batch_predicted(params.model, len(crops), time.perf_counter() - began)
+            predictions = self._predict(detector, crops, params)
             for (x1, y1, _, _), found_here in zip(tiles, predictions, strict=True):
                 boxes += shift(found_here, x1, y1)
             self._renew(run, units_done=start + len(tiles))
@@ -265,7 +271,7 @@ class PartAttempt:
         decoded = decode_item(self.root, item, size, self.settings.worker.max_image_pixels)
         if isinstance(decoded, FileResult):
             return PartEnd(error=decoded.error)
-        detections = detector.predict([decoded.pixels], params)[0]
+        detections = self._predict(detector, [decoded.pixels], params)[0]
         return PartEnd(units_done=1, detections=found(item, decoded, detections).detections)
 
     # an upload's finish
