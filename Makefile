@@ -21,10 +21,14 @@ NGINX := /usr/sbin/nginx
 API_CMD := $(BIN)/gunicorn -c python:gunicorn_config "app:create_app()"
 PROXY_CMD := $(BIN)/python -m proxy
 # One local worker serves every queue; OpenShift runs webhooks (no GPU) in a worker of their own.
-WORKER_CMD := $(BIN)/celery -A tasks worker -Q inference,maintenance,webhooks -E --loglevel INFO
+# Run as root, Celery warns that the worker has superuser privileges. On a developer's machine that is the
+# developer's choice for every process (nginx's workers run as root there too), so the local worker ignores that
+# one warning (Python's filter on the module that raises it); the image runs as a non-root user, where it stays.
+WORKER_CMD := PYTHONWARNINGS=ignore::UserWarning:celery.platforms $(BIN)/celery -A tasks worker -Q inference,maintenance,webhooks -E --loglevel INFO
 BEAT_CMD := $(BIN)/celery -A tasks beat --loglevel INFO --schedule var/celerybeat-schedule
-# Flower can terminate tasks and shut workers down: local only, behind basic auth (var/flower_auth).
-FLOWER_CMD := FLOWER_BASIC_AUTH="$$(cat var/flower_auth)" $(BIN)/celery -A tasks flower --address=127.0.0.1 --port=5555
+# Flower can terminate tasks and shut workers down: local only, behind basic auth (var/flower_auth). Its task
+# list shows each task's result: a running job's progress, "25/100 images" (tasks/reporting.py).
+FLOWER_CMD := FLOWER_BASIC_AUTH="$$(cat var/flower_auth)" $(BIN)/celery -A tasks flower --address=127.0.0.1 --port=5555 --tasks_columns=name,uuid,state,result,received,runtime,worker
 
 # The bundled model's OpenVINO export, the fastest CPU backend (bench/backends.py): CPU workers run it instead
 # of the .pt, which they fall back to when it is missing or older (inference/backends.py). Built from the .pt.
@@ -63,7 +67,8 @@ var/flower_auth:
 	@umask 077 && $(BIN)/python -c "import secrets; print('admin:' + secrets.token_urlsafe(18))" > $@
 
 run: db var/flower_auth $(NGINX) $(BUNDLED_EXPORT)
-	@printf '%s\n' 'api: $(API_CMD)' 'proxy: $(PROXY_CMD)' 'worker: $(WORKER_CMD)' 'beat: $(BEAT_CMD)' 'flower: $(FLOWER_CMD)' > var/Procfile
+	@# Flower starts once the worker answers (scripts/await_worker.py says why).
+	@printf '%s\n' 'api: $(API_CMD)' 'proxy: $(PROXY_CMD)' 'worker: $(WORKER_CMD)' 'beat: $(BEAT_CMD)' 'flower: $(BIN)/python -m scripts.await_worker; $(FLOWER_CMD)' > var/Procfile
 	@echo "API     http://127.0.0.1:8000/  (JSON under /api/v1; sign in at http://127.0.0.1:8000/sign-in)"
 	@echo "        admin API key (var/admin_key): $$($(BIN)/flask --app app keys local-admin)"
 	@echo "Flower  http://127.0.0.1:5555/  user:password $$(cat var/flower_auth)"
@@ -94,8 +99,13 @@ $(NGINX):
 	command -v apt-get >/dev/null || { echo "install Debian's nginx package"; exit 1; }
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
 
+# The modules run on TEST_PROCESSES pytest-xdist processes at once (a module stays on one: its fixtures are shared),
+# each with services, gunicorn and worker of its own; then the tests marked `alone`, with nothing beside them.
+# pytest exits 5 when PYTEST_ARGS leaves no test of a part to run.
+TEST_PROCESSES ?= 2
 test: install services $(CHROMIUM) $(NGINX) $(BUNDLED_EXPORT)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-browser: install services $(CHROMIUM)
 	$(BIN)/pytest -m browser $(PYTEST_ARGS)

@@ -160,6 +160,22 @@ CREATE TABLE IF NOT EXISTS models (
 -- and the size its weights were trained at (NULL: Ultralytics' 640).
 ALTER TABLE models ADD COLUMN IF NOT EXISTS stride integer;
 ALTER TABLE models ADD COLUMN IF NOT EXISTS imgsz integer;
+-- The model registry: each name a job may ask for, registered by YOLO_MODELS (source 'settings', seeded at every
+-- start-up: jobs/catalog.py) or by an admin through the API (source 'api'); a row without a source is only what a
+-- worker of an earlier release reported. A retired model takes no new job, but its row stays: the jobs that ran
+-- on it keep their class names, and its name is never given to other weights. The report columns above (and
+-- fixed_imgsz, the one input size an export made at a fixed size runs at) stay NULL until a worker loads the
+-- weights; loaded_at says when one last did.
+ALTER TABLE models ADD COLUMN IF NOT EXISTS source text CONSTRAINT models_source_check CHECK (source IN ('settings', 'api'));
+ALTER TABLE models ADD COLUMN IF NOT EXISTS registered_at timestamptz;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS registered_by uuid REFERENCES api_keys (id);
+ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at timestamptz;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_by uuid REFERENCES api_keys (id);
+ALTER TABLE models ADD COLUMN IF NOT EXISTS fixed_imgsz integer CONSTRAINT models_fixed_imgsz_check CHECK (fixed_imgsz > 0);
+ALTER TABLE models ALTER COLUMN task DROP NOT NULL;
+ALTER TABLE models ALTER COLUMN classes DROP NOT NULL;
+ALTER TABLE models ALTER COLUMN loaded_at DROP NOT NULL;
+ALTER TABLE models ALTER COLUMN loaded_at DROP DEFAULT;
 
 -- Idempotency-Key of POST /api/v1/jobs, per tenant: the request's fingerprint, and once
 -- answered the job and the response, replayed for the same key and request for 24 hours.

@@ -49,6 +49,7 @@ OPEN_ENDPOINTS = frozenset(
         "docs.page",
         "docs.static",
         "api.tus_options",  # what the tus server speaks: the protocol's, no tenant's
+        "api.signed_file_content",  # its URL's signature is its credential (app/api/signed_files.py)
         KEY_CHECK_ENDPOINT,
     }
 )

@@ -21,6 +21,7 @@ from werkzeug.datastructures import FileStorage
 
 from app.errors import ApiError, api_error_of
 from config import Settings
+from config.settings import model_name
 from jobs.lifecycle import NO_MEDIA, JobParams, MediaParams, NewUpload
 from storage.blobs import IncomingFile
 from storage.images import MAX_PIXELS, MediaRefused
@@ -80,23 +81,19 @@ def _number(form: Mapping[str, str], name: str, default: float, low: float, high
 
 
 def parse_params(form: Mapping[str, str], settings: Settings) -> JobParams:
-    """Validate the optional ``model`` (a registry name or an alias; the job records the registry name),
-    ``conf``, ``iou`` and ``imgsz`` fields."""
-    changes = {k: v for k, v in parse_param_changes(form, settings).items() if k not in MEDIA_PARAMETERS.values()}
+    """Validate the optional ``model`` (a name; the job service checks it against the model registry, and the
+    job records the registry's name of an alias), ``conf``, ``iou`` and ``imgsz`` fields."""
+    changes = {k: v for k, v in parse_param_changes(form).items() if k not in MEDIA_PARAMETERS.values()}
     return JobParams(**{"model": settings.default_model, **changes})
 
 
-def parse_param_changes(form: Mapping[str, str], settings: Settings) -> dict[str, Any]:
+def parse_param_changes(form: Mapping[str, str]) -> dict[str, Any]:
     """The parameters among ``model``, ``conf``, ``iou`` and ``imgsz`` that ``form`` sets (not blank), each
     validated as :func:`parse_params` does: what a rerun changes of its original."""
     changes: dict[str, Any] = {}
     named = form.get("model", "").strip()
     if named:
-        model = settings.registry_name(named)
-        if model is None:
-            known = ", ".join(settings.models)
-            raise ApiError(400, "unknown_model", f"Unknown model {named[:100]!r}; known models: {known}.")
-        changes["model"] = model
+        changes["model"] = model_name(named)
     for name, bounds in (("conf", CONF_RANGE), ("iou", IOU_RANGE)):
         if form.get(name, "").strip():
             changes[name] = _number(form, name, 0.0, *bounds)

@@ -65,7 +65,7 @@ def rerun(job_id: uuid.UUID, form: Mapping[str, str], idempotency_key: str | Non
     (``jobs.service.JobService.rerun``); what the web page's "Run again with…" calls too."""
     session, tenant_id = db_session(), current_principal().tenant_id
     with _refusals_counted():
-        changes = parse_param_changes(form, get_settings())
+        changes = parse_param_changes(form)
         callback_url = parse_callback_url(form)
         service = get_job_service()
         submission = service.rerun(session, tenant_id, job_id, changes, accepted, callback_url, idempotency_key)

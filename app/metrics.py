@@ -1,10 +1,11 @@
 """API metrics for Prometheus at ``/metrics``: requests, upload bytes, jobs created by status, and failed
-authentications.
+authentications; and the backlog (``app.backlog_metrics``), read when scraped.
 
 Under gunicorn every worker process records into prometheus_client's
 multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn_config.py and read
 into ``Settings.api.metrics_dir``), and ``/metrics`` adds them up, whichever worker
-answers the scrape.
+answers the scrape. The backlog is no process's to record: a registry of its own
+reads it from the broker and the database for each scrape, after the recorded metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app.extensions import get_settings
+import celery_config
+from app.backlog_metrics import BacklogCollector
+from app.extensions import get_settings, get_storage
+from storage.queue_depths import ManagementApi
 
 REQUESTS = Counter("yolo_api_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
 REQUEST_SECONDS = Histogram("yolo_api_request_seconds", "Seconds to answer a request", ["endpoint"])
@@ -42,12 +46,17 @@ log = logging.getLogger("app.requests")
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    if get_settings().api.metrics_dir is not None:
+    settings = get_settings()
+    if settings.api.metrics_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    backlog = CollectorRegistry()
+    management = ManagementApi.of_broker(settings.broker_url, settings.broker_management_url)
+    queues = [queue.name for queue in celery_config.QUEUES]
+    backlog.register(BacklogCollector(management, get_storage().database, queues))
+    return Response(generate_latest(registry) + generate_latest(backlog), mimetype=CONTENT_TYPE_LATEST)
 
 
 def count_submission(status: int, upload_bytes: int = 0) -> None:

@@ -1,5 +1,6 @@
-"""The HTTP answer to each refusal of the domain (``jobs.errors``, ``files.errors``, ``resumable.errors``, and the
-media refusals of ``storage.images``): status, code and ``Retry-After``.
+"""The HTTP answer to each refusal of the domain (``jobs.errors``, the model registry's of ``jobs.catalog`` and
+``jobs.registry``, ``files.errors``, ``resumable.errors``, and the media refusals of ``storage.images``): status,
+code and ``Retry-After``.
 
 One table for the API and the web pages alike (``app.errors.to_api_error`` reads it);
 the sentence is the exception's own.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from files.errors import FileGone, FileNotFound, FileRefused, LargerThanQuota, StorageQuotaExceeded
+from jobs.catalog import ModelRetired, UnknownModel
 from jobs.errors import (
     AlreadyFinished,
     IdempotencyKeyInProgress,
@@ -22,13 +24,24 @@ from jobs.errors import (
     TooManyActiveJobs,
     UnknownFiles,
 )
+from jobs.registry import (
+    ConfiguredModel,
+    InvalidModelName,
+    ModelExists,
+    ModelNotFound,
+    NotWeights,
+    WeightsNotAllowed,
+    WeightsNotFound,
+)
 from resumable.errors import (
     AlreadyComplete,
     ChecksumMismatch,
     ExceedsLength,
     OffsetMismatch,
     PendingUploadsQuotaExceeded,
+    PurposeNotAllowed,
     TooManyPendingUploads,
+    UnknownPurpose,
     UploadBusy,
     UploadNotFound,
     UploadRefused,
@@ -66,6 +79,15 @@ REFUSALS: dict[type[Refused], Refusal] = {
     UnknownFiles: Refusal(422, "unknown_file"),
     NotAnImageFile: Refusal(422, "not_an_image"),
     NoFilesLeft: Refusal(409, "no_files"),
+    UnknownModel: Refusal(400, "unknown_model"),
+    ModelRetired: Refusal(400, "model_retired"),
+    InvalidModelName: Refusal(400, "invalid_parameter"),
+    ModelNotFound: Refusal(404, "not_found"),
+    ModelExists: Refusal(409, "model_exists"),
+    ConfiguredModel: Refusal(409, "configured_model"),
+    WeightsNotAllowed: Refusal(422, "weights_not_allowed"),
+    WeightsNotFound: Refusal(422, "weights_not_found"),
+    NotWeights: Refusal(422, "invalid_weights"),
     FileNotFound: Refusal(404, "not_found"),
     FileGone: Refusal(410, "gone"),
     LargerThanQuota: Refusal(413, "larger_than_quota"),
@@ -79,6 +101,8 @@ REFUSALS: dict[type[Refused], Refusal] = {
     ChecksumMismatch: Refusal(CHECKSUM_MISMATCH_STATUS, "checksum_mismatch"),
     PendingUploadsQuotaExceeded: Refusal(507, "pending_uploads_quota_exceeded"),
     TooManyPendingUploads: Refusal(429, "too_many_pending_uploads"),
+    UnknownPurpose: Refusal(400, "invalid_parameter"),
+    PurposeNotAllowed: Refusal(403, "forbidden"),
     UnsupportedMedia: Refusal(415, "unsupported_media"),
     MediaTooLarge: Refusal(413, "image_too_large"),  # an image's frame or a video's
 }

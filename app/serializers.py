@@ -13,7 +13,9 @@ from typing import Any
 
 from flask import url_for
 
+from app.annotate import Box, boxes
 from files.ownership import HeldFile
+from jobs.progress import file_state
 from storage.tables import Job, JobPart, Upload, WebhookDelivery
 from webhooks.event import message_id
 
@@ -73,6 +75,33 @@ def result_json(upload: Upload) -> dict[str, Any]:
         "cached": result.cached,
         **({"frames_url": frames_url(upload)} if upload.file is not None and upload.file.media else {}),
     }
+
+
+def file_progress_json(job: Job, upload: Upload) -> dict[str, Any]:
+    """One file of a job as its progress lists it (``upload`` with its result loaded): its state, the size its
+    boxes are in and the boxes themselves, upright, in pixels to a tenth and confidence to a thousandth (class
+    names are listed once for the answer: :func:`class_names`)."""
+    result = upload.result
+    found = boxes(result.detections) if result is not None else []
+    return {
+        "position": upload.position,
+        "file_id": str(upload.file_id) if upload.file_id else None,
+        "state": file_state(job, upload),
+        "width": result.width if result else None,
+        "height": result.height if result else None,
+        "detections": len(result.detections) if result else 0,
+        "boxes": [{"class": b.cls, "confidence": round(b.confidence, 3), "box": _rounded(b)} for b in found],
+        "error": result.error if result else None,
+    }
+
+
+def _rounded(box: Box) -> list[float]:
+    return [round(value, 1) for value in (box.x1, box.y1, box.x2, box.y2)]
+
+
+def class_names(uploads: Sequence[Upload]) -> dict[str, str]:
+    """The name of each class that the boxes of ``uploads`` (with their results loaded) have, by class index."""
+    return {str(b.cls): b.name for u in uploads if u.result is not None for b in boxes(u.result.detections)}
 
 
 def frames_url(upload: Upload) -> str:

@@ -21,6 +21,7 @@ SUITES = (
     "bench.resumable",
     "bench.rerun",
     "bench.video",
+    "bench.predict",
 )
 
 

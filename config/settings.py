@@ -45,6 +45,11 @@ BUNDLED_MODEL_NAME = "shapes"
 MODEL_ALIASES = {"default": BUNDLED_MODEL_NAME}
 
 
+def model_name(named: str) -> str:
+    """The registry name ``named`` stands for: an alias's model, else itself."""
+    return MODEL_ALIASES.get(named, named)
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
@@ -64,7 +69,7 @@ def _model_registry(spec: object) -> object:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"entry {item!r} is not name=path")
-        name = MODEL_ALIASES.get(name.strip(), name.strip())
+        name = model_name(name.strip())
         if name in registry:
             raise ValueError(f"it names the model {name!r} twice (once under an old name)")
         registry[name] = path.strip()
@@ -131,6 +136,15 @@ class ApiSettings(Group):
         alias="API_TIMEOUT",
         ge=1,
         description="seconds gunicorn (and the proxy, a little longer) waits on a request",
+    )
+    predict_max_wait_seconds: int = Field(
+        30,
+        alias="PREDICT_MAX_WAIT_SECONDS",
+        ge=0,
+        description=(
+            "the longest `POST /api/v1/predict` holds a request for its job, whatever `timeout` asks; past it the "
+            "answer is 202 with the job (keep it under `API_TIMEOUT`)"
+        ),
     )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",
@@ -265,6 +279,15 @@ class WorkerSettings(Group):
             "result in a job), never decoded; at most Pillow's own bomb limit"
         ),
     )
+    max_models: int = Field(
+        4,
+        alias="WORKER_MAX_MODELS",
+        ge=1,
+        description=(
+            "models one worker process keeps loaded at once, each loaded on its first job; past it the least "
+            "recently used is let go"
+        ),
+    )
     metrics_port: int = Field(
         9808, alias="WORKER_METRICS_PORT", ge=0, le=65535, description="the workers' Prometheus port (`0` turns it off)"
     )
@@ -356,6 +379,23 @@ class FileSettings(Group):
         alias="MAX_JOB_FILES",
         ge=1,
         description="the most stored files one job may name by `file_id` (a multipart job uploads at most 100)",
+    )
+    signed_url_seconds: int = Field(
+        7 * 24 * 3600,
+        alias="SIGNED_URL_SECONDS",
+        ge=60,
+        description=(
+            "how long a signed file URL in an export (Label Studio's `data.image`) fetches the file without a key"
+        ),
+        json_schema_extra=shown(default="`604800` (7 days)"),
+    )
+    export_image_url_base: str | None = Field(
+        None,
+        alias="EXPORT_IMAGE_URL_BASE",
+        description=(
+            "when set, exports point at `<base>/<filename>` (your own copy of the images) instead of signed URLs"
+        ),
+        json_schema_extra=shown(allowed="a URL"),
     )
     result_reuse: Literal["tenant", "off"] = Field(
         "tenant",
@@ -483,6 +523,17 @@ class Settings(Group):
         description="RabbitMQ",
         json_schema_extra=shown(allowed="an `amqp://` URL"),
     )
+    broker_management_url: str | None = Field(
+        None,
+        alias="RABBITMQ_MANAGEMENT_URL",
+        description=(
+            "RabbitMQ's management HTTP API, where `/metrics` reads each queue's ready and unacknowledged messages "
+            "(for the broker URL's vhost, with the broker URL's user and password unless this URL has its own)"
+        ),
+        json_schema_extra=shown(
+            default="`http://<CELERY_BROKER_URL's host>:15672`", allowed="an `http://` or `https://` URL"
+        ),
+    )
     result_backend: str = Field(
         "redis://127.0.0.1:6379/0",
         alias="CELERY_RESULT_BACKEND",
@@ -544,7 +595,7 @@ class Settings(Group):
     @field_validator("default_model")
     @classmethod
     def _registered(cls, named: str, info: ValidationInfo) -> str:
-        name = MODEL_ALIASES.get(named, named)
+        name = model_name(named)
         if "models" in info.data and name not in info.data["models"]:
             raise ValueError()  # the error names the form allowed, which says it all
         return name
@@ -566,11 +617,6 @@ class Settings(Group):
             return cls.model_validate({**values, **dict.fromkeys(groups(), values)})
         except ValidationError as exc:
             raise SettingsError(_explain(exc, values)) from None
-
-    def registry_name(self, name: str) -> str | None:
-        """The registry name of the model ``name`` stands for (itself, or an alias's model); None if unknown."""
-        name = MODEL_ALIASES.get(name, name)
-        return name if name in self.models else None
 
     def runs_bundled_weights(self, name: str) -> bool:
         """Whether the model ``name`` is the bundled shapes model (then pages say what it cannot find)."""

@@ -60,6 +60,7 @@ class Detector(Protocol):
     names: dict[int, str]
     stride: int  # the model's largest stride: inference sizes are rounded up to a multiple of it
     imgsz: int  # the longest side images are resized to when a job names no size
+    fixed_imgsz: int | None  # an export made at one size runs at it, whatever a job asks; None: at the size asked
 
     def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:
         """Detections for each BGR image, in its own pixels."""
@@ -112,6 +113,11 @@ def choose(weights: str, device: str) -> Choice:
     return Choice(weights, PYTORCH, reason)
 
 
+def longest_side(size: int | Sequence[int]) -> int:
+    """A model's input size as its longest side: Ultralytics' metadata says ``[height, width]`` or one number."""
+    return max(size) if isinstance(size, list | tuple) else int(size)
+
+
 def load(choice: Choice, device: str, threads: int) -> Detector:
     """Load ``choice`` for ``device``, running inference on ``threads`` threads when on the CPU."""
     if device == "cpu" and choice.backend in (OPENVINO, ONNX):
@@ -131,18 +137,28 @@ class UltralyticsDetector:
 
         torch.set_num_threads(threads)  # Ultralytics' import sets OMP_NUM_THREADS=1
         self.model = YOLO(weights)
-        if weights.endswith(".pt"):
-            self.model.to(device)
         self.device = device
         self.backend = PYTORCH if weights.endswith(".pt") else ULTRALYTICS
         self.precision = FP32
         self.weights_sha256: str | None = None
         self.task = self.model.task
+        self.fixed_imgsz: int | None = None
+        if weights.endswith(".pt"):
+            self.model.to(device)
+            strides = getattr(self.model.model, "stride", None)
+            self.stride = int(strides.max()) if strides is not None else 32  # Ultralytics' own fallback
+            size = self.model.overrides.get("imgsz")
+        else:
+            # An export: Ultralytics reads its metadata (stride, size, whether its input is dynamic) as it first
+            # predicts. One blank image does that now, and warms the runtime up for the first job.
+            self.model.predict(np.zeros((32, 32, 3), np.uint8), device=device, verbose=False)
+            runtime = self.model.predictor.model
+            self.stride = int(getattr(runtime, "stride", 32))
+            size = getattr(runtime, "imgsz", None)
+            if size and not getattr(runtime, "dynamic", False):  # Ultralytics runs it at its own size then
+                self.fixed_imgsz = longest_side(size)
         self.names = {int(index): str(label) for index, label in self.model.names.items()}
-        strides = getattr(self.model.model, "stride", None)
-        self.stride = int(strides.max()) if strides is not None else 32  # Ultralytics' own fallback
-        size = self.model.overrides.get("imgsz") or DEFAULT_INFERENCE_SIZE
-        self.imgsz = max(size) if isinstance(size, list | tuple) else int(size)
+        self.imgsz = longest_side(size or DEFAULT_INFERENCE_SIZE)
 
     def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:
         if not images:
@@ -163,10 +179,10 @@ class DirectDetector:
         self.task = "detect"
         self.names = {int(index): str(label) for index, label in metadata["names"].items()}
         self.stride = int(metadata.get("stride", 32))
-        size = metadata.get("imgsz") or DEFAULT_INFERENCE_SIZE
-        self.imgsz = max(size) if isinstance(size, list | tuple) else int(size)
+        self.imgsz = longest_side(metadata.get("imgsz") or DEFAULT_INFERENCE_SIZE)
         # A static export runs at its own size, one image at a time (as Ultralytics runs it).
         self.static = not metadata.get("args", {}).get("dynamic", False)
+        self.fixed_imgsz = self.imgsz if self.static else None
         self._run = run
 
     def predict(self, images: Sequence[np.ndarray], options: PredictOptions) -> list[list[Detection]]:

@@ -1,9 +1,16 @@
 """A finished job's detections as the files labelling and training tools import.
 
 ``coco`` (COCO detection JSON), ``yolo`` (a zip of Ultralytics text labels with a
-``data.yaml``), ``csv`` (one row per detection) and ``labelstudio`` (Label Studio
-tasks with pre-annotations). Pure Python, no Flask: the API hands a job over as
-:class:`JobExport` and gets back one file's bytes.
+``data.yaml``), ``csv`` (one row per detection, one with empty detection columns for an
+image with none) and ``labelstudio`` (Label Studio tasks with pre-annotations, each image
+by a URL the API chose: a signed one Label Studio loads with no key, ``app.api.signed_files``).
+Pure Python, no Flask: the API hands a job over as :class:`JobExport` and gets back one
+file's bytes.
+
+COCO names each image by ``file_name`` and ``file_id``, with no ``coco_url``: the tools that read
+COCO (pycocotools, Ultralytics' converter, CVAT's importer) find the images by file name beside
+the file, and a signed URL in it would make the format people pass around most a key to the images
+for as long as the URL lasts. Label Studio is the one consumer that must load them by URL.
 
 Only images analysed without error are exported: an image without a result (its
 job failed or was cancelled first) or one the worker could not decode is left out,
@@ -76,7 +83,7 @@ class ExportImage:
     width: int
     height: int
     detections: list[Detection]
-    url: str  # where a labelling tool can fetch it (the API's content URL)
+    url: str  # where a labelling tool can fetch it (a signed URL, or the user's own copy)
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class ExportFile:
 class _AnalysedImages:
     """The analysed images of ``uploads`` (each with its result loaded), made anew each time they are iterated."""
 
-    def __init__(self, uploads: Iterable[Upload], url_of: Callable[[str], str]) -> None:
+    def __init__(self, uploads: Iterable[Upload], url_of: Callable[[str, str], str]) -> None:
         self.uploads = uploads
         self.url_of = url_of
 
@@ -133,14 +140,18 @@ class _AnalysedImages:
                 )
                 for d in result.detections
             ]
-            file_id = str(upload.file_id)
-            yield ExportImage(file_id, upload.filename, result.width, result.height, detections, self.url_of(file_id))
+            file_id, filename = str(upload.file_id), upload.filename
+            url = self.url_of(file_id, filename)
+            yield ExportImage(file_id, filename, result.width, result.height, detections, url)
 
 
 def job_export(
-    job: Job, model_classes: Mapping[int, str], url_of: Callable[[str], str], uploads: Iterable[Upload] | None = None
+    job: Job,
+    model_classes: Mapping[int, str],
+    url_of: Callable[[str, str], str],
+    uploads: Iterable[Upload] | None = None,
 ) -> JobExport:
-    """The job's analysed images (``url_of(file_id)`` locates each) and the model's classes as the workers
+    """The job's analysed images (``url_of(file_id, filename)`` locates each) and the model's classes as the workers
     reported them. The images are those of ``uploads`` (each with its result loaded; re-iterable, such as
     ``jobs.queries.uploads_in_pages``), else of the uploads the job has loaded."""
     images = _AnalysedImages(job.uploads if uploads is None else uploads, url_of)
@@ -281,7 +292,7 @@ def yolo_lines(image: ExportImage, with_confidence: bool) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-class _Sink:
+class ZipSink:
     """Where a zip is written as it is made: each entry's bytes are taken away once written (not seekable)."""
 
     def __init__(self) -> None:
@@ -311,7 +322,7 @@ def yolo(export: JobExport, with_confidence: bool = False) -> ExportFile:
 
 
 def _yolo_pieces(export: JobExport, with_confidence: bool) -> Iterator[bytes]:
-    sink = _Sink()
+    sink = ZipSink()
     classes = dict(export.classes)
     names = LabelNames()
     labels: list[str] = []
@@ -339,15 +350,23 @@ def csv_line(row: Iterable[Any]) -> bytes:
 
 
 def csv_rows(export: JobExport) -> ExportFile:
-    """One row per detection; ``width`` and ``height`` are the image's, the box is in its pixels."""
+    """One row per detection; ``width`` and ``height`` are the image's, the box is in its pixels.
+
+    An image with nothing found still has one row, its detection columns empty (as a video's empty frame in
+    ``jobs.video_exports``), so every analysed image appears and one seen empty is told apart from one never
+    analysed.
+    """
 
     def pieces() -> Iterator[bytes]:
         yield csv_line(CSV_COLUMNS)
         for image in export.images:
+            seen = (export.job_id, image.file_id, image.filename)
+            size = (image.width, image.height)
             for d in image.detections:
                 box = (round(d.x1, 3), round(d.y1, 3), round(d.x2, 3), round(d.y2, 3))
-                row = (export.job_id, image.file_id, image.filename, d.cls, d.name, d.confidence, *box)
-                yield csv_line((*row, image.width, image.height))
+                yield csv_line((*seen, d.cls, d.name, d.confidence, *box, *size))
+            if not image.detections:
+                yield csv_line((*seen, *[""] * (len(CSV_COLUMNS) - len(seen) - len(size)), *size))
 
     return ExportFile(in_chunks(pieces()), *CSV_FILE)
 

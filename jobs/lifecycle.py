@@ -57,7 +57,7 @@ from storage.blobs import BlobStore, IncomingFile
 from storage.files import store_incoming
 from storage.locks import lock_digests
 from storage.media import FileInfo
-from storage.tables import Job, JobPart, Result, StoredFile, TenantFile, Upload
+from storage.tables import Job, JobPart, ModelRecord, Result, StoredFile, TenantFile, Upload
 from webhooks.outbox import record_job_finished
 
 # Namespace of the per-tenant advisory lock that serialises the active-jobs quota ("YT").
@@ -111,6 +111,19 @@ NEVER = literal("-infinity").cast(DateTime(timezone=True))
 ERROR_MESSAGE_CHARS = 2000
 # Results per INSERT: a statement's bind parameters are capped at 65535 (PostgreSQL's protocol).
 RESULTS_PER_STATEMENT = 2000
+# The sizes a job may record (schema.sql's jobs.imgsz check).
+IMGSZ_BOUNDS = (32, 4096)
+# The one size a job's model runs at, as the registry holds it once a worker loaded the model (an export made at a
+# fixed size): what an attempt's job records as its size (NULL: the model runs at the size asked).
+_FIXED_SIZE = (
+    select(ModelRecord.fixed_imgsz)
+    .where(
+        ModelRecord.name == Job.model,
+        ModelRecord.loaded_at.is_not(None),
+        ModelRecord.fixed_imgsz.between(*IMGSZ_BOUNDS),
+    )
+    .scalar_subquery()
+)
 
 
 @dataclass(frozen=True)
@@ -385,6 +398,8 @@ def begin_attempt(session: Session, job_id: uuid.UUID, lease: timedelta) -> JobR
 
     ``None`` when the job is unknown, finished or cancelled, or another attempt's
     lease is still alive (that attempt, or the reaper once the lease expires, carries on).
+    When the registry knows its model runs at one fixed size, the job records that size from here on
+    (:func:`record_run_size` when a worker finds it out later, on loading the model).
     """
     return begin_attempts(session, [job_id], lease)[0]
 
@@ -404,6 +419,7 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
             attempts=Job.attempts + 1,
             lease_token=func.gen_random_uuid(),
             lease_expires_at=func.now() + lease,
+            imgsz=func.coalesce(_FIXED_SIZE, Job.imgsz),
         )
         .returning(
             Job.id,
@@ -440,6 +456,14 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
         left = [] if parted else pending[job_id]
         runs.append(JobRun(job_id, token, params, total, total - len(left), attempts, left, tenant_id, parted))
     return runs
+
+
+def record_run_size(session: Session, job_id: uuid.UUID, size: int) -> None:
+    """Record ``size`` as the size the job runs at: its model runs at that one size, whatever the job asked (a
+    worker found so on loading it, after the job's attempt began). A size the jobs table cannot hold is left."""
+    low, high = IMGSZ_BOUNDS
+    if low <= size <= high:
+        session.execute(update(Job).where(Job.id == job_id, Job.imgsz.is_distinct_from(size)).values(imgsz=size))
 
 
 def _running_with_expired_lease() -> ColumnElement[bool]:
@@ -682,6 +706,11 @@ def retry_job(session: Session, job_id: uuid.UUID) -> bool:
     return session.execute(statement).first() is not None
 
 
+# A job's status, built once: building a statement is most of what reading it costs in Python, and
+# POST /api/v1/predict reads it many times a second while it waits (jobs.waiting).
+JOB_STATUS = select(Job.status).where(Job.id == bindparam("job_id"))
+
+
 def job_status(session: Session, job_id: uuid.UUID) -> str | None:
     """The job's status now (None when there is no such job)."""
-    return session.scalar(select(Job.status).where(Job.id == job_id))
+    return session.scalar(JOB_STATUS, {"job_id": job_id})

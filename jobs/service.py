@@ -28,7 +28,7 @@ from config import Settings
 from config.logs import job_context
 from files.ownership import held_files
 from inference.defaults import DEFAULT_INFERENCE_SIZE
-from jobs.catalog import ModelInfo, configured_models, job_size
+from jobs.catalog import ModelInfo
 from jobs.dispatch import new_task_id, send_then_mark
 from jobs.errors import (
     AlreadyFinished,
@@ -78,6 +78,7 @@ from jobs.queries import (
     upload_in_job,
     video_in_job,
 )
+from jobs.registry import ModelRegistry
 from storage import Storage
 from storage.tables import Job, JobPart, Upload
 
@@ -142,6 +143,7 @@ class JobService:
         self.max_active_jobs = settings.api.max_active_jobs
         self.storage = storage
         self.sender = sender
+        self.models = ModelRegistry(settings, storage)
 
     def submit(
         self,
@@ -154,9 +156,10 @@ class JobService:
         """Create and enqueue a job of ``tenant_id``, or replay the answer stored under ``idempotency_key``.
 
         Raises :class:`TooManyActiveJobs`, :class:`IdempotencyKeyReused`, :class:`IdempotencyKeyInProgress`,
-        :class:`BrokerUnavailable`; for ``file_ids``, :class:`UnknownFiles`, :class:`NotAnImageFile`,
-        :class:`files.errors.FileGone`; for new bytes past the tenant's storage quota,
-        :class:`files.errors.StorageQuotaExceeded` or :class:`files.errors.LargerThanQuota`.
+        :class:`BrokerUnavailable`; ``jobs.catalog.UnknownModel`` or ``ModelRetired`` (:meth:`sized`); for
+        ``file_ids``, :class:`UnknownFiles`, :class:`NotAnImageFile`, :class:`files.errors.FileGone`; for new bytes
+        past the tenant's storage quota, :class:`files.errors.StorageQuotaExceeded` or
+        :class:`files.errors.LargerThanQuota`.
         """
         # An image is known by its bytes, a reference by its id.
         files = [u.incoming.sha256 for u in new_job.uploads] + [f"file:{i}" for i in new_job.file_ids]
@@ -268,13 +271,16 @@ class JobService:
         return PartPlan(media.segment_seconds, media.tiles_per_part, media.tile_overlap, side)
 
     def models_of(self, session: Session) -> list[ModelInfo]:
-        """The configured models with what the workers reported of them."""
-        return configured_models(session, self.settings)
+        """The models a new job may ask for, with what the workers reported of them."""
+        return self.models.listing(session)
 
     def sized(self, session: Session, params: JobParams) -> JobParams:
-        """``params`` with the inference size the job will run at (the model's default when none is asked for,
-        rounded to its stride), so the job records it; as asked while no worker has reported the model."""
-        return replace(params, imgsz=job_size(session, self.settings, params.model, params.imgsz))
+        """``params`` with the registry's name of their model and the inference size the job will run at (the
+        model's fixed size if it has one, else the size asked for or the model's default, rounded to its stride),
+        so the job records it; as asked while no worker has reported the model. ``jobs.catalog.UnknownModel``
+        or ``ModelRetired`` when the registry holds no such model, or retired it."""
+        model = self.models.for_job(session, params.model)
+        return replace(params, model=model.name, imgsz=model.size_for(params.imgsz))
 
     def _claim(self, session: Session, tenant_id: uuid.UUID, key: str, request_fingerprint: str) -> Claim:
         try:

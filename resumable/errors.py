@@ -81,3 +81,18 @@ class TooManyPendingUploads(UploadRefused):
     def __init__(self, limit: int) -> None:
         super().__init__(f"This tenant has {limit} unfinished uploads; finish or terminate some first.")
         self.limit = limit
+
+
+class UnknownPurpose(UploadRefused):
+    """``Upload-Metadata`` names a ``purpose`` this service does not know (weights is the one it knows)."""
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__(f"Upload-Metadata: purpose {purpose[:40]!r} is unknown; the one purpose is 'weights'.")
+        self.purpose = purpose
+
+
+class PurposeNotAllowed(UploadRefused):
+    """An upload of model weights (``purpose weights``) from a key that is not an admin's."""
+
+    def __init__(self) -> None:
+        super().__init__("Only an admin key may send model weights (Upload-Metadata purpose weights).")

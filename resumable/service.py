@@ -22,6 +22,12 @@ an optional checksum.
   with them, row and part, as a termination removes it. A crash between the last byte
   and the commit leaves an upload whose offset equals its length: an empty PATCH at that
   offset finishes it.
+- One other kind of file is kept, and only when asked for: model weights, for an admin to register a model with
+  (``jobs.registry``). The upload's creator declares them in its metadata (``purpose``: ``weights``), which only
+  an admin may do, with a ``.pt`` or ``.onnx`` name (refused at creation otherwise, before any byte is sent);
+  the whole part must then be of that form (:func:`storage.weights.identify_weights`) or it is refused as
+  media are. Every other upload, an admin's too, must be an image or a video. Weights count against the
+  tenant's quotas as any file does.
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ from resumable.errors import (
     ExceedsLength,
     OffsetMismatch,
     PendingUploadsQuotaExceeded,
+    PurposeNotAllowed,
     TooManyPendingUploads,
+    UnknownPurpose,
     UploadBusy,
     UploadNotFound,
     UploadTooLarge,
@@ -60,6 +68,7 @@ from storage.locks import lock_digests
 from storage.media import FileInfo, identify_file
 from storage.parts import PartStore, PartWriter
 from storage.tables import ResumableUpload, StoredFile
+from storage.weights import check_weights_name, identify_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,9 @@ READ_BYTES = 1024 * 1024
 CHECKPOINT_BYTES = 64 * 1024 * 1024
 # The algorithms a piece's checksum may use (tus 1.0's Checksum extension), by hashlib's names.
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
+# The metadata key that says what an upload holds, and its one value: weights, for a model (admin keys only).
+PURPOSE = "purpose"
+WEIGHTS = "weights"
 
 # Reads at most n bytes of the body; b"" once it ended (or the client went away).
 Reader = Callable[[int], bytes]
@@ -95,6 +107,28 @@ def find_upload(session: Session, upload_id: uuid.UUID, tenant_id: uuid.UUID | N
     return upload
 
 
+def holds_weights(metadata: dict[str, str]) -> bool:
+    """Whether an upload's metadata declares model weights (:data:`PURPOSE`)."""
+    return metadata.get(PURPOSE) == WEIGHTS
+
+
+def check_purpose(metadata: dict[str, str], filename: str, admin: bool) -> None:
+    """Refuse a declared purpose that is unknown (:class:`UnknownPurpose`), weights from a key that is not an
+    admin's (:class:`PurposeNotAllowed`), or weights whose name is neither ``.pt`` nor ``.onnx``
+    (``UnsupportedMedia``)."""
+    purpose = metadata.get(PURPOSE)
+    if purpose is None:
+        return
+    if purpose != WEIGHTS:
+        raise UnknownPurpose(purpose)
+    if not admin:
+        raise PurposeNotAllowed()
+    try:
+        check_weights_name(filename)
+    except MediaRefused as refused:
+        raise refused.naming(filename) from None
+
+
 def stored_file_of(session: Session, upload: ResumableUpload) -> StoredFile | None:
     """The stored file a finished upload became (None while unfinished)."""
     return session.get(StoredFile, upload.file_id) if upload.file_id is not None else None
@@ -118,15 +152,23 @@ class UploadService:
         self.max_pixels = max_pixels
 
     def create(
-        self, session: Session, tenant_id: uuid.UUID, length: int, metadata: dict[str, str], filename: str
+        self,
+        session: Session,
+        tenant_id: uuid.UUID,
+        length: int,
+        metadata: dict[str, str],
+        filename: str,
+        admin: bool = False,
     ) -> ResumableUpload:
         """A new upload of ``length`` bytes named ``filename`` (as the caller cleaned it from ``metadata``) with its
-        empty part, committed; an empty one is finished at once.
+        empty part, committed; an empty one is finished at once. ``admin``: whether the key creating it is an
+        admin's, which alone may declare weights (:func:`check_purpose`).
 
         UploadTooLarge past MAX_FILE_BYTES; PendingUploadsQuotaExceeded past the tenant's
         unfinished bytes; LargerThanQuota / StorageQuotaExceeded when it could not be kept; UnsupportedMedia
-        for an empty one (removed).
+        for an empty one (removed); :func:`check_purpose`'s refusals.
         """
+        check_purpose(metadata, filename, admin)
         if length > self.settings.max_file_bytes:
             raise UploadTooLarge(length, self.settings.max_file_bytes)
         # The tenant's quota lock first (held until commit): its pending bytes are counted under it.
@@ -169,7 +211,8 @@ class UploadService:
         checksum: Checksum | None = None,
     ) -> ResumableUpload:
         """Write one piece at ``offset``; the upload as it stands after (finished if that was its last byte).
-        A last byte that leaves neither an image nor a video raises the media's refusal, the upload removed."""
+        A last byte that leaves neither an image nor a video (nor the weights declared) raises the media's
+        refusal, the upload removed."""
         database = self.storage.database
         with database.transaction() as session:
             upload = find_upload(session, upload_id, tenant_id)
@@ -289,10 +332,12 @@ class UploadService:
         return finished
 
     def _identify(self, upload: ResumableUpload, part: Path) -> FileInfo:
-        """What the whole part is; for bytes refused as media, the upload is removed and the refusal raised,
-        naming the upload's file."""
+        """What the whole part is: weights if its creator declared them, else media; for bytes refused as that,
+        the upload is removed and the refusal raised, naming the upload's file."""
         try:
             with open(part, "rb") as stream:
+                if holds_weights(upload.metadata_):
+                    return identify_weights(stream, upload.filename)
                 return identify_file(stream, self.max_pixels)
         except MediaRefused as refused:
             self._remove(upload)

@@ -4,7 +4,9 @@ Both upload paths (a multipart part, a finished resumable upload) call :func:`id
 so the decision is made here alone: an image by its magic bytes and header
 (:func:`storage.images.identify_image`), anything else by FFmpeg (:func:`probe_video`).
 A video's probe is kept with the file (``stored_files.media``, :meth:`VideoInfo.as_json`),
-so nothing later has to open the container to plan work on it.
+so nothing later has to open the container to plan work on it. The one other thing a file may be is model
+weights, a resumable upload an admin declared as such (:class:`WeightsInfo`, checked by
+:func:`storage.weights.identify_weights`): no pixels, so no size, and no job takes it.
 
 FFmpeg is reached through PyAV (``av``), chosen because its wheels bundle FFmpeg: no system
 package to install or keep in step. The probe decodes nothing before the pixel cap is checked,
@@ -92,8 +94,18 @@ class VideoInfo:
         }
 
 
-# What a stored file is: an image (media NULL) or a video (its probe in media).
-FileInfo = ImageInfo | VideoInfo
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Model weights (a ``.pt`` or ``.onnx`` file) an admin sent to register a model: typed as bytes of no media
+    type, without width and height (``stored_files.width`` NULL: a job naming the file is refused it)."""
+
+    content_type: str = "application/octet-stream"
+    width: None = None
+    height: None = None
+
+
+# What a stored file is: an image (media NULL), a video (its probe in media) or weights (no width).
+FileInfo = ImageInfo | VideoInfo | WeightsInfo
 
 
 def identify_file(stream: BinaryIO, max_pixels: int) -> FileInfo:

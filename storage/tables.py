@@ -183,18 +183,26 @@ class Result(Base):
 
 
 class ModelRecord(Base):
-    """A named model as a worker loaded it: its weights, their digest and the classes it detects."""
+    """A named model of the registry (``source``: who registered it; None for a row only a worker reported), and
+    what a worker found when it last loaded its weights: their digest, the classes, stride, trained size and, for
+    an export made at one size, that size (None until a worker did)."""
 
     __tablename__ = "models"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     weights: Mapped[str] = mapped_column(Text, nullable=False)
     weights_sha256: Mapped[str | None] = mapped_column(CHAR(64), nullable=True)
-    task: Mapped[str] = mapped_column(Text, nullable=False)
-    classes: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)
-    loaded_at: Mapped[datetime] = _now_column()
+    task: Mapped[str | None] = mapped_column(Text, nullable=True)
+    classes: Mapped[dict[str, str] | None] = mapped_column(JSONB, nullable=True)
+    loaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     stride: Mapped[int | None] = mapped_column(Integer, nullable=True)
     imgsz: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    registered_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retired_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    fixed_imgsz: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IdempotencyKey(Base):

@@ -10,6 +10,10 @@ the last write ends the job. When a write or the heartbeat finds the lease gone,
 the next batch boundary: it was cancelled (Celery then shows REVOKED), or another attempt took over
 after this one outlived its lease.
 
+A job records the size it runs at. When its model runs at one fixed size (an export made so) that is found
+out only as the model loads, after the job's attempt began (``jobs.lifecycle.begin_attempts`` applies a size
+the registry knows already), the job records it before it runs, or, taken into a round, when the round ends.
+
 The task stores no result: the job's state lives in PostgreSQL, and only a job that writes more
 than once publishes progress (:mod:`tasks.reporting`).
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from celery import Celery, Task, shared_task
@@ -29,7 +34,15 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_revoked
 
 from config.logs import job_context
-from jobs.lifecycle import JobRun, begin_attempt, cancel_job, exception_message, fail_job, job_status
+from jobs.lifecycle import (
+    JobRun,
+    begin_attempt,
+    cancel_job,
+    exception_message,
+    fail_job,
+    job_status,
+    record_run_size,
+)
 from jobs.messages import DETECT_TASK
 from jobs.parts import parts_to_send, release_job_lease
 from tasks import metrics
@@ -102,6 +115,7 @@ class Attempt:
             return self._fail(run, "too_many_attempts", f"gave up after {MAX_ATTEMPTS} attempts")
         if run.has_parts:
             return self._dispatch(run)
+        run = self._at_run_size(run)
         log.info("job started attempt=%d pending=%d total=%d", run.attempts, len(run.pending), run.total)
         leader = Member(self.task.request.id, run)
         reporter = TaskReporter(self.task, leader)
@@ -109,7 +123,7 @@ class Attempt:
         settings, storage = self.runtime.settings, self.runtime.storage
         pipeline = Pipeline(settings, self.runtime.models, storage.blobs.root, transaction, reporter, mates)
         try:
-            pipeline.run(leader)
+            members = pipeline.run(leader)
         except DatabaseOutage:
             if mates is not None:
                 mates.settle_rest(requeue=False)  # their leases stand: the reaper re-sends them
@@ -118,6 +132,9 @@ class Attempt:
             if mates is not None:
                 mates.settle_rest(requeue=True)
             raise
+        for mate in members[1:]:  # taken into the round: its model may have loaded for it only then
+            with job_context(str(mate.job_id)):
+                self._at_run_size(mate.run)
         if leader.outcome == SUCCEEDED:
             log.info("job succeeded done=%d total=%d", run.total, run.total)
             return {"job_id": str(self.job_id), "status": SUCCEEDED, "total": run.total}
@@ -126,6 +143,16 @@ class Attempt:
             log.warning("job failed code=%s message=%s", code, message)
             return {"job_id": str(self.job_id), "status": FAILED, "error": code, "message": message}
         return self.lease_lost()
+
+    def _at_run_size(self, run: JobRun) -> JobRun:
+        """``run`` at the one size its model runs at, recorded by its job, when the model has a fixed size the job
+        does not record yet (the model loads here, once per process, if it was not loaded)."""
+        size = self.runtime.models.fixed_size(run.params.model)
+        if size is None or size == run.params.imgsz:
+            return run
+        self.runtime.transaction(lambda s: record_run_size(s, run.job_id, size))
+        log.info("job runs at its model's fixed size imgsz=%d asked=%s", size, run.params.imgsz)
+        return replace(run, params=replace(run.params, imgsz=size))
 
     def _dispatch(self, run: JobRun) -> dict[str, Any]:
         """A job with parts: send the task of each part no message carries yet, then leave the job to its parts."""

@@ -298,9 +298,8 @@ class Pipeline:
 
     def _detector(self, params: JobParams) -> Detector | ModelUnavailable:
         if params not in self.detectors:
-            name = self.settings.registry_name(params.model) or params.model
             try:
-                self.detectors[params] = self.models.get(name)
+                self.detectors[params] = self.models.get(params.model)
             except ModelUnavailable as exc:
                 self.detectors[params] = exc
         return self.detectors[params]

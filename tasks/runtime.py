@@ -5,12 +5,13 @@ every task reaches as ``self.app`` (:func:`runtime_of`): nothing is fetched from
 Every runtime's sessions send the webhook deliveries their transactions recorded once those
 commit (``webhooks.outbox.publish_after_commit``), whichever task ended the job.
 
-Created in each prefork child by ``worker_process_init``, which also loads the models there
-(after fork, never in the parent), each running inference on ``WORKER_INFERENCE_THREADS``
-threads: by default the cores the worker may use divided among the pool's processes, so the
-pool fills the cores and never oversubscribes them. The pool's parent only builds a runtime
-without models when it must mark a job failed after a hard time limit, or cancel a revoked job;
-a child forked after that discards the inherited one.
+Created in each prefork child by ``worker_process_init``, which also seeds the model registry from
+``YOLO_MODELS`` (``jobs.catalog.seed_registry``) and loads those models there (after fork, never in the
+parent); any other registered model loads on its first job (``tasks.model_pool``). Each runs inference on
+``WORKER_INFERENCE_THREADS`` threads: by default the cores the worker may use divided among the pool's
+processes, so the pool fills the cores and never oversubscribes them. The pool's parent only builds a runtime
+without models when it must mark a job failed after a hard time limit, or cancel a revoked job; a child forked
+after that discards the inherited one.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 from celery.utils.sysinfo import cpu_budget
 
 from config import Settings
-from jobs.catalog import record_loaded_model
+from jobs.catalog import LoadedModel, record_loaded_model, registered_model, seed_registry
 from jobs.messages import DELIVER_WEBHOOK_TASK
 from storage import Storage
 from tasks.model_pool import ModelPool
-from tasks.outages import ride_out_outages
+from tasks.outages import DatabaseOutage, ride_out_outages
 from webhooks.outbox import publish_after_commit
 
 if TYPE_CHECKING:
@@ -64,6 +65,30 @@ class WorkerRuntime:
         self.storage.dispose(close=close_connections)
 
 
+class RegistryOnDatabase:
+    """The model registry as a worker's pool reads it (riding out outages), and where it records each load."""
+
+    def __init__(self, storage: Storage, retry_seconds: float) -> None:
+        self.storage = storage
+        self.retry_seconds = retry_seconds
+
+    def weights_of(self, name: str) -> str | None:
+        def read() -> str | None:
+            with self.storage.database.transaction() as session:
+                row = registered_model(session, name)
+                return row.weights if row is not None else None
+
+        return ride_out_outages(read, self.retry_seconds)
+
+    def loaded(self, model: LoadedModel) -> None:
+        """Best effort: a worker whose database is down still runs the model."""
+        try:
+            with self.storage.database.transaction() as session:
+                record_loaded_model(session, model)
+        except Exception:
+            log.warning("could not record the loaded model name=%s", model.name, exc_info=True)
+
+
 def threads_per_process(processes: int) -> int:
     """Inference threads for each of ``processes`` processes sharing the cores the worker may use, at least 1.
 
@@ -82,7 +107,9 @@ def build_runtime(settings: Settings, send_task: Callable[..., Any], pool_proces
         storage.database.sessions, lambda delivery_id: send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)])
     )
     threads = settings.worker.inference_threads or threads_per_process(pool_processes)
-    return WorkerRuntime(settings, storage, ModelPool(settings.models, settings.worker.device, threads))
+    registry = RegistryOnDatabase(storage, settings.jobs.database_retry_seconds)
+    models = ModelPool(registry, settings.worker.device, threads, settings.worker.max_models)
+    return WorkerRuntime(settings, storage, models)
 
 
 def runtime_of(app: Celery) -> WorkerRuntime:
@@ -90,14 +117,13 @@ def runtime_of(app: Celery) -> WorkerRuntime:
     return app.runtime  # type: ignore[attr-defined,no-any-return]
 
 
-def _publish_loaded_models(runtime: WorkerRuntime) -> None:
-    """Tell the API which classes each loaded model detects (best effort: the database may be down)."""
+def _seed_registry(runtime: WorkerRuntime) -> None:
+    """Register ``YOLO_MODELS``' models (best effort: the database may be down; the API seeds it too)."""
     try:
         with runtime.storage.database.transaction() as session:
-            for model in runtime.models.loaded:
-                record_loaded_model(session, model)
+            seed_registry(session, runtime.settings)
     except Exception:
-        log.warning("could not record the loaded models", exc_info=True)
+        log.warning("could not seed the model registry from YOLO_MODELS", exc_info=True)
 
 
 def init_app(app: Any) -> None:
@@ -109,12 +135,17 @@ def init_app(app: Any) -> None:
         app.pool_processes = instance.concurrency
 
     def init_child(**_: object) -> None:
-        """In each new pool process: a runtime of its own, with every model loaded once."""
+        """In each new pool process: a runtime of its own, with YOLO_MODELS' models loaded (the others load on
+        their first job)."""
         app.discard_runtime()  # inherited from the parent: its connections stay the parent's
         runtime = app.runtime
         if app.serves_inference:
-            runtime.models.load_all()
-            _publish_loaded_models(runtime)
+            _seed_registry(runtime)
+            settings = runtime.settings
+            try:
+                runtime.models.preload(dict.fromkeys([settings.default_model, *settings.models]))
+            except DatabaseOutage:
+                log.warning("could not preload YOLO_MODELS' models: each loads on its first job", exc_info=True)
 
     def shutdown_child(**_: object) -> None:
         app.close_runtime()

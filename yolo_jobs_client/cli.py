@@ -1,5 +1,6 @@
 """The ``yolo-jobs`` command: send files (large ones and videos by tus, resumable), submit jobs on images, videos
-or stored files, run them again, follow them, export their detections, delete jobs and files.
+or stored files, run them again, follow them, export their detections, delete jobs and files; list the models, and
+with an admin key register one (its weights sent by tus when they are a local file) or retire one.
 
 Reads ``YOLO_JOBS_URL`` and ``YOLO_JOBS_API_KEY`` (or ``--url``, ``--api-key``).
 Results go to stdout (one line per job, or JSON for ``status``), messages and
@@ -24,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from yolo_jobs_client.client import EXPORT_FORMATS, FINISHED_STATUSES, Client, ExportedFile, SubmittedJob
+from yolo_jobs_client.client import EXPORT_FORMATS, FINISHED_STATUSES, WEIGHTS, Client, ExportedFile, SubmittedJob
 from yolo_jobs_client.errors import (
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
@@ -77,10 +78,29 @@ def _export_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model")
-    parser.add_argument("--conf", type=float)
-    parser.add_argument("--iou", type=float)
-    parser.add_argument("--imgsz", type=int)
+    """The detection options of ``submit`` and ``rerun`` (a rerun keeps its original's for those not given)."""
+    parser.add_argument(
+        "--model", metavar="NAME", help="the model to run ('yolo-jobs models' lists them; default: the server's)"
+    )
+    parser.add_argument(
+        "--conf",
+        type=float,
+        metavar="0-1",
+        help="minimum confidence: objects found with less are left out (default 0.25)",
+    )
+    parser.add_argument(
+        "--iou",
+        type=float,
+        metavar="0-1",
+        help="overlap threshold: boxes of one class overlapping more than this are merged into one (default 0.7)",
+    )
+    parser.add_argument(
+        "--imgsz",
+        type=int,
+        metavar="PIXELS",
+        help="images are resized to this on their longest side (32-4096; default: the model's own size); a model "
+        "exported at a fixed size runs at it, and the job records the size it ran at",
+    )
     parser.add_argument("--callback-url", help="the server POSTs a signed webhook here when each job ends")
     media = parser.add_argument_group("videos and large images")
     media.add_argument("--fps", type=float, help="video frames analysed per second, e.g. 5 (default: every frame)")
@@ -168,7 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--file-id", help="a job with videos: which one (default: its first)")
     export.add_argument("--partial", action="store_true", help="a failed or cancelled job: the images it analysed")
     _export_options(export)
-    commands.add_parser("models", help="the models jobs can ask for")
+    models = commands.add_parser("models", help="the models jobs can ask for; with an admin key, add or retire one")
+    model_commands = models.add_subparsers(dest="models_command", metavar="{add,retire}")
+    add = model_commands.add_parser(
+        "add", help="register a model (admin key): jobs may ask for it at once, no worker restarts"
+    )
+    add.add_argument("name", help="what jobs ask for it by: letters, digits, '.', '_' or '-'")
+    add.add_argument(
+        "--weights",
+        required=True,
+        metavar="PATH",
+        help="a local .pt or .onnx file (sent by tus, resumable), or a path on the server's shared volume "
+        "(STORAGE_ROOT), where an OpenVINO export folder or a TensorRT .engine must be",
+    )
+    add.add_argument(
+        "--on-server", action="store_true", help="PATH is on the server even though a local file has that path"
+    )
+    _tus_options(add)
+    retire = model_commands.add_parser("retire", help="retire a model (admin key): new jobs are refused it")
+    retire.add_argument("name")
     return parser
 
 
@@ -245,8 +283,46 @@ class Work:
         """``N frames analysed`` (or images), the jobs, time and rate, and the frames that could not be decoded."""
         noun = "frames" if self.frames else "images"
         what = f"{self.done} frames analysed" if self.frames else f"{self.done} images"
-        line = f"{what} in {jobs} jobs: {elapsed:.1f} s, {self.done / elapsed:.2f} {noun}/s"
+        line = f"{what} in {jobs} job{'' if jobs == 1 else 's'}: {elapsed:.1f} s, {self.done / elapsed:.2f} {noun}/s"
         return line + (f"; {self.failed} frames could not be decoded" if self.failed else "")
+
+
+def model_line(model: Mapping[str, Any]) -> str:
+    """A model as a line: name, default, its classes (once a worker loaded it), active or retired, and the size a
+    job asking for none runs at (``fixed`` when it runs at no other)."""
+    classes = ",".join((model.get("classes") or {}).values())
+    state = "retired" if model.get("retired_at") else "active"
+    size = "" if model.get("imgsz") is None else str(model["imgsz"]) + (" fixed" if model.get("fixed_imgsz") else "")
+    return f"{model['name']}\t{'default' if model['default'] else ''}\t{classes}\t{state}\t{size}"
+
+
+def models(client: Client, args: argparse.Namespace) -> int:
+    """List the models, or register or retire one; a model registered or retired is printed as a line."""
+    if args.models_command == "retire":
+        print(model_line(client.retire_model(args.name)))
+        return EXIT_OK
+    if args.models_command == "add":
+        print(model_line(add_model(client, args)))
+        return EXIT_OK
+    for model in client.models():
+        print(model_line(model))
+    return EXIT_OK
+
+
+def add_model(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """Register ``args.name``: a local file is sent by tus first (resumable, as weights: the server checks they
+    are what their name says), then named by its file id; any other path is the server's."""
+    local = Path(args.weights)
+    if args.on_server or not local.exists():
+        return client.register_model(args.name, weights=args.weights)
+    if local.is_dir():
+        raise UsageError(
+            f"{local} is a folder: put an OpenVINO export on the server's shared volume and give its path there, "
+            "with --on-server if it is also a local path."
+        )
+    with ByteBars(bars_disabled(args)) as bars:
+        (uploaded,) = client.upload([local], **tus_arguments(args), on_progress=bars.file_progress, purpose=WEIGHTS)
+    return client.register_model(args.name, file_id=uploaded.file_id)
 
 
 def job_line(job: Mapping[str, Any]) -> str:
@@ -372,10 +448,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
         options = {"file_id": args.file_id, "partial": args.partial, "confidence": args.confidence}
         write_export(client.export_file(args.job, args.format, **options), args.out)
         return EXIT_OK
-    for model in client.models():
-        classes = ",".join((model.get("classes") or {}).values())
-        print(f"{model['name']}\t{'default' if model['default'] else ''}\t{classes}")
-    return EXIT_OK
+    return models(client, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,9 @@
     client.submit(file_ids=[video.file_id])              # a job on stored files
     client.rerun(jobs[0].job_id, model="other")          # the same files again, no byte sent
 
+    (weights,) = client.upload(["yolo11n.pt"], purpose="weights")  # admin key: a model of your own, no restart
+    client.register_model("coco", file_id=weights.file_id)
+
     (clip,) = client.submit(["clip.mp4"], fps=5, track=True)  # a video goes by tus, then joins its job
     (done,) = client.wait([clip.job_id])
     for frame in client.frames(clip.job_id, done["files"][0]["file_id"], start=10, end=20):
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 
@@ -43,6 +46,9 @@ from yolo_jobs_client.uploads import CHUNK_BYTES, UploadedFile, default_state_fi
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 JOBS_PATH = "/api/v1/jobs"
 FILES_PATH = "/api/v1/files"
+MODELS_PATH = "/api/v1/models"
+# An upload's purpose when it holds model weights (admin keys only), not an image or a video.
+WEIGHTS = "weights"
 # The export formats and the suffix of each one's file: images' (mergeable across jobs), then videos' only.
 EXPORT_FORMATS = {"coco": "json", "yolo": "zip", "csv": "csv", "labelstudio": "json", "mot": "txt", "cvat-video": "xml"}
 FRAMES_PAGE = 500  # the server's default page of a video's frames
@@ -155,7 +161,19 @@ class Client:
         return dict(self._get("/api/v1/limits"))
 
     def models(self) -> list[dict[str, Any]]:
-        return list(self._get("/api/v1/models")["models"])
+        """Every registered model, the default first and retired ones too (``retired_at``)."""
+        return list(self._get(MODELS_PATH)["models"])
+
+    def register_model(self, name: str, *, weights: str | None = None, file_id: str | None = None) -> dict[str, Any]:
+        """Register model ``name`` (admin keys only) running ``weights``, a path on the server's shared volume, or
+        ``file_id``, a stored file (:meth:`upload` sends one); jobs may ask for it at once."""
+        payload = {"name": name, "weights": weights, "file_id": file_id}
+        body = json_body({key: value for key, value in payload.items() if value is not None})
+        return dict(self.transport.request("POST", MODELS_PATH, body=body).json())
+
+    def retire_model(self, name: str) -> dict[str, Any]:
+        """Retire model ``name`` (admin keys only): new jobs are refused it, jobs accepted before still run."""
+        return dict(self.transport.request("POST", f"{MODELS_PATH}/{quote(name, safe='')}/retire").json())
 
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._get(f"{JOBS_PATH}/{job_id}"))
@@ -209,18 +227,21 @@ class Client:
         checksum: bool = False,
         on_progress: FileUploadProgress | None = None,
         on_file: Callable[[UploadedFile], None] | None = None,
+        purpose: str | None = None,
     ) -> list[UploadedFile]:
         """Send each file of ``paths`` by tus, in ``chunk_bytes`` PATCHes (each with its SHA-1 when
         ``checksum``), resuming the uploads ``state_file`` (default :func:`default_state_file`) names; return
         the stored files in order.
 
-        ``on_file`` hears of each as soon as the server stored it.
+        ``on_file`` hears of each as soon as the server stored it. ``purpose``: :data:`WEIGHTS` for model
+        weights (a .pt or .onnx file, admin keys only) to register with :meth:`register_model`; without it the
+        server keeps images and videos only.
         """
         from yolo_jobs_client.tus import ResumableUpload, open_state  # tuspy: only when sending (see uploads)
 
         stored: list[UploadedFile] = []
         with open_state(state_file or default_state_file()) as state:
-            sender = ResumableUpload(self.transport, state, chunk_bytes, checksum)
+            sender = ResumableUpload(self.transport, state, chunk_bytes, checksum, purpose)
             for raw in paths:
                 path = Path(raw)
 

@@ -2,7 +2,9 @@
 
 The server builds every format (``GET /api/v1/jobs/<id>/export``); merging only
 renumbers and concatenates: COCO image and annotation ids, CSV rows under one
-header, Label Studio task lists, and YOLO label files. Each job is merged once,
+header, Label Studio task lists, and YOLO label files. What names the job names every
+job merged: COCO's ``info`` (``job_id``, ``model`` and ``status`` comma-separated, and
+``job_ids`` as a list), the comments of the YOLO ``data.yaml``. Each job is merged once,
 known by the id the client fetched it by, never by what its export says (a server
 older than the client writes no ``job_id`` column in a YOLO ``files.csv``). The
 server alone names the label files (unique within a job, listed in ``files.csv``);
@@ -16,7 +18,7 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,8 +41,14 @@ def merge_coco(exports: Mapping[str, bytes]) -> bytes:
             known = categories.setdefault(category["id"], category)
             if known["name"] != category["name"]:
                 raise UsageError(f"The jobs name category {category['id']} differently; export them one by one.")
-    info = {**documents[0]["info"], "job_ids": list(exports)}
-    info["description"] = f"yolo-jobs detections of {len(documents)} jobs"
+    infos = [document["info"] for document in documents]
+    info = {
+        **infos[0],
+        "description": f"yolo-jobs detections of {len(documents)} jobs",
+        **{key: _every(str(each.get(key, "")) for each in infos) for key in ("model", "status") if key in infos[0]},
+        "job_id": _every(exports),
+        "job_ids": list(exports),
+    }
     merged = {
         "info": info,
         "licenses": [],
@@ -49,6 +57,12 @@ def merge_coco(exports: Mapping[str, bytes]) -> bytes:
         "categories": [categories[key] for key in sorted(categories)],
     }
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _every(values: Iterable[str]) -> str:
+    """Each distinct value once, in order, comma-separated (one value as it is): the jobs' ids, models or
+    statuses in a field that holds one job's."""
+    return ",".join(dict.fromkeys(values))
 
 
 def merge_csv(exports: Mapping[str, bytes]) -> bytes:
@@ -70,21 +84,23 @@ def merge_label_studio(exports: Mapping[str, bytes]) -> bytes:
 
 
 def merge_yolo(exports: Mapping[str, bytes]) -> bytes:
-    """The first job's ``data.yaml`` (a submission runs one model), every job's labels under
-    ``labels/<job_id>/``, one ``files.csv`` whose ``job_id`` column names each label's job.
+    """The first job's ``data.yaml`` (a submission runs one model) under comments of the merge
+    (:func:`merged_data_yaml`), every job's labels under ``labels/<job_id>/``, one ``files.csv``
+    whose ``job_id`` column names each label's job.
 
     Ultralytics finds images in sub-folders of ``images/`` and their labels in the same
     sub-folders of ``labels/``: put each image at its label's path, ``images/`` for ``labels/``.
     """
     manifest = io.StringIO()
     writer: csv.DictWriter[str] | None = None
+    data_yamls: list[str] = []
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as merged:
         for job_id, export in exports.items():
             with zipfile.ZipFile(io.BytesIO(export)) as archive:
                 rows = csv.DictReader(io.StringIO(archive.read("files.csv").decode()))
+                data_yamls.append(archive.read("data.yaml").decode())
                 if writer is None:
-                    merged.writestr("data.yaml", archive.read("data.yaml"))
                     writer = csv.DictWriter(manifest, list(dict.fromkeys([*(rows.fieldnames or ()), "job_id"])))
                     writer.writeheader()
                 for row in rows:
@@ -92,7 +108,21 @@ def merge_yolo(exports: Mapping[str, bytes]) -> bytes:
                     merged.writestr(label, archive.read(row["label"]))
                     writer.writerow({**row, "label": label, "job_id": job_id})
         merged.writestr("files.csv", manifest.getvalue())
+        merged.writestr("data.yaml", merged_data_yaml(data_yamls))
     return buffer.getvalue()
+
+
+def merged_data_yaml(data_yamls: Sequence[str]) -> str:
+    """The first job's dataset (``nc``, ``names``, ``train``/``val``) under comments of the merge: where its
+    labels and images go, and the comment line each job's own ``data.yaml`` begins with, which names the job
+    and its model (the layout each job's other comments describe is no longer the merged one's)."""
+    header = [
+        f"# yolo-jobs: the labels of {len(data_yamls)} jobs, each job's in labels/<job_id>/<image stem>.txt",
+        "# files.csv maps each label to its image and job; put each image at its label's path, images/ for labels/",
+    ]
+    named = [text.splitlines()[0] for text in data_yamls if text.startswith("#")]
+    dataset = [line for line in data_yamls[0].splitlines() if not line.startswith("#")]
+    return "\n".join([*header, *named, *dataset]) + "\n"
 
 
 # Each merges the exports of two or more jobs, keyed by job id in the order they go in.

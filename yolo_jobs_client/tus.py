@@ -3,9 +3,12 @@
 The protocol is tuspy's; this module adds what tuspy leaves to its caller:
 
 - a state file (tuspy's ``FileStorage``) that keeps each unfinished upload's URL between runs, under a
-  fingerprint of this server, this key and this version of the file (size, modification time, first 64 KiB),
-  so a run never resumes an upload of another file, tenant or server (tuspy's own fingerprint is the
-  first 64 KiB and the size only); a finished upload leaves the file, so it stays small;
+  fingerprint of this server, this key, the upload's purpose and this version of the file (size, modification
+  time, first 64 KiB), so a run never resumes an upload of another file, tenant or server, nor sends model
+  weights into an upload made for media (tuspy's own fingerprint is the first 64 KiB and the size only); a
+  finished upload leaves the file, so it stays small;
+- the upload's ``purpose`` in its metadata when it has one: ``weights``, model weights an admin key sends to
+  register a model (the server takes nothing but images and videos otherwise);
 - chunks (64 MiB by default): one PATCH is never the whole file, and a chunk is what memory holds;
 - optionally each chunk's SHA-1 (the Checksum extension): the server keeps a chunk only if it matches;
 - the client's retry rules (:mod:`yolo_jobs_client.transport`): a lost connection, a busy upload (423), an
@@ -57,11 +60,13 @@ class HeldOpen(io.BufferedReader):
 
 
 class VersionFingerprint(Fingerprint):
-    """One version of a file, sent to one server under one key: a changed file, another tenant or another
-    server never resumes a stored upload. The key itself is never written (only a digest of it)."""
+    """One version of a file, sent to one server under one key for one purpose: a changed file, another tenant,
+    another server or another purpose never resumes a stored upload. The key itself is never written (only a
+    digest of it)."""
 
-    def __init__(self, base_url: str, api_key: str) -> None:
-        self.scope = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:16]
+    def __init__(self, base_url: str, api_key: str, purpose: str | None = None) -> None:
+        scoped = f"{base_url}\n{api_key}" + (f"\n{purpose}" if purpose else "")  # a media upload's as before
+        self.scope = hashlib.sha256(scoped.encode()).hexdigest()[:16]
 
     def get_fingerprint(self, fs: IO[bytes]) -> str:
         stat = os.fstat(fs.fileno())
@@ -101,10 +106,16 @@ def _cause(exc: TusCommunicationError) -> requests.RequestException | None:
 
 
 class ResumableUpload:
-    """Sends files to ``transport``'s API by tus, keeping unfinished uploads' URLs in ``state``."""
+    """Sends files to ``transport``'s API by tus, keeping unfinished uploads' URLs in ``state``; ``purpose``:
+    what the files are when not images or videos (``weights``)."""
 
     def __init__(
-        self, transport: Transport, state: FileStorage, chunk_bytes: int = CHUNK_BYTES, checksum: bool = False
+        self,
+        transport: Transport,
+        state: FileStorage,
+        chunk_bytes: int = CHUNK_BYTES,
+        checksum: bool = False,
+        purpose: str | None = None,
     ) -> None:
         if chunk_bytes < 1:
             raise UsageError("The chunk size must be at least one byte.")
@@ -112,12 +123,13 @@ class ResumableUpload:
         self.state = state
         self.chunk_bytes = chunk_bytes
         self.checksum = checksum
+        self.purpose = purpose
         headers = transport.session.headers
         self.tus = TusClient(
             transport.base_url + UPLOADS_PATH,
             headers={name: str(headers[name]) for name in ("Authorization", "User-Agent")},
         )
-        self.fingerprinter = VersionFingerprint(transport.base_url, str(headers["Authorization"]))
+        self.fingerprinter = VersionFingerprint(transport.base_url, str(headers["Authorization"]), purpose)
 
     def _retrying(self, method: str, action: Callable[[int], T], transient: frozenset[int], url: str | None) -> T:
         """``action(attempt)`` until it succeeds, again after a pause while it fails with ``transient``
@@ -141,10 +153,11 @@ class ResumableUpload:
         """tuspy's uploader of ``path`` (read from ``stream``), at the offset the server holds when the state
         file names its upload."""
         kind = content_type(path)
+        purpose = {"purpose": self.purpose} if self.purpose else {}
         options: dict[str, Any] = {
             "file_stream": stream,
             "chunk_size": self.chunk_bytes,
-            "metadata": {"filename": path.name} | ({"filetype": kind} if kind else {}),
+            "metadata": {"filename": path.name} | ({"filetype": kind} if kind else {}) | purpose,
             "store_url": True,
             "url_storage": self.state,
             "fingerprinter": self.fingerprinter,

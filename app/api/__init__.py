@@ -32,4 +32,20 @@ def openapi_document() -> Response:
     return jsonify(current_app.api_doc)
 
 
-from app.api import account, annotated, deletions, exports, files, frames, jobs, limits, models, tus  # noqa: E402,F401  (routes register on bp)
+# The routes register on bp as their modules are imported.
+from app.api import (  # noqa: E402,F401
+    account,
+    annotated,
+    deletions,
+    export_formats,
+    exports,
+    files,
+    frames,
+    jobs,
+    limits,
+    models,
+    predict,
+    progress,
+    signed_files,
+    tus,
+)

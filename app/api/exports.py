@@ -10,15 +10,17 @@ A job with videos exports one video at a time (``file_id``, else its first). A q
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 
-from flask import Response, stream_with_context, url_for
+from flask import Response, stream_with_context
 from sqlalchemy.orm import Session
 from werkzeug.utils import secure_filename
 
 from app.api import bp
-from app.api.schemas import ErrorBody, ExportQuery, JobPath, binary
+from app.api.schemas import ErrorBody, ExportOptions, ExportQuery, JobPath, binary
+from app.api.signed_files import export_image_urls
 from app.auth import tenant_scope
 from app.errors import RETRY_AFTER_SECONDS, ApiError
 from app.extensions import db_session, get_job_service
@@ -45,30 +47,47 @@ VIDEO_ONLY = tuple(name for name in VIDEO_FORMATS if name not in ("coco", "csv")
 
 @bp.get("/jobs/<uuid:job_id>/export", responses={200: EXPORTED, 404: ErrorBody, 409: ErrorBody})
 def export_job(path: JobPath, query: ExportQuery) -> Response:
-    """A finished job's detections as one file: COCO JSON, a YOLO labels zip, CSV or Label Studio tasks; for a job
-    with videos, one video's (`file_id`, else the first) as MOT (`track=true` jobs), CVAT for video XML, COCO with
-    an image per sampled frame, or CSV."""
-    job_id, export_format = path.job_id, query.format
-    partial, with_confidence = query.partial, query.confidence
-    session = db_session()
-    service = get_job_service()
-    job, video = service.video_source(session, job_id, tenant_scope(), query.file_id)
+    """A finished job's detections as one file, in any of the export formats.
+
+    COCO JSON, a YOLO labels zip, CSV or Label Studio tasks; for a job with videos, one video's (`file_id`, else
+    the first) as MOT (`track=true` jobs), CVAT for video XML, COCO with an image per sampled frame, or CSV. The
+    answer's Content-Type tells which. Each format also has an operation of its own (/export/coco, /export/csv…)
+    that declares its one content type, by which a generated client reads the answer.
+    """
+    return export_response(path.job_id, query.format, query, query.confidence)
+
+
+def check_exportable(job: Job, partial: bool) -> None:
+    """What every download of a job's results answers before it starts: 409 ``not_finished`` (with Retry-After)
+    while the job runs, 409 ``not_succeeded`` for a failed or cancelled job unless ``partial`` asks for what it
+    analysed."""
     if not job.is_finished:
-        message = f"The job is {job.status}; export it once it has finished."
+        message = f"The job is {job.status}; download it once it has finished."
         raise ApiError(409, "not_finished", message, RETRY_AFTER_SECONDS)
     if job.status != "succeeded" and not partial:
-        message = f"The job ended {job.status}; ask for partial=true (the CLI's --partial) to export what it analysed."
+        message = f"The job ended {job.status}; ask for partial=true (the CLI's --partial) for what it analysed."
         raise ApiError(409, "not_succeeded", message)
+
+
+def export_response(
+    job_id: uuid.UUID, export_format: str, options: ExportOptions, with_confidence: bool = False
+) -> Response:
+    """The job's detections in ``export_format``, as an attachment: what :func:`export_job` and each format's own
+    operation (:mod:`app.api.export_formats`) answer."""
+    session = db_session()
+    service = get_job_service()
+    job, video = service.video_source(session, job_id, tenant_scope(), options.file_id)
+    check_exportable(job, options.partial)
     if video is not None:
         exported, name = _video_export(session, job, video, export_format)
-    elif query.file_id is not None or export_format in VIDEO_ONLY:
+    elif options.file_id is not None or export_format in VIDEO_ONLY:
         raise ApiError(400, "not_a_video", f"The job has no such video to export as {export_format}.")
     else:
         _, uploads = service.export_source(session, job_id, tenant_scope())
         export = job_export(
             job,
             model_classes(session, job.model),
-            lambda file_id: url_for("api.file_content", file_id=file_id, _external=True),
+            export_image_urls(job.tenant_id),
             uploads,
         )
         exported, name = build(export, export_format, with_confidence), f"job-{job_id}-{export_format}"

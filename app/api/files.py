@@ -20,9 +20,10 @@ from storage.media import CONTENT_TYPES as VIDEO_TYPES
 from storage.tables import StoredFile
 
 
-def _stored_file(file_id: uuid.UUID) -> HeldFile:
-    """The file as the caller's tenant holds it (its own name, since when); 404 for a file it does not hold."""
-    found = find_file(db_session(), file_id, tenant_scope())
+def held_file(file_id: uuid.UUID, tenant_id: uuid.UUID | None) -> HeldFile:
+    """The file as the tenant holds it (its own name, since when; any tenant's for None, an admin); 404 for a file
+    it does not hold."""
+    found = find_file(db_session(), file_id, tenant_id)
     if found is None:
         raise ApiError(404, "not_found", "No file with this id.")
     return found
@@ -38,13 +39,14 @@ def download_name(filename: str | None, file: StoredFile) -> str:
 @bp.get("/files/<uuid:file_id>", responses={200: FileInfo, 404: ErrorBody})
 def show_file(path: FilePath) -> Response:
     """A stored file's metadata: SHA-256, size, sniffed type, width and height (a video's as it is shown)."""
-    held = _stored_file(path.file_id)
+    held = held_file(path.file_id, tenant_scope())
     return jsonify({**file_json(held), "filename": held.filename})
 
 
 CONTENT = binary(
     "The bytes, as an attachment, typed by their sniffed type: an image's, or a video's container's "
-    "(`video/x-<name>` for a container not listed; `application/octet-stream`: neither, stored by an older release).",
+    "(`video/x-<name>` for a container not listed; `application/octet-stream`: neither, uploaded weights "
+    "or stored by an older release).",
     *IMAGE_TYPES,
     *VIDEO_TYPES.values(),
     "application/octet-stream",
@@ -54,8 +56,16 @@ CONTENT = binary(
 
 @bp.get("/files/<uuid:file_id>/content", responses={200: CONTENT, 404: ErrorBody, 410: ErrorBody})
 def file_content(path: FilePath) -> Response:
-    """A stored file's bytes (410 `gone` after retention deleted them)."""
-    held = _stored_file(path.file_id)
+    """A stored file's bytes, as an attachment under the name the tenant gave it.
+
+    410 `gone` after retention deleted them.
+    """
+    return send_held(held_file(path.file_id, tenant_scope()))
+
+
+def send_held(held: HeldFile) -> Response:
+    """The bytes of a file the tenant holds as an attachment under the tenant's own name (:data:`CONTENT`), or
+    410 `gone` once retention deleted them."""
     file, filename = held.file, held.filename
     if file.deleted_at is not None:
         raise ApiError(410, "gone", "This file's bytes were deleted by the retention policy.")

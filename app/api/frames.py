@@ -21,9 +21,11 @@ from jobs.frames import frames_between
 
 @bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>/frames", responses={200: FramePage, 404: ErrorBody})
 def video_frames(path: JobFilePath, query: FramesQuery) -> Response:
-    """The analysed frames of one of the job's videos with `start <= time < end` (seconds), in time order, at most
-    `limit` of them; `next` asks for the rest of the range. Each frame lists its boxes as a job's image results do,
-    with `track` once the job's tracks are assigned."""
+    """The analysed frames of one of the job's videos in a range of time, in time order.
+
+    The frames with `start <= time < end` (seconds), at most `limit` of them; `next` asks for the rest of the
+    range. Each frame lists its boxes as a job's image results do, with `track` once the job's tracks are assigned.
+    """
     session = db_session()
     job, upload = get_job_service().find_upload(session, path.job_id, path.file_id, tenant_scope())
     if upload is None or upload.file is None or not upload.file.media:

@@ -58,7 +58,9 @@ def _json_fields(with_file_ids: bool) -> tuple[dict[str, str], list[str]]:
     return read_json_fields(request.stream, request.content_length, limit, with_file_ids)
 
 
-def _accepted(submission: NewSubmission) -> Answer:
+def accepted_answer(submission: NewSubmission) -> Answer:
+    """The 202 of a submission (also POST /api/v1/predict's past its wait): the job, its Location, and whether
+    the answer is a replay under an Idempotency-Key."""
     headers = {"Location": url_for("api.show_job", job_id=submission.job_id)}
     if submission.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -81,10 +83,10 @@ def _accepted(submission: NewSubmission) -> Answer:
 )
 @limit_submissions
 def submit_job(header: SubmitHeaders) -> Answer:
-    """Submit a job: upload 1 to 100 images, and/or name stored files by id (`file_id` fields, or a JSON body
-    with `file_ids`).
+    """Submit a job on uploaded images, stored files, or both.
 
-    Each part streams to the storage volume while it is hashed; the job is committed,
+    Upload 1 to 100 images (multipart parts named `image`), and/or name stored files by id (`file_id` fields, or
+    a JSON body with `file_ids`). Each part streams to the storage volume while it is hashed; the job is committed,
     then its task is sent. A stored file is not sent again. 400 `no_image`, `empty_file`, `too_many_files`,
     `invalid_parameter`, `invalid_json`, `unknown_model`; 410 `gone`; 413 `too_large`, `image_too_large`,
     `larger_than_quota`; 415 `unsupported_media_type`; 409 `idempotency_key_in_progress`; 422
@@ -97,7 +99,7 @@ def submit_job(header: SubmitHeaders) -> Answer:
     else:
         files, form = request.files.getlist("image"), request.form
         submission = job_actions.submit(files, form, header.idempotency_key, form.getlist("file_id"))
-    return _accepted(submission)
+    return accepted_answer(submission)
 
 
 @bp.post(
@@ -115,21 +117,23 @@ def submit_job(header: SubmitHeaders) -> Answer:
 )
 @limit_submissions
 def rerun_job(path: JobPath, header: SubmitHeaders) -> Answer:
-    """Run this tenant's job again, as a new job on the same files, with `model`, `conf`, `iou` or `imgsz`
-    changed (the original's for any left out): no byte is copied.
+    """Run a job again on the same files, as a new job, with some of its parameters changed.
 
-    Files deleted since are left out: 409 `no_files` when none is left; 410 `gone` when retention removed a
+    `model`, `conf`, `iou` or `imgsz` as given, the original's for any left out; no byte is copied. Files deleted
+    since are left out: 409 `no_files` when none is left; 410 `gone` when retention removed a
     file's bytes; 404 `not_found` for a job of another tenant (admins' too). An `Idempotency-Key` is honoured
     as on a submission (409 `idempotency_key_in_progress`, 422 `idempotency_key_reused`); 429 as a submission.
     """
     form: Mapping[str, str] = _json_fields(with_file_ids=False)[0] if request.mimetype == JSON else request.form
-    return _accepted(job_actions.rerun(path.job_id, form, header.idempotency_key))
+    return accepted_answer(job_actions.rerun(path.job_id, form, header.idempotency_key))
 
 
 @bp.get("/jobs/<uuid:job_id>", responses={200: Job, 404: ErrorBody})
 def show_job(path: JobPath, query: JobQuery) -> Response:
-    """A job: status, progress, parameters, and a page of its files (`files_limit` from `files_offset`,
-    `files_total` in all) with their results so far."""
+    """A job: its status, progress and parameters, and a page of its files with their results so far.
+
+    The page is `files_limit` files from `files_offset`, of `files_total` in all.
+    """
     return _shown(path.job_id, query.files_limit, query.files_offset)
 
 
@@ -141,7 +145,10 @@ def _shown(job_id: uuid.UUID, limit: int = FILES_PAGE, offset: int = 0) -> Respo
 
 @bp.get("/jobs", responses={200: JobPage})
 def index_jobs(query: PageQuery) -> Response:
-    """The jobs this key's tenant can see, newest first; ``status`` keeps only jobs in those statuses."""
+    """The jobs this key's tenant can see, newest first.
+
+    `status` keeps only jobs in those statuses.
+    """
     limit, offset = query.limit, query.offset
     statuses = status_filter(query.status)
     jobs, total = get_job_service().page(db_session(), limit, offset, tenant_scope(), statuses)
@@ -156,9 +163,9 @@ def index_jobs(query: PageQuery) -> Response:
 
 @bp.post("/jobs/<uuid:job_id>/cancel", responses={202: Job, 404: ErrorBody, 409: ErrorBody})
 def cancel_job(path: JobPath) -> Answer:
-    """Cancel a queued or running job (409 `already_finished` for a finished one).
+    """Cancel a queued or running job.
 
-    A running attempt stops at its next batch boundary.
+    A running attempt stops at its next batch boundary. 409 `already_finished` for a finished job.
     """
     job = job_actions.cancel(path.job_id)
     return _shown(job.id), 202, {"Location": url_for("api.show_job", job_id=job.id)}
@@ -166,6 +173,9 @@ def cancel_job(path: JobPath) -> Answer:
 
 @bp.post("/jobs/<uuid:job_id>/retry", responses={202: Job, 404: ErrorBody, 409: ErrorBody})
 def retry_job(path: JobPath) -> Answer:
-    """Queue a failed or cancelled job again for its files without a result (409 `not_retryable` otherwise)."""
+    """Queue a failed or cancelled job again, for its files without a result.
+
+    409 `not_retryable` for a job in any other status.
+    """
     job = job_actions.retry(path.job_id)
     return _shown(job.id), 202, {"Location": url_for("api.show_job", job_id=job.id)}

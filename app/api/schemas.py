@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from app.converters import CANONICAL_UUID
 from app.forms import (
@@ -34,6 +34,8 @@ from app.serializers import FILES_PAGE, MAX_FILES_PAGE
 from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
 from jobs.exports import FORMATS
 from jobs.idempotency import MAX_KEY_LENGTH
+from jobs.progress import FILE_STATES
+from jobs.registry import NAME as MODEL_NAME
 from jobs.video_exports import VIDEO_FORMATS
 from storage.images import ACCEPTED_FORMATS
 from storage.tables import JOB_STATUSES
@@ -66,6 +68,7 @@ def header(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 RETRY_AFTER = header("Retry-After", "Seconds to wait before trying again.", {"type": "integer"})
 LOCATION = header("Location", "The job's URL.")
+ATTACHMENT = header("Content-Disposition", "`attachment`, with the file's name.")
 
 
 # Errors
@@ -132,13 +135,31 @@ class PageQuery(RequestParameters):
     )
 
 
-class ExportQuery(RequestParameters):
+class ExportOptions(RequestParameters):
+    """What every export format takes (each format's own operation, /export/<format>)."""
+
+    file_id: uuid.UUID | None = Field(None, description="A video job: which video (default: its first).")
+    partial: bool = Field(False, description="Export a failed or cancelled job's analysed images too.")
+
+
+class YoloOptions(ExportOptions):
+    confidence: bool = Field(False, description="Add the confidence as a sixth column of YOLO labels.")
+
+
+class ExportQuery(YoloOptions):
     format: Literal[tuple(dict.fromkeys((*FORMATS, *VIDEO_FORMATS)))] = Field(  # type: ignore[misc]
         description="The file format (see docs/clients.md, Export formats)."
     )
-    file_id: uuid.UUID | None = Field(None, description="A video job: which video (default: its first).")
-    partial: bool = Field(False, description="Export a failed or cancelled job's analysed images too.")
-    confidence: bool = Field(False, description="Add the confidence as a sixth column of YOLO labels.")
+
+
+class SignedFileQuery(RequestParameters):
+    """What a signed file URL carries besides its file (files/signing.py)."""
+
+    tenant: uuid.UUID = Field(description="The tenant whose file it is.", json_schema_extra=ID_SCHEMA)
+    expires: int = Field(ge=0, le=2**40, description="When the URL stops working, in Unix seconds.")
+    signature: str = Field(
+        max_length=128, description="HMAC-SHA256 of the tenant, the file and the expiry, in lowercase hex."
+    )
 
 
 class SubmitHeaders(RequestParameters):
@@ -192,7 +213,7 @@ FILE_IDS = (
 
 
 class SubmitForm(JobOptions):
-    """``multipart/form-data``: the images, each a part named ``image``, and/or stored files named by ``file_id``
+    """multipart/form-data: the images, each a part named `image`, and/or stored files named by `file_id`
     fields (images first, then the files in the order given), and the optional parameters."""
 
     image: list[bytes] = Field(
@@ -204,7 +225,7 @@ class SubmitForm(JobOptions):
 
 
 class SubmitJson(JobOptions):
-    """``application/json``: a job on stored files only, and the optional parameters."""
+    """application/json: a job on stored files only, and the optional parameters."""
 
     model_config = ConfigDict(extra="forbid")
     file_ids: list[uuid.UUID] = Field(min_length=1, description=FILE_IDS)
@@ -308,7 +329,7 @@ class Box(BaseModel):
 
 
 class Detection(BaseModel):
-    """One detection, as Ultralytics' ``Results.summary()`` gives it, in the original image's pixels."""
+    """One detection, as Ultralytics' `Results.summary()` gives it, in the original image's pixels."""
 
     model_config = ConfigDict(populate_by_name=True)
     name: str
@@ -396,7 +417,7 @@ class WebhookAttempt(BaseModel):
 
 
 class Webhook(BaseModel):
-    """The job's ``job.finished`` webhook and its latest delivery."""
+    """The job's `job.finished` webhook and its latest delivery."""
 
     url: str
     status: WebhookStatus | None = Field(description="Null until the job ends.")
@@ -480,13 +501,229 @@ class Model(BaseModel):
     imgsz: int | None = Field(description="The size a job runs at when it asks for none.")
     weights_sha256: str | None
     loaded_at: datetime | None
+    fixed_imgsz: int | None = Field(
+        description="An export made at one size runs at it whatever a job asks, and the job records it; known once a "
+        "worker loaded the model."
+    )
+    source: Literal["settings", "api"] = Field(description="Who registered it: `YOLO_MODELS`, or an admin by the API.")
+    registered_at: datetime | None
+    retired_at: datetime | None = Field(description="Once set, the model takes no new job (400 `model_retired`).")
 
 
 class ModelList(BaseModel):
-    models: list[Model]
+    models: list[Model] = Field(description="Every registered model, the default first; retired ones too.")
+
+
+# Exports that are JSON, described for the clients generated from the document (which parse them into these
+# shapes): the fields every such file has, and any others the format adds (extra="allow").
+
+
+class CocoImage(BaseModel):
+    """An analysed image, or a video's sampled frame."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class CocoAnnotation(BaseModel):
+    """A box: `bbox` is x, y, width, height in pixels; `score` the detection's confidence."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    image_id: int
+    category_id: int = Field(description="The model's class index plus one.")
+    bbox: list[float] = Field(min_length=4, max_length=4)
+    area: float
+    iscrowd: int
+    score: float
+
+
+class CocoCategory(BaseModel):
+    id: int
+    name: str
+    supercategory: str
+
+
+class CocoExport(BaseModel):
+    """COCO detection JSON, as pycocotools and the labelling tools read it; a video's adds `videos` (TAO's fields)."""
+
+    model_config = ConfigDict(
+        extra="allow", openapi_extra={"description": "COCO detection JSON, as an attachment.", "headers": ATTACHMENT}
+    )
+    info: dict[str, Any] = Field(description="The job it was exported from: `job_id`, `model`, `status`.")
+    images: list[CocoImage]
+    annotations: list[CocoAnnotation]
+    categories: list[CocoCategory]
+
+
+class LabelStudioTask(BaseModel):
+    """A Label Studio task: the image (`data.image`, a URL) and one prediction of `rectanglelabels`."""
+
+    model_config = ConfigDict(extra="allow")
+    data: dict[str, Any]
+    predictions: list[dict[str, Any]]
+
+
+class LabelStudioTasks(RootModel[list[LabelStudioTask]]):
+    """Label Studio tasks with pre-annotations, one per analysed image, to import as a JSON file."""
+
+    model_config = ConfigDict(
+        openapi_extra={"description": "Label Studio tasks (JSON), as an attachment.", "headers": ATTACHMENT}
+    )
+
+
+# Any body as bytes. Declared before a binary answer's own types: a client generator reads an answer by the first
+# content type it knows (openapi-python-client: JSON, text/*, this), whatever type the answer then comes in, and
+# knows no application/zip or image/png, so a JSON or text type first would have it parse a zip as JSON.
+ANY_BYTES = "application/octet-stream"
+BINARY = {"type": "string", "format": "binary"}
 
 
 def binary(description: str, *media_types: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A response whose body is bytes of one of ``media_types``."""
-    content = {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in media_types}
+    """A response whose body is bytes of one of ``media_types``, which generated clients hand over as bytes."""
+    content = {media_type: {"schema": BINARY} for media_type in (ANY_BYTES, *media_types)}
     return {"description": description, "content": content, "headers": headers or {}}
+
+
+def text(description: str, media_type: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response whose body is text of ``media_type`` (text/csv, text/plain), which generated clients read as a
+    string."""
+    content = {media_type: {"schema": {"type": "string"}}}
+    return {"description": description, "content": content, "headers": headers or {}}
+
+
+# POST /api/v1/predict (app/api/predict.py)
+
+
+class PredictForm(JobOptions):
+    """multipart/form-data: one image in a part named `file`, the job's optional parameters (as a
+    submission takes them), and how long to wait for the job."""
+
+    file: bytes = Field(description="One image (JPEG, PNG, WebP, BMP, TIFF), told by its bytes.")
+    timeout: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds to wait for the job to end: at most, and by default, `PREDICT_MAX_WAIT_SECONDS` (30); "
+        "0 answers 202 at once.",
+    )
+
+
+REPLAYED = header("Idempotent-Replayed", "`true` when an earlier request with this Idempotency-Key made the job.")
+# Where a prediction leads: its job, the durable record of it.
+PREDICTION_LINKS = {
+    "ShowJob": link("show_job", job_id="/job_id"),
+    "ShowFile": link("show_file", file_id="/file_id"),
+    "AnnotatedFile": link("annotated_file", job_id="/job_id", file_id="/file_id"),
+    "ExportJob": link("export_job", job_id="/job_id"),
+}
+
+
+class Prediction(FileResult):
+    """The image's detections, as its job's result says them, and the job that made them."""
+
+    model_config = ConfigDict(openapi_extra={"headers": REPLAYED, "links": PREDICTION_LINKS})
+    job_id: uuid.UUID
+    status: Literal["succeeded"]
+    url: str = Field(description="The job's URL: its durable record.")
+    parameters: Parameters
+
+
+class PredictionError(ErrorBody):
+    """The job ended without detections for the image: 500 when it failed (its error as the job records it),
+    409 `no_result` when it was cancelled, 422 `undecodable` when the image could not be decoded."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    url: str = Field(description="The job's URL.")
+
+
+# The job page's live view (app/api/progress.py) and the zip of annotated images (app/api/annotated.py).
+
+
+class ProgressQuery(RequestParameters):
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip, in the job's order.")
+    limit: int = Field(FILES_PAGE, ge=1, le=FILES_PAGE, description="Files in the window.")
+    since: AwareDatetime | None = Field(
+        None, description="The cursor of an earlier answer: list only the window's files that changed since."
+    )
+
+
+class ProgressBox(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_id: int = Field(alias="class")
+    confidence: float
+    box: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in upright image pixels.")
+
+
+class FileProgress(BaseModel):
+    """One file of the window: its state, and its boxes once it has a result."""
+
+    position: int = Field(description="Its place in the job, from 0.")
+    file_id: uuid.UUID | None = Field(description="Null once its owner deleted the file.")
+    state: Literal[FILE_STATES] = Field(  # type: ignore[valid-type]
+        description="not_reached: the job ended (cancelled or failed) before it; failed: it could not be decoded."
+    )
+    width: int | None
+    height: int | None
+    detections: int = Field(description="How many objects were found.")
+    boxes: list[ProgressBox]
+    error: str | None
+
+
+class JobProgress(BaseModel):
+    """A window of a job's files as they fill in."""
+
+    job_id: uuid.UUID
+    status: JobStatus
+    progress: Progress
+    files: list[FileProgress] = Field(description="The window's files (with since: those that changed since).")
+    names: dict[str, str] = Field(description="The class name of each class index that the boxes use.")
+    parts: list[Part] = Field(description="The parts of the window's files (a video's segments).")
+    offset: int
+    limit: int
+    files_total: int
+    cursor: datetime = Field(description="The since of the next poll.")
+    next: str | None = Field(description="The next window's URL; null at the last.")
+
+
+class AnnotatedQuery(RequestParameters):
+    partial: bool = Field(False, description="A failed or cancelled job: draw the images it did analyse.")
+
+
+# The model registry (POST /api/v1/models, GET /api/v1/models/{name}, POST .../retire).
+class ModelPath(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="The model's name (an alias stands for its model).")
+
+
+class ModelRegistration(BaseModel):
+    """A model to register: its name and its weights, either a path on the server or a stored file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=f"^{MODEL_NAME.pattern}$",
+        description="What jobs ask for it by: 1 to 64 letters, digits, `.`, `_` or `-`; never used before.",
+    )
+    weights: str | None = Field(
+        None,
+        max_length=4096,
+        description="An absolute path on the server, under `STORAGE_ROOT` (the shared volume) or the bundled "
+        "model's folder: `.pt`, `.onnx`, `.engine`, or an OpenVINO export folder.",
+    )
+    file_id: uuid.UUID | None = Field(
+        None,
+        description=(
+            "Instead of `weights`: a stored file, a resumable upload of a .pt or .onnx declared with "
+            "Upload-Metadata purpose weights."
+        ),
+        json_schema_extra=ID_SCHEMA,
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelRegistration:
+        if (self.weights is None) == (self.file_id is None):
+            raise ValueError("give either weights (a path on the server) or file_id (a stored file)")
+        return self

@@ -85,7 +85,8 @@ class CreateHeaders(TusHeaders):
         None,
         alias="Upload-Metadata",
         description="Comma-separated `key base64(value)` pairs; `filename` names the file, `filetype` is ignored "
-        "(the type is sniffed from the bytes).",
+        "(the type is sniffed from the bytes). `purpose` `weights` (admin keys only) sends model weights, a .pt or "
+        ".onnx file, for `POST /api/v1/models`; without it the file must be an image or a video.",
     )
 
 
@@ -130,7 +131,7 @@ APPENDED = {
 TERMINATED = {"description": "The upload and its bytes are gone.", "headers": TUS_RESUMABLE}
 PRECONDITION_FAILED = {
     "description": "`Tus-Resumable` is missing or not a version this server speaks (`Tus-Version`).",
-    "content": {"application/json": {"schema": ErrorBody.model_json_schema()}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
     "headers": header("Tus-Version", f"`{TUS_VERSION}`."),
 }
 PIECE_BODY = {"required": True, "content": {PIECE_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
@@ -141,12 +142,24 @@ PIECE_BODY = {"required": True, "content": {PIECE_TYPE: {"schema": {"type": "str
 
 @bp.post(
     "/uploads",
-    responses={201: CREATED, 412: PRECONDITION_FAILED, 413: ErrorBody, 507: ErrorBody},
+    responses={
+        201: CREATED,
+        400: ErrorBody,
+        403: ErrorBody,
+        412: PRECONDITION_FAILED,
+        413: ErrorBody,
+        415: ErrorBody,
+        507: ErrorBody,
+    },
     provide_automatic_options=False,
 )
 def create_upload(header: CreateHeaders) -> Answer:
-    """Create a resumable upload (tus 1.0 Creation): `Upload-Length` bytes, named by `Upload-Metadata`.
+    """Create a resumable upload (tus 1.0 Creation).
 
+    The upload will hold `Upload-Length` bytes, named by `Upload-Metadata`; with `purpose` `weights` there, model
+    weights for `POST /api/v1/models` (admin keys only), checked to be the .pt or .onnx their name says once
+    whole. 400 `invalid_parameter` for another purpose; 403 `forbidden` for weights from another key; 415
+    `unsupported_media` for weights named neither .pt nor .onnx;
     413 `too_large` past `MAX_FILE_BYTES`, `larger_than_quota` past the tenant's whole storage quota;
     507 `pending_uploads_quota_exceeded` past `QUOTA_PENDING_UPLOAD_BYTES` in unfinished uploads,
     `storage_quota_exceeded` past `QUOTA_STORAGE_BYTES`, `insufficient_storage` on a full volume.
@@ -156,7 +169,9 @@ def create_upload(header: CreateHeaders) -> Answer:
     principal = current_principal()
     named = metadata.get("filename") or metadata.get("name")
     filename = clean_filename(named, 0) if named else UNNAMED_UPLOAD
-    upload = upload_service().create(db_session(), principal.tenant_id, header.upload_length, metadata, filename)
+    upload = upload_service().create(
+        db_session(), principal.tenant_id, header.upload_length, metadata, filename, admin=principal.admin
+    )
     return Response(status=201), 201, {"Location": url_for("api.show_upload", upload_id=upload.id), **_state(upload)}
 
 
@@ -177,8 +192,9 @@ def tus_options() -> Response:
 
 @bp.get("/uploads/<uuid:upload_id>", responses={200: UploadInfo, 404: ErrorBody})
 def show_upload(path: UploadPath, header: TusHeaders) -> Response:
-    """An upload: its offset and length, and once whole its stored file (`file_id`, `sha256`, `size`).
+    """An upload: its offset and length, and once whole its stored file.
 
+    Once whole it names its stored file: `file_id`, `sha256`, `size`.
     HEAD (tus 1.0) answers the same upload in headers only: `Upload-Offset`, `Upload-Length`,
     `Upload-Metadata`, `Upload-Expires` while unfinished, and `File-Id` once whole.
     """
@@ -212,12 +228,15 @@ def show_upload(path: UploadPath, header: TusHeaders) -> Response:
     openapi_extensions={"requestBody": PIECE_BODY},
 )
 def append_to_upload(path: UploadPath, header: PatchHeaders) -> Answer:
-    """Send a piece of the upload's bytes at `Upload-Offset` (`Content-Type: application/offset+octet-stream`).
+    """Send a piece of the upload's bytes, at its offset (tus 1.0 core).
 
+    The piece starts at `Upload-Offset` and is sent as `Content-Type: application/offset+octet-stream`.
     409 `offset_mismatch` (ask HEAD, resume there), `exceeds_length`, `upload_complete`;
-    415 `unsupported_media_type`; 423 `upload_busy` (another request is sending to it; nothing
-    was written); 460 `checksum_mismatch` (none of the piece was kept); 507 `insufficient_storage`
-    (a full volume: what was kept is `Upload-Offset` by HEAD, resume there once there is room).
+    415 `unsupported_media_type` (a piece of another type), `unsupported_media` (the last piece made a file
+    that is neither an image nor a video, nor weights it declared); 413 `image_too_large`; 423 `upload_busy`
+    (another request is sending to it; nothing was written); 460 `checksum_mismatch` (none of the piece was
+    kept); 507 `insufficient_storage` (a full volume: what was kept is `Upload-Offset` by HEAD, resume there
+    once there is room).
     The piece that brings the upload to its length makes it the tenant's stored file: `File-Id`.
     """
     _check_version(header)
@@ -235,8 +254,10 @@ def append_to_upload(path: UploadPath, header: PatchHeaders) -> Answer:
     "/uploads/<uuid:upload_id>", responses={204: TERMINATED, 404: ErrorBody, 412: PRECONDITION_FAILED, 423: ErrorBody}
 )
 def terminate_upload(path: UploadPath, header: TusHeaders) -> Answer:
-    """Remove an upload and its bytes (tus 1.0 Termination). A finished upload's stored file stays
-    (`DELETE /api/v1/files/<id>` removes it)."""
+    """Remove an upload and its bytes (tus 1.0 Termination).
+
+    A finished upload's stored file stays: `DELETE /api/v1/files/{file_id}` removes it.
+    """
     _check_version(header)
     upload_service().terminate(path.upload_id, tenant_scope())
     return Response(status=204), 204, {}

@@ -1,7 +1,9 @@
-// Polls the job's JSON while it is queued or running, moves the progress bars, and tells the page's other
-// scripts (video.js: the segments' timeline) with a "job:update" event carrying the JSON. Once the job has
-// finished the page reloads so its results are drawn, unless a listener cancels the event (a video is being
-// watched): then the Cancel button goes and a note offers the reload instead.
+// Polls the job's progress (/api/v1/jobs/<id>/progress, for the files this page shows) while it is queued or
+// running: moves the progress bars, fills in each image card as its result lands (what was found, and its boxes
+// drawn over the thumbnail), and tells the page's other scripts (video.js: the segments' timeline) with a
+// "job:update" event carrying the answer. Each poll sends the previous answer's cursor, so it brings only the files
+// that changed since. Once the job has finished the page reloads so its summary is drawn, unless a listener cancels
+// the event (a video is being watched): then the Cancel button goes and a note offers the reload instead.
 "use strict";
 
 (() => {
@@ -14,10 +16,15 @@
   const finishedNote = document.getElementById("finished-note");
   const cancel = document.getElementById("cancel");
   const status = document.getElementById("status");
+  const thumbs = document.querySelector(".thumbs");
+  const palette = thumbs ? JSON.parse(thumbs.dataset.palette) : [];
+  const unreached = thumbs ? JSON.parse(thumbs.dataset.unreached) : {};
   const intervalMs = Number(job.dataset.pollMs) || 700;
   const finished = new Set(["succeeded", "failed", "cancelled"]);
+  const SVG = "http://www.w3.org/2000/svg";
   const capitalize = (word) => word.charAt(0).toUpperCase() + word.slice(1);
   const count = (number) => number.toLocaleString("en-US");
+  let cursor = null;
 
   const showFrames = (frames) => {
     if (!frames || !framesText) return;
@@ -37,15 +44,74 @@
     job.dataset.status = body.status;
   };
 
+  // "circle 2 · square 1": objects per class, in class order, as the page's template writes them.
+  const found = (file, names) => {
+    const counts = new Map();
+    for (const box of [...file.boxes].sort((a, b) => a.class - b.class)) {
+      const name = names[box.class] ?? String(box.class);
+      counts.set(name, (counts.get(name) || 0) + 1);
+    }
+    return [...counts].map(([name, number]) => `${name} ${number}`).join(" · ");
+  };
+
+  const says = (file, names, jobStatus) => {
+    switch (file.state) {
+      case "done":
+        return file.boxes.length ? found(file, names) : "Nothing found";
+      case "failed":
+        return "Could not be processed";
+      case "not_reached":
+        return unreached[jobStatus] || "Not analysed";
+      case "deleted":
+        return "Deleted";
+      default:
+        return "Waiting…";
+    }
+  };
+
+  // The boxes over the thumbnail, in the image's pixels: the SVG's viewBox scales them with the picture, which
+  // both fit into the same box (object-fit: contain, and the SVG's default preserveAspectRatio).
+  const drawBoxes = (svg, file) => {
+    if (file.width && file.height) svg.setAttribute("viewBox", `0 0 ${file.width} ${file.height}`);
+    svg.replaceChildren(
+      ...file.boxes.map((box) => {
+        const [x1, y1, x2, y2] = box.box;
+        const rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("x", x1);
+        rect.setAttribute("y", y1);
+        rect.setAttribute("width", x2 - x1);
+        rect.setAttribute("height", y2 - y1);
+        rect.setAttribute("stroke", palette[box.class % palette.length]);
+        return rect;
+      }),
+    );
+  };
+
+  const fill = (body) => {
+    if (!thumbs) return;
+    for (const file of body.files) {
+      const card = thumbs.querySelector(`li[data-position="${file.position}"]`);
+      if (!card || card.classList.contains("thumb-deleted")) continue;
+      card.dataset.state = file.state;
+      card.querySelector(".found").textContent = says(file, body.names, body.status);
+      const svg = card.querySelector(".thumb-boxes");
+      if (svg) drawBoxes(svg, file);
+    }
+  };
+
   // Whether the page may reload: false when a listener of the update asked to keep it.
   const tell = (body) => job.dispatchEvent(new CustomEvent("job:update", { detail: body, cancelable: true }));
 
   const poll = async () => {
     try {
-      const response = await fetch(job.dataset.statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" });
+      const url = new URL(job.dataset.progressUrl, window.location.href);
+      if (cursor) url.searchParams.set("since", cursor);
+      const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const body = await response.json();
+      cursor = body.cursor;
       show(body);
+      fill(body);
       const mayReload = tell(body);
       if (finished.has(body.status)) {
         if (mayReload) {

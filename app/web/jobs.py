@@ -1,8 +1,15 @@
-"""``/jobs``: the recent jobs (``?status=`` one or several, as in the API); ``/jobs/<job_id>``: a job's
-progress, then its videos (each a player with its boxes drawn over it and its segments as a timeline,
-``app/static/video.js``) and its images with boxes and detections, with Cancel and Retry buttons, "Run again
-with…" (a new job on the same files, with another model or settings) and "Delete…" (its confirmation unfolds
-first). All are plain form posts with CSRF tokens, so they work without JavaScript."""
+"""``/jobs``: the recent jobs (``?status=`` one or several, as in the API), each with its short id, progress and
+model; ``/jobs/<job_id>``: a job's progress, its downloads (every export format, a zip of the annotated images; a
+failed or cancelled job's hold what it analysed), then its videos (each a player with its boxes drawn over it and
+its segments as a timeline, ``app/static/video.js``, and its own exports) and its images, their boxes drawn over
+the thumbnails, with Cancel and Retry buttons, "Run again with…" (a new job on the same files, with another model
+or settings) and "Delete…" (its confirmation unfolds first). All are plain form posts with CSRF tokens, so they
+work without JavaScript.
+
+While the job runs, ``app/static/job.js`` polls ``/api/v1/jobs/<id>/progress`` for the page's window of files and
+fills in each card as its result lands (its counts, and its boxes drawn in SVG over the thumbnail); the boxes of a
+finished file are drawn by the template the same way, so the thumbnail itself stays the plain image the browser
+caches for a day."""
 
 from __future__ import annotations
 
@@ -26,7 +33,10 @@ from app.quotas import limit_submissions
 from app.serializers import frames_url, part_json
 from app.web import bp
 from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
+from jobs.exports import FORMATS
+from jobs.progress import NOT_REACHED, file_state
 from jobs.service import JobFiles
+from jobs.video_exports import VIDEO_FORMATS
 from storage.tables import JOB_STATUSES, Job, Upload
 
 JOBS_PER_PAGE = 25
@@ -40,6 +50,53 @@ POLL_MS = 700
 VIDEO_POLL_MS = 2000
 
 JobAction = Response | tuple[str, int]
+# What each export is, as the job page offers it; a format missing here is offered by its name.
+EXPORT_LABELS = {"coco": "COCO (JSON)", "yolo": "YOLO labels (zip)", "csv": "CSV", "labelstudio": "Label Studio (JSON)"}
+VIDEO_EXPORT_LABELS = {
+    "mot": "MOT Challenge tracks (text)",
+    "cvat-video": "CVAT for video (XML)",
+    "coco": "COCO, one image per frame (JSON)",
+    "csv": "CSV",
+}
+# What a card says of an image the job never reached, by how the job ended.
+UNREACHED_SENTENCES = {
+    "cancelled": "Not analysed: the job was cancelled first",
+    "failed": "Not analysed: the job failed first",
+}
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file the job page offers: what it is, and its URL."""
+
+    label: str
+    url: str
+    name: str
+
+
+def _download(job: Job, endpoint: str, label: str, name: str, **query: Any) -> Download:
+    """A download of the job; what a failed or cancelled job analysed (``partial=true``)."""
+    partial = {"partial": "true"} if job.status != "succeeded" else {}
+    return Download(label, url_for(endpoint, job_id=job.id, **query, **partial), name)
+
+
+def job_downloads(job: Job, has_video: bool, has_images: bool) -> list[Download]:
+    """The job's exports (those of its images: a job with videos exports each video by itself) and, when it has
+    images, the zip of them annotated."""
+    exports = [] if has_video else FORMATS
+    downloads = [_download(job, "api.export_job", EXPORT_LABELS.get(n, n), n, format=n) for n in exports]
+    if has_images:
+        downloads.append(_download(job, "api.annotated_zip", "Annotated images (zip)", "annotated"))
+    return downloads
+
+
+def video_downloads(job: Job, upload: Upload) -> list[Download]:
+    """A video's exports (MOT only for a job with tracks)."""
+    return [
+        _download(job, "api.export_job", VIDEO_EXPORT_LABELS.get(n, n), n, format=n, file_id=upload.file_id)
+        for n in VIDEO_FORMATS
+        if n != "mot" or job.track
+    ]
 
 
 @dataclass(frozen=True)
@@ -74,6 +131,10 @@ class FileView:
     def counts(self) -> list[tuple[str, int]]:
         """How many objects of each class were found, in class order."""
         return class_counts([self])
+
+    def state(self, job: Job) -> str:
+        """What became of the file (``jobs.progress.file_state``)."""
+        return file_state(job, self.upload)
 
     @property
     def media(self) -> dict[str, Any] | None:
@@ -181,6 +242,10 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
     return render_template(
         "job.html",
         job=job,
+        downloads=_page_downloads(job, videos, images),
+        video_downloads={v.upload.id: video_downloads(job, v.upload) for v in videos if _exportable(job)},
+        not_reached=UNREACHED_SENTENCES.get(job.status, "Not analysed"),
+        unreached_sentences=UNREACHED_SENTENCES,
         models=service.models_of(db_session()),
         rerun={**own, **rerun} if rerun is not None else own,
         rerun_open=rerun is not None,
@@ -192,11 +257,7 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
         sampling=sampling(job),
         time_range=time_range(job),
         palette=PALETTE,
-        status_url=url_for(
-            "api.show_job",
-            job_id=job.id,
-            **({"files_offset": first - 1, "files_limit": FILES_PER_PAGE} if page > 1 else {}),
-        ),
+        progress_url=url_for("api.job_progress", job_id=job.id, offset=first - 1, limit=FILES_PER_PAGE),
         poll_ms=VIDEO_POLL_MS if videos else POLL_MS,
         page=page,
         first=first,
@@ -207,10 +268,25 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
         done=done,
         empty=sum(1 for f in done if not f.boxes),
         failed=sum(1 for f in images if f.upload.result is not None and f.upload.result.error),
+        unreached=sum(1 for f in images if f.state(job) == NOT_REACHED),
         reused=sum(1 for f in done if f.upload.result is not None and f.upload.result.cached),
         bundled=get_settings().runs_bundled_weights(job.model),
         error=error,
     )
+
+
+def _exportable(job: Job) -> bool:
+    """Whether the job has anything to export: it has finished, with at least one file analysed."""
+    return job.is_finished and job.done_files > 0
+
+
+def _page_downloads(job: Job, videos: Sequence[VideoView], images: Sequence[FileView]) -> list[Download]:
+    """The job's downloads as its page offers them: none before it has finished, or when it analysed nothing."""
+    if not _exportable(job):
+        return []
+    # A video on another page counts too: the export route exports a job's first video unless told which.
+    has_video = bool(videos) or get_job_service().video_source(db_session(), job.id, tenant_scope(), None)[1]
+    return job_downloads(job, bool(has_video), bool(images))
 
 
 @bp.get("/jobs/<uuid:job_id>/files/<uuid:file_id>")

@@ -24,6 +24,7 @@ from app.extensions import db_session, get_job_service, get_settings
 from app.forms import FPS_RANGE, SECONDS_RANGE, TILES_RANGE, YES
 from app.quotas import limit_submissions
 from app.web import bp
+from config.settings import model_name
 from jobs.catalog import ModelInfo
 from jobs.lifecycle import JobParams
 
@@ -57,7 +58,10 @@ class ResumableUploads:
 
 
 def size_rule(model: ModelInfo) -> str:
-    """The form's sentence on a model's inference size: its default, and the stride sizes are rounded to."""
+    """The form's sentence on a model's inference size: the one it runs at (an export made at a fixed size), or
+    its default and the stride sizes are rounded to."""
+    if model.fixed_imgsz is not None:
+        return f"This model runs at {model.fixed_imgsz} whatever size is asked."
     if model.record is None or not model.record.stride:
         return ""
     stride = model.record.stride
@@ -68,11 +72,19 @@ def size_rule(model: ModelInfo) -> str:
     )
 
 
+def chosen_model(named: str, models: list[ModelInfo], default: str) -> str:
+    """The model the form shows chosen: ``named`` (an alias stands for its model) while new jobs may ask for it
+    (``models``: the registry's active ones, registered at run time too), else ``default``."""
+    name = model_name(named.strip())
+    return name if any(model.name == name for model in models) else default
+
+
 def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None = None) -> FormPage:
     """The form, with ``error`` as a sentence above it and the user's choices kept."""
     settings = get_settings()
+    models = get_job_service().models_of(db_session())
     chosen = {"model": settings.default_model, "conf": JobParams.conf, "iou": JobParams.iou, **(fields or {})}
-    chosen["model"] = settings.registry_name(str(chosen["model"])) or settings.default_model
+    chosen["model"] = chosen_model(str(chosen["model"]), models, settings.default_model)
     files = settings.files
     uploads = ResumableUploads(
         url_for("api.create_upload"), CHUNK_BYTES, files.max_file_bytes, files.max_job_files, files.upload_expiry_hours
@@ -80,7 +92,7 @@ def render_form(error: ApiError | None = None, fields: Mapping[str, str] | None 
     page = render_template(
         "upload.html",
         uploads=uploads,
-        models=get_job_service().models_of(db_session()),
+        models=models,
         size_rule=size_rule,
         fields=chosen,
         max_size=readable_size(current_app.config["MAX_CONTENT_LENGTH"]),

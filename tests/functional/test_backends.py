@@ -124,6 +124,7 @@ def _predict_alone(path: str) -> Callable[[], float]:
 
 
 @pytest.mark.skipif(cpu_budget().count < 2, reason="needs two cores: it checks that two processes use both")
+@pytest.mark.alone  # two processes each get a whole core only on a machine doing nothing else
 def test_two_single_thread_openvino_processes_use_a_core_each() -> None:
     """OpenVINO pins its threads to cores counted from the first: unpinned, two worker processes of one thread
     each run side by side (pinned, they shared one core: half a core each)."""

@@ -101,7 +101,7 @@ def test_a_video_is_sent_by_tus_sampled_tracked_and_exported_as_mot(
     detect_end = [s for s in states if s.startswith("detect: 100%")]
     assert detect_end and f"{len(sampled)}/{len(sampled)}" in detect_end[-1], f"the detection bar ends full: {states}"
     assert states.index(upload_end[-1]) < states.index(detect_end[-1])
-    assert f"{len(sampled)} frames analysed in 1 jobs" in run.stderr
+    assert f"{len(sampled)} frames analysed in 1 job" in run.stderr
     assert "could not be decoded" not in run.stderr
     assert f"wrote {run.mot}" in run.stderr
 

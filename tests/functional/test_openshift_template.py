@@ -1,10 +1,13 @@
-"""Offline checks of the OpenShift template and of the Containerfile.
+"""Offline checks of the OpenShift templates and of the Containerfile.
 
-The template is rendered here as ``oc process`` renders it: ``${NAME}`` is replaced
+A template is rendered here as ``oc process`` renders it: ``${NAME}`` is replaced
 inside strings (keys too), a value that is exactly ``${{NAME}}`` becomes the JSON
 value of the parameter, and ``generate: expression`` parameters get random values.
 Every Kubernetes object is then validated against kubernetes-validate's strict
-schemas; Routes and the Template itself get structural checks. No cluster, no
+schemas; Routes and the Template itself get structural checks. KEDA's objects (the
+autoscaling template) are validated against KEDA 2.16.1's schemas as
+``tests/fixtures/keda/`` reconstructs them from its CRDs (``reconstruct.py`` says how),
+and the HPA openshift/README.md offers instead against Kubernetes'. No cluster, no
 PostgreSQL, RabbitMQ or Redis is needed.
 """
 
@@ -18,18 +21,29 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
+import celery_config
 import proxy
 from accounts.keys import is_well_formed
+from app.backlog_metrics import QUEUE_MESSAGES
+from config import Settings
 from config.paths import PROJECT_ROOT
 from config.settings import declared_fields
+from storage.queue_depths import ManagementApi
 
 TEMPLATE_PATH = PROJECT_ROOT / "openshift" / "yolo-jobs-template.yaml"
+AUTOSCALING_PATH = PROJECT_ROOT / "openshift" / "yolo-jobs-autoscaling-template.yaml"
+README_PATH = PROJECT_ROOT / "openshift" / "README.md"
+KEDA_SCHEMAS_PATH = PROJECT_ROOT / "tests" / "fixtures" / "keda" / "keda-2.16.1.schema.json"
 CONTAINERFILE_PATH = PROJECT_ROOT / "Containerfile"
+# Flower's task list shows a job's progress in its Result column on OpenShift as under `make flower`.
+FLOWER_COLUMNS = re.search(r"--tasks_columns=(\S+)", (PROJECT_ROOT / "Makefile").read_text())[1]
 SETUP_CFG_PATH = PROJECT_ROOT / "setup.cfg"
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -40,7 +54,7 @@ SHARED_CLAIM = "ml-files-storage"
 SHARED_MOUNT = "/shared-storage"
 FILE_DEPLOYMENTS = ("yolo-jobs-api", "yolo-jobs-worker-inference", "yolo-jobs-worker-maintenance")
 SERVICE_DEPLOYMENTS = ("yolo-jobs-postgresql", "yolo-jobs-rabbitmq", "yolo-jobs-redis")
-CELERY_HARD_TIME_LIMIT = 1500
+CELERY_HARD_TIME_LIMIT = celery_config.from_settings(Settings())["task_time_limit"]
 PROXY_CONTAINER = "proxy"
 
 STRING_PARAM = re.compile(r"\$\{([a-zA-Z0-9_]+)\}")
@@ -63,8 +77,8 @@ class RenderError(ValueError):
 # --- Rendering ----------------------------------------------------------------------
 
 
-def load_template() -> Object:
-    return yaml.safe_load(TEMPLATE_PATH.read_text())
+def load_template(path: Path = TEMPLATE_PATH) -> Object:
+    return yaml.safe_load(path.read_text())
 
 
 def generate_value(expression: str) -> str:
@@ -177,22 +191,29 @@ def walk_strings(node: Any) -> Iterator[str]:
 
 TEMPLATE = load_template()
 RENDERED = render(TEMPLATE, {"IMAGE": TEST_IMAGE})
+AUTOSCALING = load_template(AUTOSCALING_PATH)
+SCALED = render(AUTOSCALING, {})
 
 
 # --- The template and its parameters ---------------------------------------------------
 
 
-def test_template_header() -> None:
-    assert TEMPLATE["apiVersion"] == "template.openshift.io/v1"
-    assert TEMPLATE["kind"] == "Template"
-    assert TEMPLATE["metadata"]["name"] == "yolo-jobs"
+BOTH_TEMPLATES = pytest.mark.parametrize("template", [TEMPLATE, AUTOSCALING], ids=["main", "autoscaling"])
 
 
-def test_every_reference_is_declared_and_every_parameter_used() -> None:
-    declared = [param["name"] for param in TEMPLATE["parameters"]]
+@pytest.mark.parametrize(("template", "name"), [(TEMPLATE, "yolo-jobs"), (AUTOSCALING, "yolo-jobs-autoscaling")])
+def test_template_header(template: Object, name: str) -> None:
+    assert template["apiVersion"] == "template.openshift.io/v1"
+    assert template["kind"] == "Template"
+    assert template["metadata"]["name"] == name
+
+
+@BOTH_TEMPLATES
+def test_every_reference_is_declared_and_every_parameter_used(template: Object) -> None:
+    declared = [param["name"] for param in template["parameters"]]
     used = {
         match
-        for text in walk_strings([TEMPLATE["objects"], TEMPLATE.get("message", "")])
+        for text in walk_strings([template["objects"], template.get("message", "")])
         for match in ANY_PARAM.findall(text)
     }
     assert len(declared) == len(set(declared)), "duplicate parameter names"
@@ -200,8 +221,9 @@ def test_every_reference_is_declared_and_every_parameter_used() -> None:
     assert set(declared) - used == set(), "parameters no object uses"
 
 
-def test_parameters_are_documented() -> None:
-    for param in TEMPLATE["parameters"]:
+@BOTH_TEMPLATES
+def test_parameters_are_documented(template: Object) -> None:
+    for param in template["parameters"]:
         assert param.get("description"), f"{param['name']} has no description"
         assert isinstance(param.get("value", ""), str), f"{param['name']}'s value is not a string"
         if param.get("generate"):
@@ -221,6 +243,7 @@ def test_unknown_parameter_fails() -> None:
 
 def test_rendering_leaves_no_parameter_reference() -> None:
     assert "${" not in json.dumps(RENDERED)
+    assert "${" not in json.dumps(SCALED)
 
 
 def test_generated_secrets_are_random_and_well_formed() -> None:
@@ -234,7 +257,7 @@ def test_generated_secrets_are_random_and_well_formed() -> None:
 
 
 def test_every_object_is_labelled() -> None:
-    for obj in RENDERED:
+    for obj in RENDERED + SCALED:
         labels = obj["metadata"]["labels"]
         assert labels.get("app.kubernetes.io/part-of") == "yolo-jobs", object_id(obj)
         assert labels.get("app.kubernetes.io/component"), object_id(obj)
@@ -337,7 +360,7 @@ def test_commands_are_exact() -> None:
         ],
         "yolo-jobs-worker-webhooks": ["celery", "-A", "tasks", "worker", "-Q", "webhooks", "--concurrency", "4", "-E"],
         "yolo-jobs-beat": ["celery", "-A", "tasks", "beat", "--schedule", "/tmp/celerybeat-schedule"],
-        "yolo-jobs-flower": ["celery", "-A", "tasks", "flower", "--port=5555"],
+        "yolo-jobs-flower": ["celery", "-A", "tasks", "flower", "--port=5555", f"--tasks_columns={FLOWER_COLUMNS}"],
     }
     for deployment, command in expected.items():
         assert main_container(RENDERED, deployment)["command"] == command, deployment
@@ -423,7 +446,8 @@ def test_only_the_inference_worker_asks_for_gpus() -> None:
 
 
 def test_workers_outlive_the_task_time_limit() -> None:
-    for name in ("yolo-jobs-worker-inference", "yolo-jobs-worker-maintenance"):
+    """A worker stopped (a rollout, a scale-down) finishes its running task first: Celery's warm shutdown."""
+    for name in ("yolo-jobs-worker-inference", "yolo-jobs-worker-maintenance", "yolo-jobs-worker-webhooks"):
         grace = pod_spec(find(RENDERED, "Deployment", name))["terminationGracePeriodSeconds"]
         assert grace > CELERY_HARD_TIME_LIMIT, name
 
@@ -749,3 +773,179 @@ def test_only_the_apps_pods_reach_the_services(component: str) -> None:
 def test_gunicorn_trusts_forwarded_headers_only_from_its_proxy() -> None:
     api = env_values(main_container(RENDERED, "yolo-jobs-api"))
     assert api["FORWARDED_ALLOW_IPS"] == "127.0.0.1", "never '*': only the proxy in the pod speaks to gunicorn"
+
+
+# --- Autoscaling: KEDA's template, and the HPA openshift/README.md offers instead -----------
+
+KEDA_SCHEMAS: dict[str, Object] = json.loads(KEDA_SCHEMAS_PATH.read_text())
+SCALED_WORKERS = {"yolo-jobs-worker-inference": "inference", "yolo-jobs-worker-webhooks": "webhooks"}
+MANAGEMENT_AUTH = "yolo-jobs-rabbitmq-management"
+
+
+def keda_errors(obj: Object) -> list[str]:
+    """What KEDA's schema (``tests/fixtures/keda/``) finds wrong with a ScaledObject or TriggerAuthentication."""
+    validator = Draft202012Validator(KEDA_SCHEMAS[obj["kind"]])
+    return sorted(f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(obj))
+
+
+def trigger(objects: list[Object], name: str) -> Object:
+    (only,) = find(objects, "ScaledObject", name)["spec"]["triggers"]
+    return only
+
+
+def rabbitmq_container() -> Object:
+    return main_container(RENDERED, "yolo-jobs-rabbitmq")
+
+
+@pytest.mark.parametrize("obj", SCALED, ids=object_id)
+def test_autoscaling_object_is_valid(obj: Object) -> None:
+    if obj["kind"] in KEDA_SCHEMAS:
+        assert obj["apiVersion"] == "keda.sh/v1alpha1"
+        assert keda_errors(obj) == []
+    else:
+        kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True)
+
+
+def test_autoscaling_object_kinds() -> None:
+    assert sorted(object_id(obj) for obj in SCALED) == [
+        "NetworkPolicy/yolo-jobs-rabbitmq-management-from-keda",
+        "ScaledObject/yolo-jobs-worker-inference",
+        "ScaledObject/yolo-jobs-worker-webhooks",
+        "Secret/yolo-jobs-autoscaling",
+        f"TriggerAuthentication/{MANAGEMENT_AUTH}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "refused"),
+    [
+        (("spec", "minReplicas"), 1, "Additional properties"),  # the HPA's name, not KEDA's
+        (("spec", "minReplicaCount"), "0", "is not of type 'integer'"),
+        (
+            (
+                "spec",
+                "advanced",
+                "horizontalPodAutoscalerConfig",
+                "behavior",
+                "scaleDown",
+                "stabilizationWindowSeconds",
+            ),
+            7200,
+            "is greater than the maximum",
+        ),
+        (("spec", "triggers", 0, "metadata", "value"), 10, "is not of type 'string'"),
+        (("spec", "triggers", 0, "authenticationRef"), {"secret": MANAGEMENT_AUTH}, "'name' is a required property"),
+    ],
+)
+def test_the_keda_schema_refuses_what_keda_refuses(path: tuple[str | int, ...], value: Any, refused: str) -> None:
+    """The reconstructed schema is closed and typed: a misspelt field, a quoted number, an unquoted value fail."""
+    scaled = json.loads(json.dumps(find(SCALED, "ScaledObject", "yolo-jobs-worker-inference")))
+    node = scaled
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert any(refused in error for error in keda_errors(scaled)), keda_errors(scaled)
+
+
+@pytest.mark.parametrize("fewest", ["0", "1", "2"])
+def test_the_inference_workers_may_scale_to_zero(fewest: str) -> None:
+    objects = render(AUTOSCALING, {"INFERENCE_MIN_REPLICAS": fewest})
+    scaled = find(objects, "ScaledObject", "yolo-jobs-worker-inference")
+    assert scaled["spec"]["minReplicaCount"] == int(fewest) <= scaled["spec"]["maxReplicaCount"]
+    assert keda_errors(scaled) == []
+
+
+@pytest.mark.parametrize(("name", "queue"), SCALED_WORKERS.items())
+def test_each_worker_scales_on_its_own_queue_counting_unacknowledged_messages(name: str, queue: str) -> None:
+    scaled = find(SCALED, "ScaledObject", name)
+    assert scaled["spec"]["scaleTargetRef"] == {"name": name}
+    command = main_container(RENDERED, name)["command"]
+    assert command[command.index("-Q") + 1] == queue, "the Deployment scaled consumes the queue counted"
+    assert queue in {declared.name for declared in celery_config.QUEUES}
+    rabbitmq = trigger(SCALED, name)
+    assert rabbitmq["type"] == "rabbitmq" and rabbitmq["authenticationRef"] == {"name": MANAGEMENT_AUTH}
+    # http: the management API's count, ready + unacknowledged (AMQP's would miss every task running).
+    assert {key: rabbitmq["metadata"][key] for key in ("protocol", "mode", "queueName")} == {
+        "protocol": "http",
+        "mode": "QueueLength",
+        "queueName": queue,
+    }
+    assert "excludeUnacknowledged" not in rabbitmq["metadata"]
+    assert int(rabbitmq["metadata"]["value"]) >= 1
+    # A scale-down lets the running task finish: the pod's grace outlasts Celery's hard time limit.
+    assert pod_spec(find(RENDERED, "Deployment", name))["terminationGracePeriodSeconds"] > CELERY_HARD_TIME_LIMIT
+
+
+def test_keda_reads_the_own_rabbitmqs_management_api_as_the_broker_user() -> None:
+    metadata = trigger(SCALED, "yolo-jobs-worker-inference")["metadata"]
+    host = urlsplit(metadata["host"])
+    assert (host.username, host.password, host.path) == (None, None, "/"), "no credentials, no vhost in the host"
+    service = find(RENDERED, "Service", "yolo-jobs-rabbitmq")
+    management = next(port for port in service["spec"]["ports"] if port["name"] == "management")
+    assert (host.hostname, host.port) == (service["metadata"]["name"], management["port"])
+    assert {"name": "management", "containerPort": management["port"], "protocol": "TCP"} in rabbitmq_container()[
+        "ports"
+    ]
+    broker = urlsplit(default_value(TEMPLATE, "CELERY_BROKER_URL"))
+    assert metadata["vhostName"] == (unquote(broker.path[1:]) or "/")
+    refs = {
+        ref["parameter"]: ref
+        for ref in find(SCALED, "TriggerAuthentication", MANAGEMENT_AUTH)["spec"]["secretTargetRef"]
+    }
+    assert set(refs) == {"username", "password"}
+    username = find(SCALED, "Secret", refs["username"]["name"])["stringData"][refs["username"]["key"]]
+    assert username == broker.username == env_values(rabbitmq_container())["RABBITMQ_DEFAULT_USER"]
+    # The broker's password, kept in the main template's Secret: the own RabbitMQ's user has it.
+    password = find(RENDERED, "Secret", refs["password"]["name"])["stringData"][refs["password"]["key"]]
+    assert password == find(RENDERED, "Secret", "yolo-jobs-rabbitmq")["stringData"]["password"]
+
+
+def test_the_own_rabbitmq_runs_its_management_api() -> None:
+    """The official image's plain variant has no management API, and turns off the statistics it would count."""
+    assert default_value(TEMPLATE, "RABBITMQ_IMAGE").endswith("-management")
+    assert rabbitmq_container()["image"] == default_value(TEMPLATE, "RABBITMQ_IMAGE")
+
+
+def test_the_api_reads_the_queue_depths_from_the_own_rabbitmq() -> None:
+    """With RABBITMQ_MANAGEMENT_URL left empty, the API's settings point at the management port KEDA reads."""
+    env = {
+        **find(RENDERED, "ConfigMap", "yolo-jobs-config")["data"],
+        **env_values(main_container(RENDERED, "yolo-jobs-api")),
+    }
+    assert env["RABBITMQ_MANAGEMENT_URL"] == ""
+    settings = Settings.from_env(env)
+    api = ManagementApi.of_broker(settings.broker_url, settings.broker_management_url)
+    keda = urlsplit(trigger(SCALED, "yolo-jobs-worker-inference")["metadata"]["host"])
+    assert api.base_url == f"{keda.scheme}://{keda.netloc}"
+    assert (api.username, api.password) == ("yolo", "$(BROKER_PASSWORD)"), "filled in by the kubelet"
+
+
+def test_keda_is_let_in_to_the_rabbitmq_management_port_only() -> None:
+    policy = find(SCALED, "NetworkPolicy", "yolo-jobs-rabbitmq-management-from-keda")
+    assert selects(policy["spec"]["podSelector"], pod_labels("rabbitmq"))
+    assert not selects(policy["spec"]["podSelector"], pod_labels("api"))
+    (rule,) = policy["spec"]["ingress"]
+    keda = default_value(AUTOSCALING, "KEDA_NAMESPACE")
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": keda}}}]
+    port = urlsplit(trigger(SCALED, "yolo-jobs-worker-inference")["metadata"]["host"]).port
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+
+
+def readme_yaml() -> list[Object]:
+    """The YAML blocks of openshift/README.md."""
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README_PATH.read_text(), re.DOTALL)]
+
+
+def test_the_readme_hpa_scales_a_worker_on_the_apis_queue_gauge() -> None:
+    (hpa,) = [block for block in readme_yaml() if block.get("kind") == "HorizontalPodAutoscaler"]
+    kubernetes_validate.validate(hpa, desired_version=K8S_VERSION, strict=True)
+    target = hpa["spec"]["scaleTargetRef"]
+    assert find(RENDERED, target["kind"], target["name"])["apiVersion"] == target["apiVersion"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] == QUEUE_MESSAGES
+    queue = metric["external"]["metric"]["selector"]["matchLabels"]["queue"]
+    assert queue == SCALED_WORKERS[target["name"]]
+    (adapter,) = [block for block in readme_yaml() if "externalRules" in block]
+    (rule,) = adapter["externalRules"]
+    assert rule["seriesQuery"].startswith(QUEUE_MESSAGES + "{")
+    assert "<<.Series>>{<<.LabelMatchers>>}" in rule["metricsQuery"], "the HPA's selector reaches the query"

@@ -126,7 +126,7 @@ def test_celery_cli_inspect_status_and_call(ops_stack: OpsStack) -> None:
     assert {"tasks.detection.detect", CLEANUP_TASK, REAP_TASK} <= set(re.findall(r"\* (\S+)", registered)), registered
     assert re.search(r"1 node online", celery(env, "status", "--timeout", "5"))
 
-    job_id = submit(app, fresh_images(8), imgsz="1280")
+    job_id = submit(app, fresh_images(32), imgsz="1280")  # about 8 s: long enough for `inspect active` to see
     wait_until(lambda: job_id in celery(env, "inspect", "active", "--timeout", "5"), 60, interval=0.5, what="active")
     wait_until(lambda: finished_job(storage, job_id), 180, what="slow job")
 

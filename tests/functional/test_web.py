@@ -207,7 +207,7 @@ def test_body_over_the_limit_is_a_413_page_on_the_web_and_json_on_the_api(make_a
 @pytest.mark.parametrize(
     ("path", "sentence"),
     [
-        (f"/jobs/{uuid.uuid4()}", "No job with this id."),
+        ("/jobs/6d1c5b0e-8f0a-4c55-9d0b-2f3c1e0a7b44", "No job with this id."),  # a job id no run makes
         ("/jobs/not-a-job", "No job with this id."),
         ("/no-such-page", "The requested URL was not found on the server."),
     ],
@@ -386,6 +386,7 @@ def test_a_large_job_page_shows_its_files_a_page_at_a_time(app: Flask, client: F
     assert second.count('<li class="thumb"') == 5 and "<h2>Images 101–105 of 105</h2>" in second
     assert ">img-104.png<" in second and f'href="/jobs/{job_id}?page=1" rel="prev"' in second
     assert 'rel="next"' not in second and "0 of 105 images done" in second
+    assert f'data-progress-url="/api/v1/jobs/{job_id}/progress?offset=100&amp;limit=100"' in second, "polls its page"
 
 
 def aged_csrf_token(app: Flask, client: FlaskClient, hours: float) -> str:

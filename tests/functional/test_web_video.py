@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from harness.processes import ServiceProcess, wait_until
 from harness.videos import write_shapes_video
+from jobs.video_exports import VIDEO_FORMATS
 from tests.conftest import ARTIFACTS
 from tests.functional.browser import watched_page
 from tests.functional.test_web import PHONE, UUID_PATH, csrf_token, inference_paused, post_form, unbroken
@@ -253,6 +254,21 @@ def test_a_video_plays_with_its_boxes_and_its_segments_timeline(
         assert unbroken(page, ".nav a, .status, .facts dd") == []
         assert_boxes_drawn(player, frame_at(api, api_url, job, drawn / VIDEO_FPS))
         page.screenshot(path=str(artifacts / "video-job-phone.png"), full_page=True)
+
+        page.reload()  # finished: the video's own exports are offered under it
+        links = player.locator(".video-downloads a")
+        expect(links).to_have_count(len(VIDEO_FORMATS))  # MOT too: the job has tracks
+        for index, name in enumerate(VIDEO_FORMATS):
+            link = links.nth(index)
+            assert link.get_attribute("data-format") == name
+            assert f"file_id={job['files'][0]['file_id']}" in (link.get_attribute("href") or "")
+            with page.expect_download() as info:
+                link.click()
+            download = info.value
+            data = Path(download.path()).read_bytes()
+            assert download.suggested_filename.startswith(f"job-{job_id}-shapes-{name}"), download.suggested_filename
+            assert data.count(b"\n") > 10 or len(data) > 1000, (name, data[:200])  # a row, a track or a frame each
+        page.locator(".video-downloads").screenshot(path=str(artifacts / "video-job-downloads.png"))
         assert watched.errors == [] and watched.outside == [] and watched.dialogs == []
 
 

@@ -40,7 +40,6 @@ def test_parameters_default_and_name_the_registry_model() -> None:
 @pytest.mark.parametrize(
     ("form", "code", "sentence"),
     [
-        ({"model": "nope"}, "unknown_model", "Unknown model 'nope'; known models: shapes, coco."),
         ({"conf": "nan"}, "invalid_parameter", "conf must be a number between 0.0 and 1.0."),
         ({"iou": "1.5"}, "invalid_parameter", "iou must be a number between 0.0 and 1.0."),
         ({"conf": "high"}, "invalid_parameter", "conf must be a number between 0.0 and 1.0."),
@@ -94,11 +93,11 @@ def test_statuses_repeated_or_comma_separated_once_each() -> None:
 
 
 def test_a_rerun_changes_only_the_parameters_its_form_sets() -> None:
-    assert parse_param_changes({}, SETTINGS) == {}
-    assert parse_param_changes({"conf": " ", "iou": "0.5"}, SETTINGS) == {"iou": 0.5}
-    assert parse_param_changes({"model": "default", "imgsz": "320"}, SETTINGS) == {"model": "shapes", "imgsz": 320}
+    assert parse_param_changes({}) == {}
+    assert parse_param_changes({"conf": " ", "iou": "0.5"}) == {"iou": 0.5}
+    assert parse_param_changes({"model": "default", "imgsz": "320"}) == {"model": "shapes", "imgsz": 320}
     with pytest.raises(ApiError) as refused:
-        parse_param_changes({"conf": "2"}, SETTINGS)
+        parse_param_changes({"conf": "2"})
     assert (refused.value.status, refused.value.code) == (400, "invalid_parameter")
 
 

@@ -13,7 +13,7 @@ from gunicorn.config import Config
 import celery_config
 from config import Settings, SettingsError
 from config.paths import BUNDLED_MODEL
-from config.settings import declared_fields
+from config.settings import declared_fields, model_name
 
 
 def test_defaults_work_on_this_machine() -> None:
@@ -37,7 +37,7 @@ def test_default_is_an_alias_of_shapes_wherever_a_model_is_named() -> None:
     old = Settings.from_env({"YOLO_MODELS": "default=/m/shapes.pt,coco=/m/yolo11n.pt", "YOLO_DEFAULT_MODEL": "default"})
     assert list(old.models) == ["shapes", "coco"] and old.models["shapes"] == "/m/shapes.pt"
     assert old.default_model == "shapes"
-    assert [old.registry_name(n) for n in ("default", "shapes", "coco", "nope")] == ["shapes", "shapes", "coco", None]
+    assert [model_name(n) for n in ("default", "shapes", "coco", "nope")] == ["shapes", "shapes", "coco", "nope"]
     assert old.aliases_of("shapes") == ["default"] and old.aliases_of("coco") == []
     with pytest.raises(SettingsError, match="twice"):
         Settings.from_env({"YOLO_MODELS": "default=/m/a.pt,shapes=/m/b.pt"})
@@ -245,9 +245,9 @@ def test_a_bad_value_stops_the_celery_app_at_start_up() -> None:
 
 def test_every_setting_is_declared_with_a_variable_and_a_meaning() -> None:
     fields = declared_fields()
-    assert len(fields) == 56
+    assert len(fields) == 61
     integers = {name for name, field in fields.items() if field.annotation in (int, int | None)}
-    assert len(integers) == 30 and integers == set(INTEGER_BOUNDS), "every integer setting declares its bound"
+    assert len(integers) == 33 and integers == set(INTEGER_BOUNDS), "every integer setting declares its bound"
     for name, field in fields.items():
         assert name.isupper() and name.replace("_", "").isalnum(), name
         assert field.description and "\n" not in field.description, name

@@ -7,7 +7,6 @@ import io
 import json
 import uuid
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,10 @@ CLASSES = {0: "circle", 1: "square", 2: "triangle"}
 def image(filename: str, *detections: Detection, width: int = 200, height: int = 100) -> ExportImage:
     file_id = str(uuid.uuid4())
     return ExportImage(file_id, filename, width, height, list(detections), f"http://api/files/{file_id}/content")
+
+
+def url_of(file_id: str, filename: str) -> str:
+    return f"/files/{file_id}/{filename}"
 
 
 def sample() -> JobExport:
@@ -91,12 +94,19 @@ def test_label_names_are_unique_ignoring_case() -> None:
     assert [names.name_for(f) for f in filenames] == ["x.txt", "X-2.txt", "x-2-2.txt", "x-3.txt", "image.txt"]
 
 
-def test_csv_has_one_row_per_detection() -> None:
-    rows = list(csv.DictReader(io.StringIO(build(sample(), "csv").content.decode())))
-    assert len(rows) == 3
+def test_csv_has_one_row_per_detection_and_one_for_an_image_with_none() -> None:
+    """As a video's CSV has for an empty frame: the image seen empty is in the file, its detection columns empty."""
+    exported = sample()
+    rows = list(csv.DictReader(io.StringIO(build(exported, "csv").content.decode())))
+    assert len(rows) == 4
     header = "job file filename class name confidence x1 y1 x2 y2 width height"
     assert list(rows[0]) == header.split()
     assert rows[2] == rows[2] | {"filename": "a.png", "class": "1", "name": "square", "x2": "20", "width": "200"}
+    empty = list(exported.images)[2]
+    assert rows[3] == {
+        **dict.fromkeys(header.split(), ""),
+        **{"job": "job-1", "file": empty.file_id, "filename": "empty.jpg", "width": "200", "height": "100"},
+    }
 
 
 def test_label_studio_tasks_hold_rectangles_in_percent() -> None:
@@ -137,16 +147,17 @@ def test_a_job_exports_only_images_analysed_without_error(store: Storage) -> Non
         record_results(session, job_id, run.lease_token, results, LEASE)
     with store.database.transaction() as session:
         classes = model_classes(session, "default")
-    export = job_export(job_state(store, job_id), classes, lambda file_id: f"/files/{file_id}")
+    export = job_export(job_state(store, job_id), classes, url_of)
     images = list(export.images)
     assert [i.filename for i in images] == ["img-0.png"], "no error result, no missing result"
+    assert images[0].url == f"/files/{images[0].file_id}/img-0.png", "located by its file id and name"
     assert images[0].detections == [Detection(7, "hexagon", 0.8, 1, 2, 3, 4)]
     assert export_classes(export) == {0: "circle", 1: "square", 7: "hexagon"}
     assert export.status == "running"
     with store.database.transaction() as session:
         job, uploads = JobService(Settings(), store, None).export_source(session, job_id, None)
-        paged = job_export(job, classes, str, uploads)
-        assert list(paged.images) == [replace(images[0], url=images[0].file_id)]
+        paged = job_export(job, classes, url_of, uploads)
+        assert list(paged.images) == images
 
 
 def test_an_export_of_many_images_streams_in_bounded_chunks_read_a_page_at_a_time(store: Storage) -> None:
@@ -165,9 +176,9 @@ def test_an_export_of_many_images_streams_in_bounded_chunks_read_a_page_at_a_tim
         pages = UploadsInPages(session, job_id, page=3)
         reads: list[str] = []
         event.listen(session.get_bind(), "before_cursor_execute", lambda *a: reads.append(str(a[2])))
-        exported = build(job_export(job, {}, str, pages), "coco")
+        exported = build(job_export(job, {}, url_of, pages), "coco")
         chunks = [len(chunk) for chunk in exported.chunks]
-        document = json.loads(b"".join(build(job_export(job, {}, str, pages), "coco").chunks))
+        document = json.loads(b"".join(build(job_export(job, {}, url_of, pages), "coco").chunks))
     assert len([sql for sql in reads if "FROM uploads" in sql]) == 2 * 3 * 2, "7 rows in pages of 3, twice per export"
     assert len(chunks) > 1 and max(chunks) < 2 * CHUNK_BYTES
     assert len(document["images"]) == 7 and len(document["annotations"]) == 7 * 300

@@ -1,7 +1,8 @@
 """The upload service on a real database and volume, without HTTP: what a piece leaves behind when it ends
 well, early, too long, with a wrong checksum or after a failure; the hash kept or rebuilt; finishing into
 a deduplicated stored file (an image, a video with its probe) or refusing what is neither, the upload
-removed; and the expiry sweep."""
+removed; model weights, which only an admin may declare and which must be what their name says; and the expiry
+sweep."""
 
 from __future__ import annotations
 
@@ -15,9 +16,18 @@ import pytest
 from sqlalchemy import select, update
 
 from config.settings import FileSettings
+from files.errors import LargerThanQuota
 from harness.images import image_bytes
 from resumable import service as service_module
-from resumable.errors import ChecksumMismatch, ExceedsLength, OffsetMismatch, UploadBusy, UploadNotFound
+from resumable.errors import (
+    ChecksumMismatch,
+    ExceedsLength,
+    OffsetMismatch,
+    PurposeNotAllowed,
+    UnknownPurpose,
+    UploadBusy,
+    UploadNotFound,
+)
 from resumable.expiry import ORPHAN_PART_GRACE, sweep_uploads
 from resumable.locks import upload_lock
 from resumable.service import Checksum, UploadService, find_upload
@@ -25,6 +35,7 @@ from storage import Storage
 from storage.images import UnsupportedMedia
 from storage.tables import ResumableUpload, StoredFile, TenantFile
 from tests.helpers import add_key
+from tests.unit.jobs.test_registry import zipped
 from tests.unit.storage.test_media import padded_image, video_bytes
 
 SETTINGS = FileSettings()
@@ -258,3 +269,50 @@ def test_an_empty_upload_is_refused_at_its_creation_and_nothing_is_kept(
     with store.database.transaction() as session:
         assert session.scalar(select(ResumableUpload.id)) is None and session.scalar(select(StoredFile.id)) is None
     assert list(service.parts.directory.iterdir()) == []
+
+
+def test_only_an_admin_sends_weights_and_only_weights_of_the_form_their_name_says(
+    store: Storage, service: UploadService, tenant: uuid.UUID
+) -> None:
+    weights = zipped(b"tensors")
+    declared = {"filename": "yolo11n.pt", "purpose": "weights"}
+
+    def create(
+        metadata: dict[str, str], admin: bool, length: int = len(weights), on: UploadService = service
+    ) -> ResumableUpload:
+        with store.database.session() as session:
+            return on.create(session, tenant, length, metadata, metadata["filename"], admin=admin)
+
+    refusals = [
+        (declared, False, PurposeNotAllowed, "Only an admin key may send model weights"),
+        ({**declared, "purpose": "backup"}, True, UnknownPurpose, "purpose 'backup' is unknown"),
+        ({**declared, "filename": "m.engine"}, True, UnsupportedMedia, r"^m\.engine: weights are sent as a \.pt"),
+    ]
+    for metadata, admin, refusal, sentence in refusals:
+        with pytest.raises(refusal, match=sentence):
+            create(metadata, admin)
+    with pytest.raises(LargerThanQuota):  # quotas count weights as any file
+        create(declared, True, on=UploadService(store, FileSettings(QUOTA_STORAGE_BYTES=len(weights) - 1)))
+    with store.database.transaction() as session:
+        assert session.scalar(select(ResumableUpload.id)) is None, "nothing was created"
+
+    upload = create(declared, admin=True)
+    finished = service.append(upload.id, tenant, 0, len(weights), body(weights))
+    with store.database.transaction() as session:
+        file = session.get(StoredFile, finished.file_id)
+        assert file is not None and file.sha256 == hashlib.sha256(weights).hexdigest()
+        assert (file.content_type, file.width, file.height, file.media) == (
+            "application/octet-stream",
+            None,
+            None,
+            None,
+        )
+
+    text = b"not weights at all\n" * 100
+    undeclared = {"filename": "yolo11n.pt"}  # an admin's upload is media unless it says otherwise
+    for metadata, data in ((declared, text), (undeclared, weights)):
+        upload = create(metadata, admin=True, length=len(data))
+        with pytest.raises(UnsupportedMedia, match=r"^yolo11n\.pt: the file is (not PyTorch weights|neither)"):
+            service.append(upload.id, tenant, 0, len(data), body(data))
+        with pytest.raises(UploadNotFound):
+            state(store, upload.id)

@@ -62,7 +62,40 @@ def test_coco_ids_are_renumbered_across_jobs(tmp_path: Path) -> None:
     assert coco.getImgIds() == [1, 2, 3, 4] and len(coco.getAnnIds()) == 4
     assert [coco.imgs[i]["file_id"] for i in coco.getImgIds()] == ["j1-0", "j1-1", "j2-0", "j2-1"]
     assert [coco.anns[a]["image_id"] for a in coco.getAnnIds()] == [1, 2, 3, 4]
-    assert coco.dataset["info"]["job_ids"] == ["j1", "j2"]
+    info = coco.dataset["info"]
+    assert info["job_ids"] == ["j1", "j2"] and info["job_id"] == "j1,j2", "every job named, not the first alone"
+    assert (info["model"], info["status"]) == ("default", "succeeded"), "one value where the jobs agree"
+    assert info["description"] == "yolo-jobs detections of 2 jobs"
+
+
+def test_a_merged_coco_names_each_jobs_status_where_they_differ() -> None:
+    cancelled = JobExport("j3", "default", "cancelled", CLASSES, [])
+    served = {**exports("coco"), "j3": build(cancelled, "coco").content}
+    info = json.loads(merged("coco", served))["info"]
+    assert (info["job_id"], info["status"]) == ("j1,j2,j3", "succeeded,cancelled")
+    assert json.loads(exports("coco")["j1"])["info"]["job_id"] == "j1", "one job's export names it alone"
+
+
+def test_a_merged_data_yaml_names_every_job_and_its_own_layout(tmp_path: Path) -> None:
+    """The first job's dataset, under comments naming each job (as its own data.yaml's first line does) and the
+    merged layout (labels/<job_id>/), where a single job's comments describe labels/ alone."""
+    from ultralytics.data.utils import check_det_dataset
+
+    single = zipfile.ZipFile(io.BytesIO(exports("yolo")["j1"])).read("data.yaml").decode()
+    assert "for job j1" in single.splitlines()[0] and "labels/<image stem>.txt" in single
+    text = zipfile.ZipFile(io.BytesIO(merged("yolo"))).read("data.yaml").decode()
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert [line for line in comments if "for job" in line] == [
+        '# yolo-jobs: labels predicted by model "default" for job j1',
+        '# yolo-jobs: labels predicted by model "default" for job j2',
+    ]
+    assert "labels/<job_id>/" in comments[0] and not any("labels/<image stem>" in line for line in comments)
+    dataset = [line for line in single.splitlines() if not line.startswith("#")]
+    assert [line for line in text.splitlines() if not line.startswith("#")] == dataset
+    assert text.endswith("\n")
+    (tmp_path / "data.yaml").write_text(text)
+    (tmp_path / "images").mkdir()
+    assert check_det_dataset(str(tmp_path / "data.yaml"), autodownload=False)["names"] == CLASSES
 
 
 def test_yolo_labels_of_two_jobs_keep_the_servers_names_in_a_folder_per_job() -> None:
@@ -125,6 +158,10 @@ def test_a_job_named_twice_is_fetched_and_merged_once() -> None:
 def test_csv_and_label_studio_concatenate() -> None:
     rows = list(csv.DictReader(io.StringIO(merged("csv").decode())))
     assert [row["job"] for row in rows] == ["j1", "j1", "j2", "j2"]
+    nothing_found = JobExport("j3", "default", "succeeded", CLASSES, [ExportImage("j3-0", "e.png", 8, 6, [], "u")])
+    served = {**exports("csv"), "j3": build(nothing_found, "csv").content}
+    rows = list(csv.DictReader(io.StringIO(merged("csv", served).decode())))
+    assert [(row["job"], row["filename"], row["name"], row["width"]) for row in rows[4:]] == [("j3", "e.png", "", "8")]
     tasks = json.loads(merged("labelstudio"))
     assert [task["data"]["file_id"] for task in tasks] == ["j1-0", "j1-1", "j2-0", "j2-1"]
 
