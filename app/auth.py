@@ -158,14 +158,20 @@ def _refuse(path: str, full_path: str) -> Response:
     return redirect(url_for("web.sign_in_form", next=full_path), 303)
 
 
+def require_admin(principal: Principal, what: str) -> None:
+    """403 ``forbidden`` unless ``principal`` holds an admin key: ``what`` it asked to do is for admins only."""
+    if not principal.admin:
+        raise ApiError(403, "forbidden", f"{what} is for admin keys only.")
+
+
 def _authenticate() -> Response | None:
     if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None:
         return None  # unmatched URLs answer 404 without telling who may see what
     principal = _principal_for(request.path, request.method)
     if principal is None:
         return _refuse(request.path, request.full_path.rstrip("?"))
-    if request.path == "/metrics" and not principal.admin:
-        raise ApiError(403, "forbidden", "Metrics are for admin keys only.")
+    if request.path == "/metrics":
+        require_admin(principal, "Reading metrics")
     g.principal = principal
     if principal.use_unrecorded:
         note_used(db_session(), principal.key_id)

@@ -22,6 +22,7 @@ from werkzeug.datastructures import FileStorage
 from app.errors import ApiError, api_error_of
 from config import Settings
 from config.settings import model_name
+from jobs.catalog import IMGSZ_RANGE
 from jobs.lifecycle import NO_MEDIA, JobParams, MediaParams, NewUpload
 from storage.blobs import IncomingFile
 from storage.images import MAX_PIXELS, MediaRefused
@@ -33,7 +34,6 @@ MAX_FILENAME_LENGTH = 255
 # The bounds of the optional parameters (inclusive); the OpenAPI document states them from here.
 CONF_RANGE = (0.0, 1.0)
 IOU_RANGE = (0.0, 1.0)
-IMGSZ_RANGE = (32, 4096)
 FLOAT32_SMALLEST_NORMAL = 1.1754943508222875e-38
 # The longest callback URL a job may carry (schema.sql's jobs_callback_url_check).
 MAX_CALLBACK_URL_LENGTH = 2048

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from files.errors import FileGone, FileNotFound, FileRefused, LargerThanQuota, StorageQuotaExceeded
+from files.signing import BadSignature, SignedUrlExpired
 from jobs.catalog import ModelRetired, UnknownModel
 from jobs.errors import (
     AlreadyFinished,
@@ -89,6 +90,8 @@ REFUSALS: dict[type[Refused], Refusal] = {
     WeightsNotFound: Refusal(422, "weights_not_found"),
     NotWeights: Refusal(422, "invalid_weights"),
     FileNotFound: Refusal(404, "not_found"),
+    BadSignature: Refusal(403, "bad_signature"),
+    SignedUrlExpired: Refusal(403, "url_expired"),
     FileGone: Refusal(410, "gone"),
     LargerThanQuota: Refusal(413, "larger_than_quota"),
     StorageQuotaExceeded: Refusal(507, "storage_quota_exceeded"),

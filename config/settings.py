@@ -618,10 +618,6 @@ class Settings(Group):
         except ValidationError as exc:
             raise SettingsError(_explain(exc, values)) from None
 
-    def runs_bundled_weights(self, name: str) -> bool:
-        """Whether the model ``name`` is the bundled shapes model (then pages say what it cannot find)."""
-        return self.models.get(name) == str(BUNDLED_MODEL)
-
     def aliases_of(self, name: str) -> list[str]:
         """The other names ``name`` is accepted under."""
         return [alias for alias, target in MODEL_ALIASES.items() if target == name]

@@ -24,20 +24,22 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from files.errors import FileRefused
+
 # What the key derived from SECRET_KEY is for: changing it voids every URL signed before.
-PURPOSE = b"yolo-jobs signed file URL v1"
+KEY_LABEL = b"yolo-jobs signed file URL v1"
 
 
-class SignedUrlRefused(Exception):
-    """A signed URL that does not fetch its file; ``str(exc)`` says why, in a sentence for the client."""
+class BadSignature(FileRefused):
+    """A signed URL whose signature does not match its tenant, file and expiry."""
 
-
-class BadSignature(SignedUrlRefused):
     def __init__(self) -> None:
         super().__init__("This URL's signature does not match its file and expiry.")
 
 
-class SignedUrlExpired(SignedUrlRefused):
+class SignedUrlExpired(FileRefused):
+    """A signed URL past its expiry."""
+
     def __init__(self, expires: int) -> None:
         super().__init__(f"This URL expired at {expires} (Unix time); export the job again for a new one.")
         self.expires = expires
@@ -57,7 +59,7 @@ class FileSigner:
     """Signs and checks :class:`SignedFile` with a key derived from ``secret_key``."""
 
     def __init__(self, secret_key: str) -> None:
-        self._key = hmac.new(secret_key.encode(), PURPOSE, hashlib.sha256).digest()
+        self._key = hmac.new(secret_key.encode(), KEY_LABEL, hashlib.sha256).digest()
 
     def _signature(self, tenant_id: uuid.UUID, file_id: uuid.UUID, expires: int) -> str:
         message = f"{tenant_id}\n{file_id}\n{expires}".encode()  # UUIDs in their one canonical spelling

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,14 @@ from storage.tables import ModelRecord
 
 log = logging.getLogger(__name__)
 
-SETTINGS, API = "settings", "api"
+# Where a registered model came from: YOLO_MODELS (seeded at start-up) or an admin through the API.
+SOURCE_SETTINGS, SOURCE_API = "settings", "api"
+# A model's name: what jobs, URLs and the command line name it by.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+# The sizes a job may ask for and record (schema.sql's jobs.imgsz check).
+IMGSZ_RANGE = (32, 4096)
+# A row of the registry, not only an old worker's report of weights it loaded.
+REGISTERED = ModelRecord.source.is_not(None)
 # What a worker reports of the weights it loaded (the latest load wins).
 REPORTED = ("weights_sha256", "task", "classes", "stride", "imgsz", "fixed_imgsz")
 
@@ -98,7 +106,14 @@ class ModelInfo:
         one, else rounded to its stride; as asked while no worker has reported the model."""
         if self.record is None:
             return requested
-        return self.record.fixed_imgsz or reported_size(requested, self.record.imgsz, self.record.stride)
+        return run_size(self.record.fixed_imgsz) or reported_size(requested, self.record.imgsz, self.record.stride)
+
+
+def run_size(fixed: int | None) -> int | None:
+    """The size every job of a model that runs at one ``fixed`` size (an export made so) runs at and records: that
+    size, if a job can record it (:data:`IMGSZ_RANGE`); None for a model that runs at the size asked."""
+    low, high = IMGSZ_RANGE
+    return fixed if fixed is not None and low <= fixed <= high else None
 
 
 def reported_size(requested: int | None, trained: int | None, stride: int | None) -> int | None:
@@ -123,19 +138,21 @@ def seed_registry(session: Session, settings: Settings) -> None:
     API is left alone, whatever ``YOLO_MODELS`` says of it.
     """
     for name, weights in settings.models.items():
-        statement = insert(ModelRecord).values(name=name, weights=weights, source=SETTINGS, registered_at=func.now())
+        statement = insert(ModelRecord).values(
+            name=name, weights=weights, source=SOURCE_SETTINGS, registered_at=func.now()
+        )
         changed = ModelRecord.weights != statement.excluded.weights
         statement = statement.on_conflict_do_update(
             index_elements=[ModelRecord.name],
             set_={
-                "source": SETTINGS,
+                "source": SOURCE_SETTINGS,
                 "weights": statement.excluded.weights,
                 "registered_at": func.coalesce(ModelRecord.registered_at, func.now()),
                 "retired_at": None,
                 "retired_by": None,
                 "loaded_at": case((changed, None), else_=ModelRecord.loaded_at),
             },
-            where=or_(ModelRecord.source.is_(None), ModelRecord.source == SETTINGS)
+            where=or_(ModelRecord.source.is_(None), ModelRecord.source == SOURCE_SETTINGS)
             & or_(changed, ModelRecord.source.is_(None), ModelRecord.retired_at.is_not(None)),
         )
         if session.execute(statement.returning(ModelRecord.name)).first() is not None:
@@ -143,7 +160,7 @@ def seed_registry(session: Session, settings: Settings) -> None:
     retired = session.scalars(
         update(ModelRecord)
         .where(
-            ModelRecord.source == SETTINGS,
+            ModelRecord.source == SOURCE_SETTINGS,
             ModelRecord.name.not_in(list(settings.models)),
             ModelRecord.retired_at.is_(None),
         )
@@ -158,7 +175,7 @@ def registered_models(session: Session, default_model: str) -> list[ModelInfo]:
     """Every registered model, retired ones included: the default first, then in the order they were registered."""
     rows = session.scalars(
         select(ModelRecord)
-        .where(ModelRecord.source.is_not(None))
+        .where(REGISTERED)
         .order_by((ModelRecord.name == default_model).desc(), ModelRecord.registered_at, ModelRecord.name)
     )
     return [ModelInfo.of(row) for row in rows]
@@ -168,15 +185,19 @@ def active_names(session: Session) -> list[str]:
     """The names a new job may ask for, in order."""
     statement = (
         select(ModelRecord.name)
-        .where(ModelRecord.source.is_not(None), ModelRecord.retired_at.is_(None))
+        .where(REGISTERED, ModelRecord.retired_at.is_(None))
         .order_by(ModelRecord.registered_at, ModelRecord.name)
     )
     return list(session.scalars(statement))
 
 
 def registered_model(session: Session, name: str) -> ModelRecord | None:
-    """The registry's row of ``name`` (an alias stands for its model), retired or not; None if not registered."""
-    row = session.get(ModelRecord, model_name(name))
+    """The registry's row of ``name`` (an alias stands for its model), retired or not; None if not registered (a
+    name no model can have, such as one with a NUL byte, is looked up nowhere)."""
+    name = model_name(name)
+    if not NAME.fullmatch(name):
+        return None
+    row = session.get(ModelRecord, name)
     return row if row is not None and row.source is not None else None
 
 

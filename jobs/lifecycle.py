@@ -52,6 +52,7 @@ from files.errors import FileGone
 from files.ownership import held_file_ids, held_files
 from files.quota import ensure_room
 from inference.defaults import DEFAULT_CONF, DEFAULT_IOU
+from jobs.catalog import IMGSZ_RANGE
 from jobs.errors import UnknownFiles
 from storage.blobs import BlobStore, IncomingFile
 from storage.files import store_incoming
@@ -111,8 +112,6 @@ NEVER = literal("-infinity").cast(DateTime(timezone=True))
 ERROR_MESSAGE_CHARS = 2000
 # Results per INSERT: a statement's bind parameters are capped at 65535 (PostgreSQL's protocol).
 RESULTS_PER_STATEMENT = 2000
-# The sizes a job may record (schema.sql's jobs.imgsz check).
-IMGSZ_BOUNDS = (32, 4096)
 # The one size a job's model runs at, as the registry holds it once a worker loaded the model (an export made at a
 # fixed size): what an attempt's job records as its size (NULL: the model runs at the size asked).
 _FIXED_SIZE = (
@@ -120,7 +119,7 @@ _FIXED_SIZE = (
     .where(
         ModelRecord.name == Job.model,
         ModelRecord.loaded_at.is_not(None),
-        ModelRecord.fixed_imgsz.between(*IMGSZ_BOUNDS),
+        ModelRecord.fixed_imgsz.between(*IMGSZ_RANGE),
     )
     .scalar_subquery()
 )
@@ -459,11 +458,9 @@ def begin_attempts(session: Session, job_ids: Sequence[uuid.UUID], lease: timede
 
 
 def record_run_size(session: Session, job_id: uuid.UUID, size: int) -> None:
-    """Record ``size`` as the size the job runs at: its model runs at that one size, whatever the job asked (a
-    worker found so on loading it, after the job's attempt began). A size the jobs table cannot hold is left."""
-    low, high = IMGSZ_BOUNDS
-    if low <= size <= high:
-        session.execute(update(Job).where(Job.id == job_id, Job.imgsz.is_distinct_from(size)).values(imgsz=size))
+    """Record ``size`` (a :func:`jobs.catalog.run_size`) as the size the job runs at: its model runs at that one
+    size, whatever the job asked (a worker found so on loading it, after the job's attempt began)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.imgsz.is_distinct_from(size)).values(imgsz=size))
 
 
 def _running_with_expired_lease() -> ColumnElement[bool]:

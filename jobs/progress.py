@@ -2,7 +2,8 @@
 
 A job of 10,000 files is polled by a page that shows 100 of them, every second or so, while results land. So a poll
 reads one window of the job's files (by position), and with ``since`` only the files whose state changed since an
-earlier poll: those whose result was written since, and, once the job has ended since, those it never reached. An
+earlier poll: those whose result was written since, those whose owner deleted the file since, and, once the job has
+ended since, those it never reached. An
 answer is bounded by its window however big the job, and nearly empty while nothing changes.
 
 ``since`` is a cursor the previous answer gave: the database's clock when it was read, less
@@ -73,14 +74,14 @@ def files_progress(
 
 
 def _changed_since(job: Job, since: datetime | None) -> ColumnElement[bool]:
-    """Uploads whose state changed at or after ``since``: a result written since, or none when the job ended since
-    (the files it never reached)."""
+    """Uploads whose state changed at or after ``since``: a result written since, a file its owner deleted since,
+    or none when the job ended since (the files it never reached)."""
     if since is None:
         return true()
-    written = Result.created_at >= since
+    changed = or_(Result.created_at >= since, Upload.file_deleted_at >= since)
     if job.finished_at is not None and job.finished_at >= since:
-        return or_(written, Result.upload_id.is_(None))
-    return written
+        return or_(changed, Result.upload_id.is_(None))
+    return changed
 
 
 # What became of one file of a job, as the job page's card says it.

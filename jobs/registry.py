@@ -13,14 +13,15 @@ here loads them (the API never imports torch): a file that passes and still does
 ``model_unavailable``.
 
 Names are never reused: a retired model keeps its row, so the jobs that ran on it keep their classes, and a name
-always meant the same weights. A model ``YOLO_MODELS`` registers is retired by leaving it out of ``YOLO_MODELS``
-(the next start-up retires it); the API refuses to retire it, as the next start-up would bring it back.
+registered through the API always means the same weights (a ``YOLO_MODELS`` name takes a changed path at the next
+start-up, which restarts the workers that load it). A model ``YOLO_MODELS`` registers is retired by leaving it out
+of ``YOLO_MODELS`` (the next start-up retires it); the API refuses to retire it, as the next start-up would bring
+it back.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,16 @@ from config.paths import BUNDLED_MODEL
 from config.settings import MODEL_ALIASES
 from files.errors import FileGone
 from files.ownership import held_files
-from jobs.catalog import API, SETTINGS, ModelInfo, model_for_job, registered_model, registered_models, seed_registry
+from jobs.catalog import (
+    NAME,
+    SOURCE_API,
+    SOURCE_SETTINGS,
+    ModelInfo,
+    model_for_job,
+    registered_model,
+    registered_models,
+    seed_registry,
+)
 from jobs.errors import JobRefused, UnknownFiles
 from storage import Storage
 from storage.images import UnsupportedMedia
@@ -43,8 +53,6 @@ from storage.weights import UPLOADED_SUFFIXES, identify_weights, place_weights
 
 log = logging.getLogger(__name__)
 
-# A model's name: what jobs, URLs and the command line name it by.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 # The weights files a worker loads (an OpenVINO export is a folder named *_openvino_model).
 FILE_SUFFIXES = (*UPLOADED_SUFFIXES, ".engine")
 OPENVINO_FOLDER = "_openvino_model"
@@ -129,10 +137,15 @@ def checked_path(raw: str, roots: list[Path]) -> Path:
     path = Path(raw)
     if not path.is_absolute():
         raise WeightsNotAllowed(raw, roots)
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
+    try:
+        resolved = path.resolve()
+        inside = any(resolved.is_relative_to(root) for root in roots)
+        found = inside and resolved.exists()
+    except (ValueError, OSError):  # a NUL byte, a name longer than the filesystem allows
+        raise WeightsNotAllowed(raw, roots) from None
+    if not inside:
         raise WeightsNotAllowed(raw, roots)
-    if not resolved.exists():
+    if not found:
         raise WeightsNotFound(resolved)
     check_form(resolved, resolved.name)
     return resolved
@@ -184,14 +197,14 @@ def register_model(
     else:
         path = _placed(session, storage, name, weights.file_id, tenant_id)
     statement = insert(ModelRecord).values(
-        name=name, weights=str(path), source=API, registered_at=func.now(), registered_by=key_id
+        name=name, weights=str(path), source=SOURCE_API, registered_at=func.now(), registered_by=key_id
     )
     # A row of that name without a source is only an old worker's report (of other weights): replaced.
     replace_report = statement.on_conflict_do_update(
         index_elements=[ModelRecord.name],
         set_={
             "weights": statement.excluded.weights,
-            "source": API,
+            "source": SOURCE_API,
             "registered_at": func.now(),
             "registered_by": key_id,
             "loaded_at": None,
@@ -211,6 +224,8 @@ def _placed(session: Session, storage: Storage, name: str, file_id: uuid.UUID, t
         raise UnknownFiles([str(file_id)])
     if held.file.deleted_at is not None or not storage.blobs.exists(held.file.path):
         raise FileGone(file_id)
+    if held.file.width is not None or held.file.media is not None:  # stored as an image or a video
+        raise NotWeights(f"{held.filename} was not uploaded as weights (Upload-Metadata purpose weights)")
     suffix = Path(held.filename).suffix.lower()
     check_form(storage.blobs.path_of(held.file.path), held.filename)
     return place_weights(storage.blobs, held.file.path, f"{name}-{held.file.sha256[:DIGEST_IN_NAME]}{suffix}")
@@ -229,7 +244,7 @@ def retire_model(session: Session, settings: Settings, name: str, key_id: uuid.U
     run. Retiring a retired model changes nothing. :class:`ModelNotFound`, or :class:`ConfiguredModel` for the
     default model and those ``YOLO_MODELS`` registers; the caller commits."""
     row = found_model(session, name)
-    if row.source == SETTINGS or row.name == settings.default_model:
+    if row.source == SOURCE_SETTINGS or row.name == settings.default_model:
         raise ConfiguredModel(row.name, row.name == settings.default_model)
     if row.retired_at is None:
         row.retired_at, row.retired_by = func.now(), key_id

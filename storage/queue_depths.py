@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
@@ -46,7 +46,7 @@ class ManagementApi:
 
     base_url: str
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a traceback or a log line
     vhost: str
 
     @classmethod

@@ -41,7 +41,6 @@ from jobs.lifecycle import (
     exception_message,
     fail_job,
     job_status,
-    record_run_size,
 )
 from jobs.messages import DETECT_TASK
 from jobs.parts import parts_to_send, release_job_lease
@@ -145,14 +144,8 @@ class Attempt:
         return self.lease_lost()
 
     def _at_run_size(self, run: JobRun) -> JobRun:
-        """``run`` at the one size its model runs at, recorded by its job, when the model has a fixed size the job
-        does not record yet (the model loads here, once per process, if it was not loaded)."""
-        size = self.runtime.models.fixed_size(run.params.model)
-        if size is None or size == run.params.imgsz:
-            return run
-        self.runtime.transaction(lambda s: record_run_size(s, run.job_id, size))
-        log.info("job runs at its model's fixed size imgsz=%d asked=%s", size, run.params.imgsz)
-        return replace(run, params=replace(run.params, imgsz=size))
+        """``run`` at the one size its model runs at, if it has one (``WorkerRuntime.at_run_size``)."""
+        return replace(run, params=self.runtime.at_run_size(run.job_id, run.params))
 
     def _dispatch(self, run: JobRun) -> dict[str, Any]:
         """A job with parts: send the task of each part no message carries yet, then leave the job to its parts."""

@@ -2,12 +2,12 @@
 fastest on, and at most ``WORKER_MAX_MODELS`` of them at once.
 
 The names come from the model registry (``jobs.catalog``): a model an admin registers at run time is served from
-its first job on, with no restart. A model's weights never change under its name (names are never reused, and
-``YOLO_MODELS`` changes take a restart), so a loaded model is used until it is let go: past the bound, the least
-recently used one goes. Each load is reported to the registry (classes, stride, trained size, the weights'
-digest, and the one size an export made at a fixed size runs at). Weights that are missing or do not load make
-:meth:`ModelPool.get` raise :class:`ModelUnavailable` for that model only; the next job of it tries again, so
-weights put in place later are picked up.
+its first job on, with no restart. A loaded model's weights do not change under its name while the process runs
+(names are never reused, and a ``YOLO_MODELS`` path changes at a start-up), so a loaded model is used until it
+is let go: past the bound, the least recently used one goes. Each load is reported to the registry (classes,
+stride, trained size, the weights' digest, and the one size an export made at a fixed size runs at). Weights that
+are missing or do not load make :meth:`ModelPool.get` raise :class:`ModelUnavailable` for that model only; the next
+job of it tries again, so weights put in place later are picked up.
 
 ``WORKER_DEVICE=auto`` pins prefork child *k* to GPU ``k % count`` when CUDA is present, else the CPU. Each
 model runs on the backend ``inference.backends.choose`` picks (on a CPU, a ``.pt`` model's OpenVINO export when

@@ -44,7 +44,7 @@ from jobs.frames import (
     write_tracks,
     written_between,
 )
-from jobs.lifecycle import FileResult, JobParams, WorkItem, exception_message, record_run_size
+from jobs.lifecycle import FileResult, JobParams, WorkItem, exception_message
 from jobs.messages import PART_TASK
 from jobs.parts import (
     FINISH,
@@ -199,12 +199,10 @@ class PartAttempt:
 
     def _model(self, run: PartRun) -> tuple[Any, JobParams]:
         """The part's model, loaded once per process by the pool, and what its job asks of it: at the model's one
-        size if it has one, which the job then records (``jobs.lifecycle.record_run_size``)."""
+        size if it has one, which the job then records (``WorkerRuntime.at_run_size``)."""
         detector = self.runtime.models.get(run.model)
-        size = detector.fixed_imgsz
-        if size is not None and size != run.imgsz:
-            self.transaction(lambda s: record_run_size(s, run.job_id, size))
-        return detector, JobParams(run.model, run.conf, run.iou, size or run.imgsz)
+        params = JobParams(run.model, run.conf, run.iou, run.imgsz)
+        return detector, self.runtime.at_run_size(run.job_id, params)
 
     def _predict(self, detector: Any, images: list[np.ndarray], params: JobParams) -> list[list[dict[str, Any]]]:
         """One predict call on ``images``, timed and counted as the pipeline counts its batches."""

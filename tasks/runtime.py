@@ -17,8 +17,9 @@ after that discards the inherited one.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery
@@ -26,7 +27,8 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 from celery.utils.sysinfo import cpu_budget
 
 from config import Settings
-from jobs.catalog import LoadedModel, record_loaded_model, registered_model, seed_registry
+from jobs.catalog import LoadedModel, record_loaded_model, registered_model, run_size, seed_registry
+from jobs.lifecycle import JobParams, record_run_size
 from jobs.messages import DELIVER_WEBHOOK_TASK
 from storage import Storage
 from tasks.model_pool import ModelPool
@@ -58,6 +60,17 @@ class WorkerRuntime:
                 return work(session)
 
         return ride_out_outages(attempt, self.settings.jobs.database_retry_seconds)
+
+    def at_run_size(self, job_id: uuid.UUID, params: JobParams) -> JobParams:
+        """``params`` at the one size their model runs at (an export made at a fixed size), which the job then
+        records; as asked when the model runs at any size, or cannot be loaded (its job fails so). The model
+        loads here, once per process, if it was not loaded."""
+        size = run_size(self.models.fixed_size(params.model))
+        if size is None or size == params.imgsz:
+            return params
+        self.transaction(lambda s: record_run_size(s, job_id, size))
+        log.info("job runs at its model's fixed size imgsz=%d asked=%s", size, params.imgsz)
+        return replace(params, imgsz=size)
 
     def close(self, close_connections: bool = True) -> None:
         if self.mailbox is not None:

@@ -19,14 +19,19 @@ A thumbnail needs no result (it shows the image as uploaded), and is cached by t
 browser for a day: a file's bytes never change.
 
 The zip is made as it is sent: the job's files are read :data:`ZIP_PAGE` at a time, each
-image drawn in a render slot of its own (waiting for one rather than refusing: its
-answer has begun) and written to the archive, whose bytes go out at once (zipfile writes
+image drawn in a render slot of its own and written to the archive, whose bytes go out at once (zipfile writes
 to a stream it cannot seek). So a job of 10,000 images costs one render and a line of
 ``files.csv`` per image, never the archive. The images are stored, not deflated: JPEG
 and PNG are compressed already. ``files.csv`` lists every file of the job, with its
 entry or why it has none (not analysed, undecodable, deleted, too large to draw). Like
 the exports, a running job answers 409 ``not_finished`` and a failed or cancelled one
 ``not_succeeded`` unless ``partial=true``.
+
+Zips draw one image at a time in a process, whatever their number (:data:`_zip_renders`), so a render slot
+always stays for the thumbnails and annotated views people wait on: two zips of 10,000 images would otherwise
+hold both slots for minutes and every thumbnail would answer 503. A zip waits for its turn (and then for a slot)
+as long as it takes rather than failing: its answer has begun. Kept simple on purpose: zips share one slot,
+first come first served, however many there are; a zip that waits only comes out slower.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ THUMBNAIL_QUALITY = 80
 RENDERS_PER_PROCESS = 2
 RENDER_WAIT_SECONDS = 3
 _renders = threading.BoundedSemaphore(RENDERS_PER_PROCESS)
+# The zips' one turn at drawing: a zip's image takes it, then a render slot, so zips never hold every slot.
+_zip_renders = threading.BoundedSemaphore(1)
 # A zip's files are read this many at a time.
 ZIP_PAGE = 100
 ZIP_MANIFEST = "files.csv"
@@ -252,7 +259,7 @@ def _drawn(upload: Upload) -> tuple[bytes, str] | str:
     if stored is None:
         return "deleted by the retention policy"
     try:
-        with render_slot(wait=None):
+        with _zip_renders, render_slot(wait=None):
             return annotated_image(stored, boxes(result.detections))
     except ImageTooLargeToDraw:
         return "too many pixels to draw on here"

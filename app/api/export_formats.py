@@ -28,14 +28,14 @@ from app.api.schemas import (
 from jobs.exports import CSV_FILE, ZIP_FILE
 from jobs.video_exports import MOT_FILE, XML_FILE
 
-REFUSALS = {404: ErrorBody, 409: ErrorBody}
+ERROR_RESPONSES = {404: ErrorBody, 409: ErrorBody}
 YOLO_ZIP = binary("A zip of YOLO labels, `data.yaml` and `files.csv`.", ZIP_FILE[0], headers=ATTACHMENT)
 CSV = text("One row per detection, with a header row.", CSV_FILE[0], headers=ATTACHMENT)
 MOT = text("MOT Challenge lines: frame, track, box, score.", MOT_FILE[0], headers=ATTACHMENT)
 CVAT_XML = binary("CVAT for video 1.1 XML.", XML_FILE[0], headers=ATTACHMENT)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/coco", responses={200: CocoExport, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/coco", responses={200: CocoExport, **ERROR_RESPONSES})
 def export_coco(path: JobPath, query: ExportOptions) -> Response:
     """A finished job's detections as COCO JSON.
 
@@ -45,7 +45,7 @@ def export_coco(path: JobPath, query: ExportOptions) -> Response:
     return export_response(path.job_id, "coco", query)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/yolo", responses={200: YOLO_ZIP, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/yolo", responses={200: YOLO_ZIP, **ERROR_RESPONSES})
 def export_yolo(path: JobPath, query: YoloOptions) -> Response:
     """A finished job's detections as a zip of YOLO labels.
 
@@ -55,7 +55,7 @@ def export_yolo(path: JobPath, query: YoloOptions) -> Response:
     return export_response(path.job_id, "yolo", query, query.confidence)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/csv", responses={200: CSV, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/csv", responses={200: CSV, **ERROR_RESPONSES})
 def export_csv(path: JobPath, query: ExportOptions) -> Response:
     """A finished job's detections as CSV, one row per box.
 
@@ -64,7 +64,7 @@ def export_csv(path: JobPath, query: ExportOptions) -> Response:
     return export_response(path.job_id, "csv", query)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/labelstudio", responses={200: LabelStudioTasks, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/labelstudio", responses={200: LabelStudioTasks, **ERROR_RESPONSES})
 def export_labelstudio(path: JobPath, query: ExportOptions) -> Response:
     """A finished job's detections as Label Studio tasks.
 
@@ -74,7 +74,7 @@ def export_labelstudio(path: JobPath, query: ExportOptions) -> Response:
     return export_response(path.job_id, "labelstudio", query)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/mot", responses={200: MOT, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/mot", responses={200: MOT, **ERROR_RESPONSES})
 def export_mot(path: JobPath, query: ExportOptions) -> Response:
     """A video job's tracks as MOT Challenge text.
 
@@ -83,7 +83,7 @@ def export_mot(path: JobPath, query: ExportOptions) -> Response:
     return export_response(path.job_id, "mot", query)
 
 
-@bp.get("/jobs/<uuid:job_id>/export/cvat-video", responses={200: CVAT_XML, **REFUSALS})
+@bp.get("/jobs/<uuid:job_id>/export/cvat-video", responses={200: CVAT_XML, **ERROR_RESPONSES})
 def export_cvat_video(path: JobPath, query: ExportOptions) -> Response:
     """A video job's detections as CVAT for video XML.
 

@@ -14,8 +14,7 @@ from flask import Response, jsonify, url_for
 
 from app.api import bp
 from app.api.schemas import ErrorBody, Model, ModelList, ModelPath, ModelRegistration
-from app.auth import current_principal, tenant_scope
-from app.errors import ApiError
+from app.auth import current_principal, require_admin
 from app.extensions import db_session, get_job_service, get_settings
 from jobs.catalog import ModelInfo
 from jobs.registry import Weights
@@ -42,11 +41,6 @@ def model_json(info: ModelInfo, admin: bool) -> dict[str, Any]:
         "registered_at": info.registered_at.isoformat() if info.registered_at else None,
         "retired_at": info.retired_at.isoformat() if info.retired_at else None,
     }
-
-
-def _admin_only(what: str) -> None:
-    if not current_principal().admin:
-        raise ApiError(403, "forbidden", f"{what} is for admin keys only.")
 
 
 @bp.get("/models", responses={200: ModelList})
@@ -78,10 +72,10 @@ def register_model(body: ModelRegistration) -> tuple[Response, int, dict[str, st
     it on its first job. 400 invalid_parameter; 403 forbidden; 409 model_exists (names are never reused); 410
     gone; 422 weights_not_allowed, weights_not_found, invalid_weights, unknown_file.
     """
-    _admin_only("Registering a model")
     principal = current_principal()
+    require_admin(principal, "Registering a model")
     weights = Weights(body.weights, body.file_id)
-    info = get_job_service().models.register(db_session(), body.name, weights, tenant_scope(), principal.key_id)
+    info = get_job_service().models.register(db_session(), body.name, weights, principal.tenant_id, principal.key_id)
     headers = {"Location": url_for("api.show_model", name=info.name)}
     return jsonify(model_json(info, admin=True)), 201, headers
 
@@ -94,6 +88,7 @@ def retire_model(path: ModelPath) -> Response:
     retired_at; retiring it again changes nothing. 404 not_found; 403 forbidden; 409 configured_model for the
     default model and the models YOLO_MODELS registers (leave one out of YOLO_MODELS to retire it).
     """
-    _admin_only("Retiring a model")
-    info = get_job_service().models.retire(db_session(), path.name, current_principal().key_id)
+    principal = current_principal()
+    require_admin(principal, "Retiring a model")
+    info = get_job_service().models.retire(db_session(), path.name, principal.key_id)
     return jsonify(model_json(info, admin=True))

@@ -664,7 +664,10 @@ class FileProgress(BaseModel):
     position: int = Field(description="Its place in the job, from 0.")
     file_id: uuid.UUID | None = Field(description="Null once its owner deleted the file.")
     state: Literal[FILE_STATES] = Field(  # type: ignore[valid-type]
-        description="not_reached: the job ended (cancelled or failed) before it; failed: it could not be decoded."
+        description=(
+            "waiting: not analysed yet; done: analysed (its boxes follow); failed: it could not be decoded; "
+            "not_reached: the job ended (cancelled or failed) before it; deleted: its owner deleted the file."
+        )
     )
     width: int | None
     height: int | None

@@ -18,7 +18,8 @@
   const status = document.getElementById("status");
   const thumbs = document.querySelector(".thumbs");
   const palette = thumbs ? JSON.parse(thumbs.dataset.palette) : [];
-  const unreached = thumbs ? JSON.parse(thumbs.dataset.unreached) : {};
+  // What a card says by the file's state (the page's CARD_SENTENCES), for a job of each status.
+  const sentences = thumbs ? JSON.parse(thumbs.dataset.sentences) : {};
   const intervalMs = Number(job.dataset.pollMs) || 700;
   const finished = new Set(["succeeded", "failed", "cancelled"]);
   const SVG = "http://www.w3.org/2000/svg";
@@ -54,20 +55,8 @@
     return [...counts].map(([name, number]) => `${name} ${number}`).join(" · ");
   };
 
-  const says = (file, names, jobStatus) => {
-    switch (file.state) {
-      case "done":
-        return file.boxes.length ? found(file, names) : "Nothing found";
-      case "failed":
-        return "Could not be processed";
-      case "not_reached":
-        return unreached[jobStatus] || "Not analysed";
-      case "deleted":
-        return "Deleted";
-      default:
-        return "Waiting…";
-    }
-  };
+  const says = (file, names, jobStatus) =>
+    file.state === "done" && file.boxes.length ? found(file, names) : sentences[jobStatus][file.state];
 
   // The boxes over the thumbnail, in the image's pixels: the SVG's viewBox scales them with the picture, which
   // both fit into the same box (object-fit: contain, and the SVG's default preserveAspectRatio).

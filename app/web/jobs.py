@@ -27,14 +27,15 @@ from app.annotate import PALETTE, Box, boxes
 from app.api.annotated import THUMBNAIL_SIDE
 from app.auth import tenant_scope
 from app.errors import ApiError, to_api_error
-from app.extensions import db_session, get_job_service, get_settings
+from app.extensions import db_session, get_job_service
 from app.forms import status_filter
 from app.quotas import limit_submissions
 from app.serializers import frames_url, part_json
 from app.web import bp
 from jobs.errors import AlreadyFinished, JobNotFound, NotRetryable
 from jobs.exports import FORMATS
-from jobs.progress import NOT_REACHED, file_state
+from jobs.progress import DELETED, DONE, FAILED, NOT_REACHED, WAITING, file_state
+from jobs.registry import ModelNotFound
 from jobs.service import JobFiles
 from jobs.video_exports import VIDEO_FORMATS
 from storage.tables import JOB_STATUSES, Job, Upload
@@ -58,10 +59,23 @@ VIDEO_EXPORT_LABELS = {
     "coco": "COCO, one image per frame (JSON)",
     "csv": "CSV",
 }
-# What a card says of an image the job never reached, by how the job ended.
-UNREACHED_SENTENCES = {
-    "cancelled": "Not analysed: the job was cancelled first",
-    "failed": "Not analysed: the job failed first",
+# What an image's card says, by its state (``jobs.progress.file_state``); a file analysed with something found
+# says what instead. The template writes these, and job.js fills cards in from the same (a data- attribute).
+CARD_SENTENCES = {
+    WAITING: "Waiting…",
+    DONE: "Nothing found",
+    FAILED: "Could not be processed",
+    NOT_REACHED: "Not analysed",
+    DELETED: "Deleted",
+}
+# Why a job never reached some of its files, by how it ended: their cards and the page's summary say it.
+UNREACHED_REASONS = {"cancelled": "the job was cancelled first", "failed": "the job failed first"}
+# The cards' sentences on the page of a job of each status.
+SENTENCES_BY_STATUS = {
+    status: {**CARD_SENTENCES, NOT_REACHED: f"{CARD_SENTENCES[NOT_REACHED]}: {UNREACHED_REASONS[status]}"}
+    if status in UNREACHED_REASONS
+    else CARD_SENTENCES
+    for status in JOB_STATUSES
 }
 
 
@@ -244,8 +258,9 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
         job=job,
         downloads=_page_downloads(job, videos, images),
         video_downloads={v.upload.id: video_downloads(job, v.upload) for v in videos if _exportable(job)},
-        not_reached=UNREACHED_SENTENCES.get(job.status, "Not analysed"),
-        unreached_sentences=UNREACHED_SENTENCES,
+        sentences=SENTENCES_BY_STATUS[job.status],
+        sentences_by_status=SENTENCES_BY_STATUS,
+        unreached_reason=UNREACHED_REASONS.get(job.status),
         models=service.models_of(db_session()),
         rerun={**own, **rerun} if rerun is not None else own,
         rerun_open=rerun is not None,
@@ -270,9 +285,18 @@ def _render_job(job_id: uuid.UUID, error: str | None = None, rerun: Mapping[str,
         failed=sum(1 for f in images if f.upload.result is not None and f.upload.result.error),
         unreached=sum(1 for f in images if f.state(job) == NOT_REACHED),
         reused=sum(1 for f in done if f.upload.result is not None and f.upload.result.cached),
-        bundled=get_settings().runs_bundled_weights(job.model),
+        bundled=runs_bundled_model(job),
         error=error,
     )
+
+
+def runs_bundled_model(job: Job) -> bool:
+    """Whether the job ran the bundled shapes model, as the registry says (then its pages say what that model
+    cannot find); a model the registry does not hold is not it."""
+    try:
+        return get_job_service().models.find(db_session(), job.model).bundled
+    except ModelNotFound:
+        return False
 
 
 def _exportable(job: Job) -> bool:
@@ -305,7 +329,7 @@ def file_page(job_id: uuid.UUID, file_id: uuid.UUID) -> str:
         position=upload.position,
         previous=previous,
         next_upload=next_upload,
-        bundled=get_settings().runs_bundled_weights(job.model),
+        bundled=runs_bundled_model(job),
     )
 
 

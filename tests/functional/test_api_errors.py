@@ -71,8 +71,9 @@ def test_a_threshold_too_small_for_the_database_is_zero(client: FlaskClient) -> 
     assert (job["parameters"]["conf"], job["parameters"]["iou"]) == (0.0, 0.0)
 
 
-def test_unknown_model_is_400(client: FlaskClient) -> None:
-    assert_error(post_images(client, ("a.png", image_bytes()), model="nope"), 400, "unknown_model")
+@pytest.mark.parametrize("model", ["nope", "no\x00pe", "x" * 200])
+def test_unknown_model_is_400(client: FlaskClient, model: str) -> None:
+    assert_error(post_images(client, ("a.png", image_bytes()), model=model), 400, "unknown_model")
 
 
 @pytest.mark.parametrize(

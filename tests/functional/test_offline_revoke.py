@@ -34,8 +34,9 @@ from tests.helpers import job_state, submit, wait_for_finished
 
 # Celery's broadcast exchange, which the missed-revokes queue is bound to.
 PIDBOX_EXCHANGE = Exchange("celery.pidbox", type="fanout")
-# Images in the job a plain revoke stops (at twice the model's size, it runs for seconds).
-IMAGES = 40
+# Images in the job a plain revoke stops: at imgsz 1280, about 20 s of work, so that two CLI calls (a revoke, then
+# the reaper's run), each seconds long on a busy machine, come well before its end; cancelled, it stops early.
+IMAGES = 80
 
 
 def celery_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

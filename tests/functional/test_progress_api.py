@@ -6,16 +6,27 @@ step decides exactly which files have landed."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, update
 
 from app.annotate import boxes
 from storage import Storage
+from storage.tables import Job
 from tests.conftest import MakeApp
-from tests.functional.job_page_support import backdate_results, begin, cancel, detections, land, shapes_job
+from tests.functional.job_page_support import (
+    backdate_results,
+    begin,
+    cancel,
+    detections,
+    finish,
+    land,
+    shapes_job,
+)
 from tests.helpers import key_of
 
 
@@ -69,6 +80,23 @@ def test_a_window_fills_in_then_a_poll_brings_only_what_changed(quiet_app: Flask
     assert {3: "not_reached", 4: "not_reached"}.items() <= states(ended).items()
     assert set(states(ended)) <= {2, 3, 4}, "the files that changed: the last result (within the overlap), the rest"
     assert states(progress(client, job.job_id)) == {0: "done", 1: "done", 2: "done", 3: "not_reached", 4: "not_reached"}
+
+
+def test_a_poll_brings_a_file_deleted_since(quiet_app: Flask, storage: Storage) -> None:
+    client = quiet_app.test_client()
+    job = shapes_job(storage, key_of(quiet_app).tenant_id, 3)
+    finish(storage, job)
+    backdate_results(storage, job.job_id)
+    with storage.database.transaction() as session:  # it ended a minute ago: older than any poll's overlap
+        session.execute(update(Job).where(Job.id == job.job_id).values(finished_at=func.now() - timedelta(minutes=1)))
+    before = progress(client, job.job_id)
+    assert states(before) == {0: "done", 1: "done", 2: "done"}
+    assert progress(client, job.job_id, since=before["cursor"])["files"] == []
+
+    response = client.delete(f"/api/v1/files/{before['files'][1]['file_id']}")
+    assert response.status_code == 204, response.get_data(as_text=True)
+    after = progress(client, job.job_id, since=before["cursor"])
+    assert states(after) == {1: "deleted"} and after["files"][0]["file_id"] is None
 
 
 def test_a_window_of_a_large_job_and_its_next(quiet_app: Flask, storage: Storage) -> None:

@@ -30,6 +30,7 @@ from jobs.catalog import (
     model_for_job,
     record_loaded_model,
     registered_models,
+    run_size,
     seed_registry,
 )
 from jobs.errors import UnknownFiles
@@ -166,7 +167,7 @@ def test_a_worker_that_finds_a_fixed_size_late_records_it(store: Storage) -> Non
     run = in_transaction(store, lambda s: begin_attempt(s, asked, LEASE))
     assert run is not None and run.params.imgsz == 640, "nothing known of the model yet"
     in_transaction(store, lambda s: record_run_size(s, asked, 384))  # the worker loaded it and found 384
-    in_transaction(store, lambda s: record_run_size(s, asked, 8192))  # past the jobs table's bounds: left
+    assert run_size(8192) is None and run_size(4096) == 4096, "past the jobs table's bounds: the size asked"
     assert in_transaction(store, lambda s: s.get_one(Job, asked).imgsz) == 384
 
     report = LoadedModel("shapes", str(BUNDLED_MODEL), None, "detect", {}, 32, 320, fixed_imgsz=320)
@@ -203,6 +204,8 @@ def test_a_registration_reads_only_weights_under_the_allowed_folders(store: Stor
         str(models / "link.pt"): WeightsNotAllowed,  # a symlink out of the volume
         "/etc/passwd": WeightsNotAllowed,
         "/nonexistent/x.pt": WeightsNotAllowed,  # the same answer as for a file that exists: no probing
+        f"{models}/x\x00.pt": WeightsNotAllowed,  # no path has a NUL byte
+        str(models / f"{'x' * 300}.pt"): WeightsNotAllowed,  # longer than a file's name may be
         str(models / "missing.pt"): WeightsNotFound,
         str(models / "text.pt"): NotWeights,
         str(models / "other.pt"): NotWeights,  # a zip, but not one torch.save wrote
@@ -254,7 +257,7 @@ def test_uploaded_weights_get_a_name_on_the_volume(store: Storage) -> None:
     image = create_queued_job(store, image_bytes(seed=3), tenant_id=tenant_id)
     of_image = select(StoredFile.id, StoredFile.path).join(Upload, Upload.file_id == StoredFile.id)
     image_file, image_path = in_transaction(store, lambda s: s.execute(of_image.where(Upload.job_id == image)).one())
-    with pytest.raises(NotWeights, match=r"img-0\.png is not weights"):
+    with pytest.raises(NotWeights, match=r"img-0\.png was not uploaded as weights"):
         register("image", image_file, tenant_id)
     store.blobs.path_of(image_path).unlink()
     with pytest.raises(FileGone):
