@@ -327,7 +327,7 @@ def memory_figures(long: Clip, short: Clip, long_trace: MemoryTrace, short_trace
 
 def run() -> dict[str, float]:
     export = openvino_export_of(str(BUNDLED_MODEL))
-    assert export.is_dir(), f"no OpenVINO export at {export}: make bench builds it (python -m inference.export)"
+    assert export.is_dir(), f"no OpenVINO export at {export}: the repository keeps it (python -m inference.export)"
     with tempfile.TemporaryDirectory(prefix="yolo-bench-video-") as tmp:
         folder = Path(tmp)
         clip = encode(folder / "clip.mp4", CLIP_SECONDS, CLIP_SIZE)

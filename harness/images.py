@@ -1,7 +1,13 @@
-"""Small generated images: unique per seed, in any accepted format, or with a header that lies about its size."""
+"""Small generated images: unique per seed, in any accepted format, or with a header that lies about its size.
+
+Tests choose their images' seeds, and uploads of the same content are stored once and may reuse results: a test
+that counts what a first upload costs, or needs a job to run, fails when another test of its process uploaded the
+same bytes first. So every seed, of any size, makes its own image: the first pixels hold a digest of the seed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -10,9 +16,12 @@ from PIL import Image
 
 
 def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:
-    """A small, unique-per-seed image in the given format."""
+    """A small image in the given format, unique per seed (at least 11 pixels: a SHA-256 of the seed fills them)."""
     image = Image.new("RGB", (width, height), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
     image.putpixel((seed % width, (seed // width) % height), (255, 255, 255))
+    digest = hashlib.sha256(str(seed).encode()).digest()
+    for index in range(0, len(digest), 3):
+        image.putpixel(((index // 3) % width, (index // 3) // width), tuple(digest[index : index + 3].ljust(3, b"\0")))
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()

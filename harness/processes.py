@@ -108,13 +108,21 @@ class ServiceProcess:
 
 
 def start_worker(
-    env: dict[str, str], log_path: Path, queues: str = "inference,maintenance", concurrency: int = 2
+    env: dict[str, str],
+    log_path: Path,
+    queues: str = "inference,maintenance",
+    concurrency: int = 2,
+    python: Path = VENV_BIN / "python",
+    cwd: Path = PROJECT_ROOT,
 ) -> ServiceProcess:
-    """A real ``celery -A tasks worker``, returned once it logged ``ready.``."""
+    """A real ``celery -A tasks worker``, returned once it logged ``ready.``.
+
+    ``python`` and ``cwd``: another environment's interpreter (its ``celery`` beside it), and where it runs.
+    """
     node = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    argv = [str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency)]
+    argv = [str(python.parent / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency)]
     argv += ["-E", "--loglevel", "INFO", "-n", node, "--without-mingle", "--without-gossip"]
-    worker = ServiceProcess(argv, env, log_path, node).start()
+    worker = ServiceProcess(argv, env, log_path, node, cwd).start()
     try:
         wait_until(lambda: "ready." in worker.log_text() or not worker.running(), 60, what="worker ready")
         assert worker.running(), worker.log_text()
@@ -189,3 +197,17 @@ def wait_for_job(
         return body if body["status"] in FINISHED_STATUSES else None
 
     return wait_until(finished, timeout, interval=0.3, what=f"job {job_id}")
+
+
+def wait_for_flower_to_hear(flower: ServiceProcess, url: str, worker: ServiceProcess, timeout: float = 60) -> None:
+    """Wait until Flower at ``url`` reports ``worker`` online (its ``/metrics``): its events reach Flower."""
+
+    def heard() -> bool:
+        assert flower.running(), flower.log_text()[-3000:]
+        try:
+            metrics = requests.get(f"{url}/metrics", timeout=2).text
+        except requests.ConnectionError:
+            return False
+        return f'flower_worker_online{{worker="{worker.node}"}} 1.0' in metrics
+
+    wait_until(heard, timeout, what="Flower hearing the worker")

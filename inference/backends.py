@@ -13,13 +13,22 @@ Ultralytics' ``summary()`` rows: ``{"name", "class", "confidence", "box": {"x1",
 "y1", "x2", "y2"}}`` in that image's pixels, unrounded.
 
 On a CPU, a ``.pt`` model runs on its OpenVINO export when one sits next to it
-(``<stem>_openvino_model/``, made by ``make model``), is at least as new as the
-weights, and OpenVINO is installed; otherwise on PyTorch, and :func:`choose` says why.
+(``<stem>_openvino_model/``, made by ``python -m inference.export``), was made from
+these very weights, and OpenVINO is installed; otherwise on PyTorch, and :func:`choose`
+says why. "These very weights": the export's ``metadata.yaml`` records the digest of the
+``.pt`` it was made from (:data:`SOURCE_DIGEST`), since a checkout's or a wheel's file
+times say nothing of which came first; an export that records none (Ultralytics' own
+``yolo export``) must be at least as new as the weights.
+
+A CPU worker installed without PyTorch and Ultralytics (the ``worker-cpu`` extra) runs
+the direct backends alone: :func:`load` refuses anything else with :class:`NeedsPyTorch`,
+whose message says in one line what to install or export.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import logging
 from collections.abc import Callable, Sequence
@@ -39,6 +48,19 @@ PYTORCH, OPENVINO, ONNX, ULTRALYTICS = "pytorch", "openvino", "onnxruntime", "ul
 FP32 = "fp32"
 # The export `make model` builds and a CPU worker prefers: the fastest CPU backend measured (bench/backends.py).
 PREFERRED_EXPORT = OPENVINO
+# The modules each runtime imports. A worker-cpu install has OpenVINO's and ONNX Runtime's; PyTorch's and
+# Ultralytics' come with worker-gpu, which what runs through Ultralytics needs (UltralyticsDetector).
+RUNTIME_MODULES = {
+    OPENVINO: ("openvino",),
+    ONNX: ("onnxruntime",),
+    PYTORCH: ("torch", "ultralytics"),
+    ULTRALYTICS: ("torch", "ultralytics"),
+}
+# The key of an OpenVINO export's metadata.yaml that holds the SHA-256 of the .pt it was made from (inference.export).
+SOURCE_DIGEST = "source_sha256"
+# What a worker installs to run exports (CPU_INSTALL), and what needs PyTorch (GPU_INSTALL).
+CPU_INSTALL = "pip install 'yolo-jobs[worker-cpu]'"
+GPU_INSTALL = "pip install 'yolo-jobs[worker-gpu]'"
 
 
 class PredictOptions(Protocol):
@@ -91,9 +113,40 @@ def backend_of(path: str) -> str:
     return PYTORCH if path.endswith(".pt") else ULTRALYTICS
 
 
+class NeedsPyTorch(RuntimeError):
+    """A model that runs through Ultralytics, on a worker installed without PyTorch (``worker-cpu``)."""
+
+
 def installed(backend: str) -> bool:
-    module = {OPENVINO: "openvino", ONNX: "onnxruntime"}.get(backend)
-    return module is None or importlib.util.find_spec(module) is not None
+    """Whether the modules ``backend`` runs on can be imported here (found, not imported: torch takes seconds)."""
+    return all(importlib.util.find_spec(module) is not None for module in RUNTIME_MODULES[backend])
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file (``inference`` imports nothing of ``storage``, whose ``file_sha256`` is the same)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def export_source(export: Path) -> str | None:
+    """The digest of the weights an OpenVINO export was made from, as ``inference.export`` recorded it; None
+    for an export that records none."""
+    import yaml
+
+    metadata = export / "metadata.yaml"
+    recorded = yaml.safe_load(metadata.read_text()).get(SOURCE_DIGEST) if metadata.is_file() else None
+    return str(recorded) if recorded else None
+
+
+def stale_export(export: Path, weights: Path) -> str | None:
+    """Why ``export`` is not the export of ``weights`` (made from other weights, or older than them); None when it
+    is."""
+    source = export_source(export)
+    if source is not None:
+        return None if source == sha256_of(weights) else f"the OpenVINO export at {export} was made from other weights"
+    if export.stat().st_mtime < weights.stat().st_mtime:
+        return f"the OpenVINO export at {export} is older than the weights"
+    return None
 
 
 def choose(weights: str, device: str) -> Choice:
@@ -102,15 +155,25 @@ def choose(weights: str, device: str) -> Choice:
     if backend != PYTORCH or device != "cpu":
         return Choice(weights, backend)
     export = openvino_export_of(weights)
+    rebuild = f"python -m inference.export {weights} makes it"
     if not any(export.glob("*.xml")):
-        reason = f"no OpenVINO export at {export} (make model builds it)"
+        reason = f"no OpenVINO export at {export} ({rebuild})"
     elif not installed(PREFERRED_EXPORT):
-        reason = "openvino is not installed (pip install -e .[worker])"
-    elif Path(weights).is_file() and export.stat().st_mtime < Path(weights).stat().st_mtime:
-        reason = f"the OpenVINO export at {export} is older than the weights (make model rebuilds it)"
+        reason = f"openvino is not installed ({CPU_INSTALL})"
+    elif stale := stale_export(export, Path(weights)):
+        reason = f"{stale} ({rebuild})"
     else:
         return Choice(str(export), PREFERRED_EXPORT)
     return Choice(weights, PYTORCH, reason)
+
+
+def pytorch_missing(choice: Choice) -> str:
+    """In one line: why ``choice`` cannot run here, and what to install, or (where :func:`choose` said why it did
+    not run an export) what to export."""
+    needs = f"{choice.path} runs through Ultralytics and PyTorch, which this worker lacks: {GPU_INSTALL}"
+    if choice.fallback_reason:
+        return f"{needs}, or run them on OpenVINO: {choice.fallback_reason}"
+    return needs
 
 
 def longest_side(size: int | Sequence[int]) -> int:
@@ -125,6 +188,8 @@ def load(choice: Choice, device: str, threads: int) -> Detector:
         metadata, run = opener(Path(choice.path), threads)
         if metadata.get("task", "detect") == "detect":
             return DirectDetector(choice.backend, metadata, run)
+    if not installed(PYTORCH):
+        raise NeedsPyTorch(pytorch_missing(choice))
     return UltralyticsDetector(choice.path, device, threads)
 
 

@@ -1,11 +1,15 @@
 """Export ``.pt`` weights for a direct backend: ``python -m inference.export [WEIGHTS] [--format openvino|onnx]``.
 
 ``make model`` runs it on the bundled model for OpenVINO, the fastest CPU backend
-measured (``bench/backends.py``); a CPU worker then runs the export instead of the
-``.pt`` (``inference.backends.choose``). The export has a dynamic input (any batch,
-any size), so jobs keep their own ``imgsz`` and several images run in one call. It is
-written beside a copy of the weights in a temporary folder and moved into place
-whole, so a worker starting meanwhile never loads half of one.
+measured (``bench/backends.py``), and the export is kept in the repository beside the
+``.pt``: a CPU worker runs it instead of the ``.pt`` (``inference.backends.choose``),
+with no PyTorch installed. An OpenVINO export's ``metadata.yaml`` records the SHA-256 of
+the weights it was made from, so a worker (and ``tests/unit/inference/test_bundled_export.py``)
+tells an export of other weights by its content, not by file times. The export has a dynamic
+input (any batch, any size), so jobs keep their own ``imgsz`` and several images run in one
+call. It is written beside a copy of the weights in a temporary folder and moved into place
+whole, so a worker starting meanwhile never loads half of one. Exporting needs PyTorch and
+Ultralytics (the ``worker-gpu`` extra).
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from pathlib import Path
 from config import Settings
 from config.paths import BUNDLED_MODEL
 from config.ultralytics import configure_ultralytics
-from inference.backends import ONNX, OPENVINO, openvino_export_of
+from inference.backends import (
+    GPU_INSTALL,
+    ONNX,
+    OPENVINO,
+    PYTORCH,
+    SOURCE_DIGEST,
+    installed,
+    openvino_export_of,
+    sha256_of,
+)
 from inference.defaults import DEFAULT_INFERENCE_SIZE
 
 FORMATS = {OPENVINO: "openvino", ONNX: "onnx"}
@@ -45,6 +58,9 @@ def export(weights: Path, backend: str = OPENVINO, destination: Path | None = No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.trace's deprecation, which Ultralytics' exporter calls
             made = Path(model.export(format=FORMATS[backend], imgsz=size, dynamic=True))
+        if backend == OPENVINO:  # Ultralytics' reader of metadata.yaml keeps a key it does not know, unused
+            with open(made / "metadata.yaml", "a") as metadata:
+                metadata.write(f"{SOURCE_DIGEST}: {sha256_of(weights)}\n")
         if destination.is_dir():
             shutil.rmtree(destination)
         made.replace(destination)
@@ -57,6 +73,8 @@ def main() -> None:
     parser.add_argument("--format", choices=sorted(FORMATS), default=OPENVINO)
     parser.add_argument("--output", type=Path, help="default: beside the weights, named as Ultralytics names it")
     arguments = parser.parse_args()
+    if not installed(PYTORCH):
+        parser.error(f"exporting needs PyTorch and Ultralytics, not installed here: {GPU_INSTALL}")
     print(export(arguments.weights, arguments.format, arguments.output))
 
 

@@ -9,9 +9,12 @@ stride, trained size, the weights' digest, and the one size an export made at a 
 are missing or do not load make :meth:`ModelPool.get` raise :class:`ModelUnavailable` for that model only; the next
 job of it tries again, so weights put in place later are picked up.
 
-``WORKER_DEVICE=auto`` pins prefork child *k* to GPU ``k % count`` when CUDA is present, else the CPU. Each
-model runs on the backend ``inference.backends.choose`` picks (on a CPU, a ``.pt`` model's OpenVINO export when
-present, else PyTorch, and the log says why) with ``threads`` inference threads.
+``WORKER_DEVICE=auto`` pins prefork child *k* to GPU ``k % count`` when CUDA is present, else the CPU; a worker
+installed without PyTorch (the ``worker-cpu`` extra) is on the CPU, and never imports torch. Each model runs on
+the backend ``inference.backends.choose`` picks (on a CPU, a ``.pt`` model's OpenVINO export when present and made
+from those weights, else PyTorch, and the log says why) with ``threads`` inference threads. Without PyTorch, a model
+that needs it is unavailable, and the one line that says so (at start-up for ``YOLO_MODELS``' models, and in its
+jobs' ``model_unavailable`` error) names what to install or export.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Protocol
 from billiard.process import current_process
 
 from config.settings import model_name
-from inference.backends import Choice, Detector, choose, load
+from inference.backends import PYTORCH, Choice, Detector, NeedsPyTorch, choose, installed, load
 from jobs.catalog import LoadedModel, weights_present, weights_sha256
 from tasks import metrics
 
@@ -56,9 +59,11 @@ class Registry(Protocol):
 
 
 def resolve_device(setting: str) -> str:
-    """Turn ``auto|cpu|cuda:N`` into the torch device this process uses."""
+    """Turn ``auto|cpu|cuda:N`` into the torch device this process uses (the CPU where torch is not installed)."""
     if setting != "auto":
         return setting
+    if not installed(PYTORCH):
+        return "cpu"
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -136,15 +141,17 @@ class ModelPool:
     def _load(self, name: str, weights: str) -> Detector:
         if not weights_present(weights):
             raise ModelUnavailable(f"weights for model {name!r} not found at {weights}")
-        choice = choose(weights, self.device)
+        started = time.perf_counter()
+        try:  # choosing reads the weights and an export's metadata: a bad file fails this model alone, not the worker
+            choice = choose(weights, self.device)
+            detector = self.loader(choice, self.device, self.threads)
+        except NeedsPyTorch as exc:
+            raise ModelUnavailable(f"model {name!r} cannot run on this worker: {exc}") from None
+        except Exception as exc:
+            raise ModelUnavailable(f"weights for model {name!r} at {weights} cannot be loaded: {exc}") from exc
+        seconds = time.perf_counter() - started
         if choice.fallback_reason:
             log.warning("model name=%s runs on PyTorch from %s: %s", name, weights, choice.fallback_reason)
-        started = time.perf_counter()
-        try:
-            detector = self.loader(choice, self.device, self.threads)
-        except Exception as exc:
-            raise ModelUnavailable(f"weights for model {name!r} at {choice.path} cannot be loaded: {exc}") from exc
-        seconds = time.perf_counter() - started
         metrics.model_loaded(name, seconds)
         classes = {str(index): label for index, label in detector.names.items()}
         loaded = LoadedModel(

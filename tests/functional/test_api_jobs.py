@@ -125,7 +125,7 @@ def test_progress_moves_image_by_image_on_a_slow_job(
     progress as it goes, never 0 until the end. Enough images at imgsz 1280 that even a fast backend on a
     quiet machine needs more than 2 s (about 0.2 s an image with OpenVINO, 1 s with PyTorch on 2 cores)."""
     total = 16
-    images = [(f"slow-{i}.png", image_bytes(640, 480, seed=990 + i)) for i in range(total)]
+    images = [(f"slow-{i}.png", image_bytes(640, 480, seed=3000 + i)) for i in range(total)]
     job_id = post_job(api, api_url, images, imgsz="1280").json()["job_id"]
     seen: list[int] = []
 

@@ -4,9 +4,10 @@ Same class, IoU ≥ 0.9, every box edge within 2 px and the confidence within 0.
 PyTorch predicting each image alone (letterboxed to its own minimum rectangle), at batch 1
 and at batch 8 of mixed shapes: a direct backend letterboxes each image as if alone, so an
 image's boxes do not depend on the others of its call (another job's, in a round), where
-Ultralytics would letterbox a mixed batch square. The exports are made from the shipped weights in a
-subprocess (``python -m inference.export``), the OpenVINO one reused when ``make``
-already built it.
+Ultralytics would letterbox a mixed batch square. The OpenVINO export is the one kept in the
+repository beside the ``.pt``, which CPU workers run: this fails when it no longer matches the
+weights' predictions (``make model`` rebuilds it). The ONNX one is made from the shipped weights in a
+subprocess (``python -m inference.export``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from celery.utils.sysinfo import cpu_budget
 from config.paths import BUNDLED_MODEL, PROJECT_ROOT
 from evaluation.scenes import render
 from harness.side_by_side import side_by_side
-from inference.backends import ONNX, OPENVINO, PYTORCH, Choice, Detector, choose, load
+from inference.backends import ONNX, OPENVINO, PYTORCH, Choice, Detector, choose, load, openvino_export_of
 from inference.yolo import Detection
 from tests.functional.test_model_quality import EVAL_SEED
 
@@ -49,12 +50,12 @@ def exported(backend: str, destination: Path) -> Path:
 @pytest.fixture(scope="module")
 def detectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Detector]:
     folder = tmp_path_factory.mktemp("exports")
-    bundled = choose(str(BUNDLED_MODEL), "cpu")
-    openvino = Path(bundled.path) if bundled.backend == OPENVINO else exported(OPENVINO, folder / "m_openvino_model")
+    committed = openvino_export_of(str(BUNDLED_MODEL))
+    assert choose(str(BUNDLED_MODEL), "cpu") == Choice(str(committed), OPENVINO), "what CPU workers run"
     threads = cpu_budget().count
     return {
         PYTORCH: load(Choice(str(BUNDLED_MODEL), PYTORCH), "cpu", threads),
-        OPENVINO: load(Choice(str(openvino), OPENVINO), "cpu", threads),
+        OPENVINO: load(Choice(str(committed), OPENVINO), "cpu", threads),
         ONNX: load(Choice(str(exported(ONNX, folder / "m.onnx")), ONNX), "cpu", threads),
     }
 
@@ -129,6 +130,6 @@ def test_two_single_thread_openvino_processes_use_a_core_each() -> None:
     """OpenVINO pins its threads to cores counted from the first: unpinned, two worker processes of one thread
     each run side by side (pinned, they shared one core: half a core each)."""
     bundled = choose(str(BUNDLED_MODEL), "cpu")
-    assert bundled.backend == OPENVINO, "make test builds the OpenVINO export"
+    assert bundled.backend == OPENVINO, "the OpenVINO export is kept beside the weights"
     shares = side_by_side(_predict_alone, [(bundled.path,)] * 2, timeout=120)
     assert min(shares) > 0.7, shares

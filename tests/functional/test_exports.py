@@ -146,7 +146,7 @@ def test_unknown_format_unfinished_cancelled_and_another_tenants_job(
 ) -> None:
     app: Flask = make_app(isolated_env)  # no worker consumes this vhost: the job stays queued
     client = app.test_client()
-    job_id = submit(app, [image_bytes(seed=9100), image_bytes(seed=9101)])
+    job_id = submit(app, [image_bytes(seed=9300), image_bytes(seed=9301)])
     path = f"/api/v1/jobs/{job_id}/export"
     assert error(client.get(path, query_string={"format": "voc"})) == (400, "invalid_parameter")
     assert error(client.get(path)) == (400, "invalid_parameter")

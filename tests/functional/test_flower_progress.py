@@ -21,7 +21,7 @@ import requests
 
 from config.paths import PROJECT_ROOT
 from harness.images import image_bytes
-from harness.processes import VENV_BIN, ServiceProcess, free_port, wait_for_job, wait_until
+from harness.processes import VENV_BIN, ServiceProcess, free_port, wait_for_flower_to_hear, wait_for_job, wait_until
 from harness.videos import write_shapes_video
 from jobs.messages import DETECT_TASK, PART_TASK
 from tests.helpers import post_job
@@ -54,17 +54,8 @@ def flower(services_env: dict[str, str], logs_dir: Path, worker: ServiceProcess)
         argv, {**services_env, "FLOWER_BASIC_AUTH": ":".join(AUTH)}, logs_dir / f"flower-progress-{port}.log"
     ).start()
     url = f"http://127.0.0.1:{port}"
-
-    def heard_the_worker() -> bool:
-        assert process.running(), process.log_text()[-3000:]
-        try:
-            metrics = requests.get(f"{url}/metrics", timeout=1).text
-        except requests.ConnectionError:
-            return False
-        return f'flower_worker_online{{worker="{worker.node}"}} 1.0' in metrics
-
     try:
-        wait_until(heard_the_worker, 60, what="flower hearing the worker")
+        wait_for_flower_to_hear(process, url, worker)
         yield Flower(url, process)
     finally:
         process.stop()

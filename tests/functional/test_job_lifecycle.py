@@ -368,15 +368,28 @@ def test_a_round_runs_queued_jobs_together_and_a_poison_job_fails_alone(stack: S
     assert max(round_sizes(stack)[rounds_before:]) >= 3, stack.worker.log_text()[-3000:]
 
 
-def large_flat_png(shade: int) -> bytes:
-    """A 24-megapixel PNG of a few kilobytes: about half a second to decode, so a round of them lasts."""
+def large_flat_png(shade: int, size: tuple[int, int] = (8000, 6000)) -> bytes:
+    """A PNG of tens of megapixels in a few kilobytes: slow to decode for its size, so a round of them lasts."""
     buffer = io.BytesIO()
-    Image.new("RGB", (6000, 4000), (shade, shade, shade)).save(buffer, format="PNG")
+    Image.new("RGB", size, (shade, shade, shade)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def round_of_large_jobs(stack: Stack, shades: range) -> list[str]:
+    """A job of two large images per shade: a round takes jobs of one batch at most (INFERENCE_BATCH_SIZE 2 here).
+
+    The last job, the one the tests act on, is taken into a round last and runs for its own batch alone, so its
+    images are the largest (96 megapixels): on a quiet machine, one image of 24 had run in a quarter of a second,
+    before a test polling its status could act on it.
+    """
+    *firsts, last = shades
+    jobs = [submit(stack.app, [large_flat_png(shade), large_flat_png(shade + 1)]) for shade in firsts]
+    largest = (12000, 8000)
+    return [*jobs, submit(stack.app, [large_flat_png(last, largest), large_flat_png(last + 1, largest)])]
+
+
 def test_a_job_cancelled_in_mid_round_ends_cancelled_and_its_mates_succeed(stack: Stack, paused: None) -> None:
-    job_ids = [submit(stack.app, [large_flat_png(40 * n)]) for n in range(5)]
+    job_ids = round_of_large_jobs(stack, range(0, 200, 40))
     mate = job_ids[-1]  # queued behind the two messages the consumer holds: taken into a round
     consume(stack, True)
     wait_for_status(stack, mate, "running")
@@ -426,7 +439,7 @@ def test_a_second_message_for_a_job_in_a_round_writes_nothing_twice(stack: Stack
 
 
 def test_a_worker_killed_in_mid_round_completes_every_job_of_the_round_once(stack: Stack, paused: None) -> None:
-    job_ids = [submit(stack.app, [large_flat_png(30 * n + 5)]) for n in range(5)]
+    job_ids = round_of_large_jobs(stack, range(5, 150, 30))
     consume(stack, True)
     mate = job_ids[-1]
     wait_for_status(stack, mate, "running")

@@ -1,4 +1,5 @@
-"""Offline checks of the OpenShift templates and of the Containerfile.
+"""Offline checks of the OpenShift templates, and that each pod runs its role's image (test_containerfile.py
+checks the images themselves).
 
 A template is rendered here as ``oc process`` renders it: ``${NAME}`` is replaced
 inside strings (keys too), a value that is exactly ``${{NAME}}`` becomes the JSON
@@ -13,7 +14,6 @@ PostgreSQL, RabbitMQ or Redis is needed.
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
 import secrets
@@ -36,23 +36,55 @@ from config import Settings
 from config.paths import PROJECT_ROOT
 from config.settings import declared_fields
 from storage.queue_depths import ManagementApi
+from tests.functional.containerfile_support import requirement_names, role_install
 
 TEMPLATE_PATH = PROJECT_ROOT / "openshift" / "yolo-jobs-template.yaml"
 AUTOSCALING_PATH = PROJECT_ROOT / "openshift" / "yolo-jobs-autoscaling-template.yaml"
 README_PATH = PROJECT_ROOT / "openshift" / "README.md"
 KEDA_SCHEMAS_PATH = PROJECT_ROOT / "tests" / "fixtures" / "keda" / "keda-2.16.1.schema.json"
-CONTAINERFILE_PATH = PROJECT_ROOT / "Containerfile"
 # Flower's task list shows a job's progress in its Result column on OpenShift as under `make flower`.
 FLOWER_COLUMNS = re.search(r"--tasks_columns=(\S+)", (PROJECT_ROOT / "Makefile").read_text())[1]
-SETUP_CFG_PATH = PROJECT_ROOT / "setup.cfg"
 
 K8S_VERSION = kubernetes_validate.latest_version()
-TEST_IMAGE = "image-registry.openshift-image-registry.svc:5000/yolo/yolo-jobs:test"
+REGISTRY = "image-registry.openshift-image-registry.svc:5000/yolo"
+# Each image parameter and the Containerfile target it names.
+IMAGE_TARGETS = {"API_IMAGE": "api", "WORKER_CPU_IMAGE": "worker-cpu", "WORKER_GPU_IMAGE": "worker-gpu"}
+TEST_IMAGES = {param: f"{REGISTRY}/yolo-jobs-{target}:test" for param, target in IMAGE_TARGETS.items()}
 OPENSHIFT_ONLY_KINDS = {"Route"}
 POD_KINDS = {"Deployment", "Job"}
 SHARED_CLAIM = "ml-files-storage"
 SHARED_MOUNT = "/shared-storage"
-FILE_DEPLOYMENTS = ("yolo-jobs-api", "yolo-jobs-worker-inference", "yolo-jobs-worker-maintenance")
+FILE_DEPLOYMENTS = (
+    "yolo-jobs-api",
+    "yolo-jobs-worker-inference",
+    "yolo-jobs-worker-inference-cpu",
+    "yolo-jobs-worker-maintenance",
+)
+# Which image each app pod runs (openshift/README.md, Images): torch only where a GPU is.
+POD_IMAGES = {
+    "yolo-jobs-schema": "API_IMAGE",
+    "yolo-jobs-api": "API_IMAGE",
+    "yolo-jobs-worker-inference": "WORKER_GPU_IMAGE",
+    "yolo-jobs-worker-inference-cpu": "WORKER_CPU_IMAGE",
+    "yolo-jobs-worker-maintenance": "WORKER_CPU_IMAGE",
+    "yolo-jobs-worker-webhooks": "WORKER_CPU_IMAGE",
+    "yolo-jobs-beat": "WORKER_CPU_IMAGE",
+    "yolo-jobs-flower": "WORKER_CPU_IMAGE",
+}
+# The distribution each program (or Celery sub-command) the containers run comes from.
+PROGRAMS = {
+    "gunicorn": "gunicorn",
+    "flask": "flask",
+    "celery": "celery",
+    "flower": "flower",
+    "storage.maintenance": "psycopg2-binary",
+}
+WORKER_DEPLOYMENTS = (
+    "yolo-jobs-worker-inference",
+    "yolo-jobs-worker-inference-cpu",
+    "yolo-jobs-worker-maintenance",
+    "yolo-jobs-worker-webhooks",
+)
 SERVICE_DEPLOYMENTS = ("yolo-jobs-postgresql", "yolo-jobs-rabbitmq", "yolo-jobs-redis")
 CELERY_HARD_TIME_LIMIT = celery_config.from_settings(Settings())["task_time_limit"]
 PROXY_CONTAINER = "proxy"
@@ -190,7 +222,7 @@ def walk_strings(node: Any) -> Iterator[str]:
 
 
 TEMPLATE = load_template()
-RENDERED = render(TEMPLATE, {"IMAGE": TEST_IMAGE})
+RENDERED = render(TEMPLATE, TEST_IMAGES)
 AUTOSCALING = load_template(AUTOSCALING_PATH)
 SCALED = render(AUTOSCALING, {})
 
@@ -231,14 +263,15 @@ def test_parameters_are_documented(template: Object) -> None:
             assert EXPRESSION.match(param["from"]), f"{param['name']}: unexpected expression"
 
 
-def test_required_parameter_without_value_fails() -> None:
-    with pytest.raises(RenderError, match="IMAGE"):
-        render(TEMPLATE, {})
+@pytest.mark.parametrize("image", IMAGE_TARGETS)
+def test_required_parameter_without_value_fails(image: str) -> None:
+    with pytest.raises(RenderError, match=image):
+        render(TEMPLATE, {name: value for name, value in TEST_IMAGES.items() if name != image})
 
 
 def test_unknown_parameter_fails() -> None:
     with pytest.raises(RenderError, match="NOT_A_PARAMETER"):
-        render(TEMPLATE, {"IMAGE": TEST_IMAGE, "NOT_A_PARAMETER": "x"})
+        render(TEMPLATE, {**TEST_IMAGES, "NOT_A_PARAMETER": "x"})
 
 
 def test_rendering_leaves_no_parameter_reference() -> None:
@@ -247,7 +280,7 @@ def test_rendering_leaves_no_parameter_reference() -> None:
 
 
 def test_generated_secrets_are_random_and_well_formed() -> None:
-    first, second = (render(TEMPLATE, {"IMAGE": TEST_IMAGE}) for _ in range(2))
+    first, second = (render(TEMPLATE, TEST_IMAGES) for _ in range(2))
     auth = [find(objects, "Secret", "yolo-jobs-flower")["stringData"]["basic-auth"] for objects in (first, second)]
     assert all(re.fullmatch(r"admin:[a-zA-Z0-9]{24}", value) for value in auth)
     assert auth[0] != auth[1]
@@ -347,6 +380,19 @@ def test_commands_are_exact() -> None:
             "INFO",
             "-E",
         ],
+        "yolo-jobs-worker-inference-cpu": [
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            "inference",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "-E",
+        ],
         "yolo-jobs-worker-maintenance": [
             "celery",
             "-A",
@@ -380,17 +426,38 @@ def test_schema_is_applied_before_the_api_serves() -> None:
     } in (container["env"])
 
 
-def test_every_app_container_runs_the_image_with_config_and_connections() -> None:
-    for obj in pod_objects(RENDERED):
-        if obj["metadata"]["name"] in SERVICE_DEPLOYMENTS:
-            continue
-        for container in all_containers(pod_spec(obj)):
-            if container["name"] == PROXY_CONTAINER:
-                continue  # nginx: tested with the API pods and with Flower
-            assert container["image"] == TEST_IMAGE
-            sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-            assert sources == {"yolo-jobs-config", "yolo-jobs-connections"}, object_id(obj)
-            assert "DATABASE_URL" in env_values(container), object_id(obj)
+def app_containers(objects: list[Object]) -> Iterator[tuple[Object, Object]]:
+    """Each pod object of the app (not the own services) with each of its containers but the nginx sidecars."""
+    for obj in pod_objects(objects):
+        if obj["metadata"]["name"] not in SERVICE_DEPLOYMENTS:
+            for container in all_containers(pod_spec(obj)):
+                if container["name"] != PROXY_CONTAINER:  # nginx: tested with the API pods and with Flower
+                    yield obj, container
+
+
+def test_every_app_container_runs_its_roles_image_with_config_and_connections() -> None:
+    assert {obj["metadata"]["name"] for obj, _container in app_containers(RENDERED)} == set(POD_IMAGES)
+    for obj, container in app_containers(RENDERED):
+        assert container["image"] == TEST_IMAGES[POD_IMAGES[obj["metadata"]["name"]]], object_id(obj)
+        sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+        assert sources == {"yolo-jobs-config", "yolo-jobs-connections"}, object_id(obj)
+        assert "DATABASE_URL" in env_values(container), object_id(obj)
+
+
+def test_torch_runs_only_where_a_gpu_is() -> None:
+    """Every pod without a GPU runs a torch-less image (test_containerfile.py: their extras name no torch)."""
+    for obj, container in app_containers(RENDERED):
+        target = IMAGE_TARGETS[POD_IMAGES[obj["metadata"]["name"]]]
+        assert (target == "worker-gpu") == ("nvidia.com/gpu" in container["resources"]["limits"]), object_id(obj)
+
+
+def test_each_command_is_installed_in_its_image() -> None:
+    """The programs a container runs come with its image's extras: Flower with ops, flask with the API's."""
+    for obj, container in app_containers(RENDERED):
+        installed = requirement_names(role_install(IMAGE_TARGETS[POD_IMAGES[obj["metadata"]["name"]]]).extras)
+        words = " ".join(container["command"]).split()
+        needed = {PROGRAMS[word] for word in words if word in PROGRAMS}
+        assert needed and needed <= installed, f"{object_id(obj)}: {sorted(needed - installed)} not installed"
 
 
 def test_config_map_sets_only_settings_the_code_reads() -> None:
@@ -425,7 +492,7 @@ def test_beat_is_a_singleton() -> None:
 
 @pytest.mark.parametrize("gpus", ["1", "4"])
 def test_inference_worker_gets_gpus_on_gpu_nodes(gpus: str) -> None:
-    objects = render(TEMPLATE, {"IMAGE": TEST_IMAGE, "GPU_COUNT": gpus})
+    objects = render(TEMPLATE, {**TEST_IMAGES, "GPU_COUNT": gpus})
     spec = pod_spec(find(objects, "Deployment", "yolo-jobs-worker-inference"))
     container = spec["containers"][0]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == gpus
@@ -435,6 +502,24 @@ def test_inference_worker_gets_gpus_on_gpu_nodes(gpus: str) -> None:
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert {"name": "metrics", "containerPort": 9808, "protocol": "TCP"} in container["ports"]
+
+
+@pytest.mark.parametrize("replicas", ["0", "3"])
+def test_cpu_inference_workers_run_the_inference_queue_without_gpus(replicas: str) -> None:
+    """A cluster without GPUs runs these instead of the GPU workers (INFERENCE_REPLICAS=0); none by default."""
+    assert find(RENDERED, "Deployment", "yolo-jobs-worker-inference-cpu")["spec"]["replicas"] == 0
+    objects = render(TEMPLATE, {**TEST_IMAGES, "INFERENCE_REPLICAS": "0", "INFERENCE_CPU_REPLICAS": replicas})
+    assert find(objects, "Deployment", "yolo-jobs-worker-inference")["spec"]["replicas"] == 0
+    deployment = find(objects, "Deployment", "yolo-jobs-worker-inference-cpu")
+    assert deployment["spec"]["replicas"] == int(replicas)
+    spec = pod_spec(deployment)
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+    (container,) = spec["containers"]
+    assert container["command"][container["command"].index("-Q") + 1] == "inference"
+    assert env_values(container)["WORKER_DEVICE"] == "cpu"
+    assert {"name": "metrics", "containerPort": 9808, "protocol": "TCP"} in container["ports"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(find(objects, "NetworkPolicy", "yolo-jobs-workers-from-monitoring")["spec"]["podSelector"], labels)
 
 
 def test_only_the_inference_worker_asks_for_gpus() -> None:
@@ -447,7 +532,7 @@ def test_only_the_inference_worker_asks_for_gpus() -> None:
 
 def test_workers_outlive_the_task_time_limit() -> None:
     """A worker stopped (a rollout, a scale-down) finishes its running task first: Celery's warm shutdown."""
-    for name in ("yolo-jobs-worker-inference", "yolo-jobs-worker-maintenance", "yolo-jobs-worker-webhooks"):
+    for name in WORKER_DEPLOYMENTS:
         grace = pod_spec(find(RENDERED, "Deployment", name))["terminationGracePeriodSeconds"]
         assert grace > CELERY_HARD_TIME_LIMIT, name
 
@@ -594,7 +679,7 @@ def test_own_services_use_recreate_and_their_secrets() -> None:
 
 @pytest.mark.parametrize("replicas", [0, 1])
 def test_services_switch_scales_only_the_own_services(replicas: int) -> None:
-    objects = render(TEMPLATE, {"IMAGE": TEST_IMAGE, "SERVICES_REPLICAS": str(replicas)})
+    objects = render(TEMPLATE, {**TEST_IMAGES, "SERVICES_REPLICAS": str(replicas)})
     for name in SERVICE_DEPLOYMENTS:
         assert find(objects, "Deployment", name)["spec"]["replicas"] == replicas
     assert find(objects, "Deployment", "yolo-jobs-api")["spec"]["replicas"] == 2
@@ -603,7 +688,7 @@ def test_services_switch_scales_only_the_own_services(replicas: int) -> None:
 
 def test_external_service_urls_reach_the_app() -> None:
     url = "postgresql://yolo:$(DATABASE_PASSWORD)@db.example.com:5432/yolo_jobs"
-    objects = render(TEMPLATE, {"IMAGE": TEST_IMAGE, "SERVICES_REPLICAS": "0", "DATABASE_URL": url})
+    objects = render(TEMPLATE, {**TEST_IMAGES, "SERVICES_REPLICAS": "0", "DATABASE_URL": url})
     for obj in pod_objects(objects):
         if obj["metadata"]["name"] not in SERVICE_DEPLOYMENTS:
             assert env_values(pod_spec(obj)["containers"][0])["DATABASE_URL"] == url, object_id(obj)
@@ -637,66 +722,6 @@ def test_generated_passwords_are_generated() -> None:
     generated = {param["name"] for param in TEMPLATE["parameters"] if param.get("generate") == "expression"}
     assert {"POSTGRESQL_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "FLOWER_PASSWORD"} <= generated
     assert all(not param.get("value") for param in TEMPLATE["parameters"] if param["name"] in generated)
-
-
-# --- Containerfile ----------------------------------------------------------------------------
-
-
-def containerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    lines = [line for line in CONTAINERFILE_PATH.read_text().splitlines() if not line.lstrip().startswith("#")]
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
-    pairs = (line.strip().split(maxsplit=1) for line in joined.splitlines() if line.strip())
-    return [(words[0].upper(), words[1] if len(words) > 1 else "") for words in pairs]
-
-
-def image_instructions() -> list[tuple[str, str]]:
-    """The instructions of the last stage, the one that makes the image."""
-    instructions = containerfile_instructions()
-    last_from = max(i for i, (instruction, _) in enumerate(instructions) if instruction == "FROM")
-    return instructions[last_from:]
-
-
-def test_containerfile_image_installs_the_wheel_and_nothing_of_the_tree() -> None:
-    """The image gets the service's wheel from the build stage, never the source tree, and no PYTHONPATH."""
-    instructions = containerfile_instructions()
-    assert any(i == "RUN" and re.search(r"pip wheel [^&;]*--no-deps", args) for i, args in instructions)
-    image = image_instructions()
-    copies = [args for instruction, args in image if instruction in ("COPY", "ADD")]
-    assert copies and all(args.startswith("--from=") for args in copies), copies
-    assert not any("PYTHONPATH" in args for instruction, args in image if instruction == "ENV")
-    assert not any(re.search(r"pip install[^&;]* (-e|--editable)\b", args) for i, args in image if i == "RUN")
-
-
-def test_containerfile_runs_as_non_root() -> None:
-    users = [args for instruction, args in containerfile_instructions() if instruction == "USER"]
-    assert users, "no USER"
-    assert users[-1].split(":")[0] not in ("0", "root")
-
-
-def test_containerfile_installs_the_headless_worker_extra() -> None:
-    runs = " ".join(args for instruction, args in image_instructions() if instruction == "RUN")
-    assert re.search(r"pip install [^&;]*\.whl\)?\[[^\]]*\bworker\b", runs)
-    assert not re.search(r"libgl|mesa", runs, re.IGNORECASE), "installs graphics libraries"
-    setup = configparser.ConfigParser()
-    setup.read(SETUP_CFG_PATH)
-    worker = setup["options.extras_require"]["worker"].split()
-    assert any(req.startswith("ultralytics-opencv-headless") for req in worker)
-    assert not any(re.match(r"ultralytics(?![-\w])", req) for req in worker), (
-        "plain ultralytics pulls opencv with libGL"
-    )
-
-
-def test_containerfile_environment_and_ports() -> None:
-    instructions = containerfile_instructions()
-    env = " ".join(args for instruction, args in instructions if instruction == "ENV")
-    assert "YOLO_OFFLINE=1" in env
-    assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in env
-    assert "PYTHONUNBUFFERED=1" in env
-    exposed = {port for instruction, args in instructions if instruction == "EXPOSE" for port in args.split()}
-    assert {"8080", "5555", "9808"} <= exposed
-    cmd = next(args for instruction, args in reversed(instructions) if instruction == "CMD")
-    assert json.loads(cmd) == ["gunicorn", "-c", "python:gunicorn_config", "app:create_app()"]
 
 
 # --- Network policies ---------------------------------------------------------------
@@ -853,6 +878,17 @@ def test_the_inference_workers_may_scale_to_zero(fewest: str) -> None:
     scaled = find(objects, "ScaledObject", "yolo-jobs-worker-inference")
     assert scaled["spec"]["minReplicaCount"] == int(fewest) <= scaled["spec"]["maxReplicaCount"]
     assert keda_errors(scaled) == []
+
+
+def test_the_cpu_inference_workers_may_be_the_ones_scaled() -> None:
+    """On a cluster without GPUs: the same trigger on the same queue, for the CPU workers' Deployment."""
+    name = "yolo-jobs-worker-inference-cpu"
+    scaled = find(render(AUTOSCALING, {"INFERENCE_DEPLOYMENT": name}), "ScaledObject", name)
+    assert scaled["spec"]["scaleTargetRef"] == {"name": name}
+    assert keda_errors(scaled) == []
+    command = main_container(RENDERED, name)["command"]
+    (rabbitmq,) = scaled["spec"]["triggers"]
+    assert command[command.index("-Q") + 1] == rabbitmq["metadata"]["queueName"] == "inference"
 
 
 @pytest.mark.parametrize(("name", "queue"), SCALED_WORKERS.items())

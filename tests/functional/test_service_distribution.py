@@ -1,6 +1,7 @@
 """The service's distribution (setup.cfg) is what the image installs (Containerfile): its wheel holds the service's
 packages, ``schema.sql`` and the bundled model, and none of the tools; installed where the checkout is on no path,
-as in the image, it applies its schema, builds its model's export and serves the API from its own packages.
+as in the image, it applies its schema, serves the API from its own packages, and (with PyTorch, as a
+``worker-gpu`` install) exports its model.
 
 The wheel is built from a copy of what the repository holds, with the venv's setuptools (no build isolation, so
 no download). The venv it goes into has no pip and gets the wheel alone; a ``.pth`` file lends it the test venv's
@@ -60,6 +61,11 @@ SERVICE_MODULES = {"celery_config.py", "gunicorn_config.py"}
 TOOLS = ("harness", "training", "evaluation", "bench", "scripts", "tests", "yolo_jobs_client")
 SCHEMA = "storage/schema.sql"
 WEIGHTS = f"models/{BUNDLED_MODEL.name}"
+# The OpenVINO export CPU workers run, kept beside the weights (setup.cfg's package_data ships it).
+EXPORT = {
+    f"models/{BUNDLED_MODEL.stem}_openvino_model/{name}"
+    for name in ("metadata.yaml", "shapes-yolov8n.xml", "shapes-yolov8n.bin")
+}
 
 # Run by the installed venv's python: where each of the service's modules and its data were found.
 PROBE = """
@@ -153,7 +159,7 @@ def test_the_wheel_holds_the_service_and_its_data_alone(service_install: Service
         for p in (source / "app" / folder).rglob("*")
         if p.is_file()
     }
-    assert names - modules - SERVICE_MODULES == {SCHEMA, WEIGHTS, "proxy/nginx.conf.in", *pages}
+    assert names - modules - SERVICE_MODULES == {SCHEMA, WEIGHTS, *EXPORT, "proxy/nginx.conf.in", *pages}
     # The wheel carries the files themselves: storage/schema.sql is a link to the top-level one in the checkout.
     assert shipped[SCHEMA] == (PROJECT_ROOT / "schema.sql").read_bytes()
     assert shipped[WEIGHTS] == BUNDLED_MODEL.read_bytes()
@@ -195,7 +201,8 @@ def test_the_installed_service_applies_its_schema(service_install: ServiceInstal
 
 
 def test_the_installed_service_exports_its_bundled_model(service_install: ServiceInstall, tmp_path: Path) -> None:
-    """The Containerfile's ``python -m inference.export``: the bundled model's export, beside the installed weights."""
+    """``python -m inference.export`` of an installed service (a ``worker-gpu`` install, which has PyTorch): the
+    bundled model's export, beside the installed weights."""
     result = service_install.run("-m", "inference.export", YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     export = service_install.site_packages / "models" / f"{BUNDLED_MODEL.stem}_openvino_model"

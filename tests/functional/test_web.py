@@ -20,6 +20,7 @@ from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from kombu import Connection
 from sqlalchemy import func, select
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
@@ -423,13 +424,20 @@ def test_secret_key_is_generated_once_and_private(tmp_path: Path) -> None:
 
 @contextmanager
 def inference_paused(broker_url: str) -> Iterator[None]:
-    """The running workers take no inference task until the block ends, so a new job stays queued."""
+    """The running workers take no inference task until the block ends, so a new job stays queued.
+
+    The commands go over a broker connection of their own. Without one, Celery takes a connection from kombu's
+    pool, which every Celery app of the test process shares for the same broker URL, and the broker had once reset
+    the pooled connection by the time a later module used it.
+    """
     control = Celery(broker=broker_url, set_as_current=False).control
-    assert control.cancel_consumer("inference", reply=True, timeout=10), "no worker answered cancel_consumer"
-    try:
-        yield
-    finally:
-        control.add_consumer("inference", reply=True, timeout=10)
+    with Connection(broker_url) as connection:
+        answered = control.cancel_consumer("inference", reply=True, timeout=10, connection=connection)
+        assert answered, "no worker answered cancel_consumer"
+        try:
+            yield
+        finally:
+            control.add_consumer("inference", reply=True, timeout=10, connection=connection)
 
 
 def drop_files(page: Page, selector: str, files: list[tuple[str, bytes]]) -> None:

@@ -133,6 +133,22 @@ def test_an_unregistered_or_unloadable_model_is_unavailable_and_tried_again(
     assert pool.names == ["late"] and registry.reported[-1].name == "late"
 
 
+def test_an_export_whose_metadata_cannot_be_read_makes_its_model_unavailable_not_the_worker(
+    weights: dict[str, str], tmp_path: Path
+) -> None:
+    """Choosing between the weights and their export reads the export's metadata.yaml: a broken one fails that
+    model's load, as corrupt weights do, and the pool serves the others."""
+    export = tmp_path / "a_openvino_model"
+    export.mkdir()
+    (export / "model.xml").write_text("<net/>")
+    (export / "metadata.yaml").write_text("")  # as a copy cut short leaves it: no mapping at all
+    pool = pool_of(Registry(weights), Loader())
+    with pytest.raises(ModelUnavailable, match=r"weights for model 'a' at .*a\.pt cannot be loaded"):
+        pool.get("a")
+    pool.preload(["a", "b"])
+    assert pool.names == ["b"]
+
+
 def test_preload_loads_at_most_the_bound_and_says_why_one_cannot(
     weights: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
