@@ -67,18 +67,14 @@ def accepted_answer(submission: NewSubmission) -> Answer:
     return jsonify(submission.answer.body), submission.answer.status_code, headers
 
 
+# What refuses a submission, whichever route takes it (POST /jobs, POST /predict): the Idempotency-Key in use (409)
+# or reused (422), stored files gone (410), sizes (413), media (415), the rate limit (429) and a full volume (507).
+SUBMISSION_REFUSALS = dict.fromkeys((409, 410, 413, 415, 422, 429, 507), ErrorBody)
+
+
 @bp.post(
     "/jobs",
-    responses={
-        202: Submission,
-        409: ErrorBody,
-        410: ErrorBody,
-        413: ErrorBody,
-        415: ErrorBody,
-        422: ErrorBody,
-        429: ErrorBody,
-        507: ErrorBody,
-    },
+    responses={202: Submission, **SUBMISSION_REFUSALS},
     openapi_extensions={"requestBody": SUBMIT_BODY},
 )
 @limit_submissions

@@ -22,8 +22,8 @@ from werkzeug.datastructures import FileStorage
 
 from app import job_actions
 from app.api import bp
-from app.api.jobs import Answer, accepted_answer
-from app.api.schemas import ErrorBody, PredictForm, Prediction, PredictionError, Submission, SubmitHeaders
+from app.api.jobs import SUBMISSION_REFUSALS, Answer, accepted_answer
+from app.api.schemas import PredictForm, Prediction, PredictionError, Submission, SubmitHeaders
 from app.auth import tenant_scope
 from app.errors import ApiError, api_error_of
 from app.extensions import db_session, get_job_service, get_settings
@@ -53,18 +53,7 @@ PREDICT_BODY = {
 
 @bp.post(
     "/predict",
-    responses={
-        200: Prediction,
-        202: Submission,
-        409: ErrorBody,
-        410: ErrorBody,
-        413: ErrorBody,
-        415: ErrorBody,
-        422: ErrorBody,
-        429: ErrorBody,
-        500: PredictionError,
-        507: ErrorBody,
-    },
+    responses={200: Prediction, 202: Submission, **SUBMISSION_REFUSALS, 500: PredictionError},
     openapi_extensions={"requestBody": PREDICT_BODY},
 )
 @limit_submissions
