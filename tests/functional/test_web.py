@@ -32,16 +32,16 @@ from config.paths import BUNDLED_MODEL
 from harness.images import image_bytes, png_claiming
 from harness.processes import ServiceProcess, wait_until
 from jobs.catalog import LoadedModel, record_loaded_model
-from jobs.lifecycle import FileResult, JobParams
 from storage import Storage
 from storage.media import NEITHER
-from storage.tables import Job, Upload
+from storage.tables import Job
 from tests.conftest import ARTIFACTS, MakeApp
 from tests.functional.browser import sign_in, watched_page
+from tests.functional.job_page_support import finish
+from tests.functional.job_page_support import shapes_job as queued_shapes_job
 from tests.helpers import (
     TEST_KEY,
     TestKey,
-    complete_job,
     create_queued_job,
     job_state,
     multipart,
@@ -763,29 +763,9 @@ def first_paint(page: Page) -> float:
 def shapes_job(storage: Storage, tenant_id: uuid.UUID, count: int) -> tuple[uuid.UUID, Counter[str]]:
     """A succeeded job of ``count`` shapes JPEGs made as the API and a worker would (no worker involved),
     with each image's drawn shapes as its detections; returns its id and the objects per class."""
-    samples = [render_sample(7, index) for index in range(count)]
-    images = []
-    for image, _shapes in samples:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        images.append(buffer.getvalue())
-    job_id = create_queued_job(storage, *images, params=JobParams(model="shapes", imgsz=320), tenant_id=tenant_id)
-    truth = {index: shapes for index, (_image, shapes) in enumerate(samples)}
-
-    def result_of(upload: Upload) -> FileResult:
-        found = [
-            {
-                "name": s.name,
-                "class": s.cls,
-                "confidence": 0.9,
-                "box": dict(zip(("x1", "y1", "x2", "y2"), s.box, strict=True)),
-            }
-            for s in truth[upload.position]
-        ]
-        return FileResult(upload.id, upload.file.width, upload.file.height, found)
-
-    complete_job(storage, job_id, result_of)
-    return job_id, Counter(s.name for shapes in truth.values() for s in shapes)
+    job = queued_shapes_job(storage, tenant_id, count)
+    finish(storage, job)
+    return job.job_id, Counter(s.name for shapes in job.shapes for s in shapes)
 
 
 def unbroken(page: Page, selector: str) -> list[str]:
